@@ -1,0 +1,16 @@
+module github.com/vigil-attest/vigil
+
+go 1.26.0
+
+require (
+	github.com/google/go-tpm v0.9.8
+	github.com/urfave/cli/v2 v2.27.7
+)
+
+require (
+	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect
+	github.com/google/go-tpm-tools v0.4.10 // indirect
+	github.com/russross/blackfriday/v2 v2.1.0 // indirect
+	github.com/xrash/smetrics v0.0.0-20240521201337-686a1a2994c1 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+)

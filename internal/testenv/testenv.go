@@ -1,0 +1,89 @@
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// Required reports whether tests must fail rather than skip when something
+// they need is missing (VIGIL_REQUIRE_SWTPM=1, set by CI).
+func Required() bool {
+	return os.Getenv("VIGIL_REQUIRE_SWTPM") == "1"
+}
+
+// Missing skips the test, or fails it when Required, explaining what is
+// missing.
+func Missing(t testing.TB, what string) {
+	t.Helper()
+	if Required() {
+		t.Fatalf("%s (VIGIL_REQUIRE_SWTPM=1: tests may not skip)", what)
+	}
+	t.Skipf("skipping: %s", what)
+}
+
+// RequireSwtpm skips or fails the test when swtpm and swtpm_setup are not on
+// PATH.
+func RequireSwtpm(t testing.TB) {
+	t.Helper()
+	for _, bin := range []string{"swtpm", "swtpm_setup"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			Missing(t, bin+" not found on PATH; install Debian packages swtpm and swtpm-tools (make test does this as root)")
+		}
+	}
+}
+
+// DataDir returns the shared real-world test data directory:
+// $VIGIL_TESTDATA, else ../shared/testdata next to the repository root.
+// It returns "" when neither exists.
+func DataDir() string {
+	if d := os.Getenv("VIGIL_TESTDATA"); d != "" {
+		return d
+	}
+	root := RepoRoot()
+	if root == "" {
+		return ""
+	}
+	d := filepath.Join(root, "..", "shared", "testdata")
+	if st, err := os.Stat(d); err == nil && st.IsDir() {
+		return d
+	}
+	return ""
+}
+
+// Data returns the path of a file under the shared test data directory,
+// skipping (or, in CI, failing) the test when it is absent.
+func Data(t testing.TB, rel ...string) string {
+	t.Helper()
+	dir := DataDir()
+	if dir == "" {
+		Missing(t, "shared test data not found (set VIGIL_TESTDATA or place it at ../shared/testdata)")
+	}
+	p := filepath.Join(append([]string{dir}, rel...)...)
+	if _, err := os.Stat(p); err != nil {
+		Missing(t, "shared test data file missing: "+p)
+	}
+	return p
+}
+
+// RepoRoot returns the directory holding go.mod for this module, found from
+// this source file's location, or "" if it cannot be found.
+func RepoRoot() string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return ""
+	}
+	dir := filepath.Dir(file)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+}
