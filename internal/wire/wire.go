@@ -1,0 +1,168 @@
+package wire
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// ContentType is the media type of every agent-facing message.
+const ContentType = "application/cbor"
+
+// MaxMessage is the largest agent message accepted by default.
+const MaxMessage = 1 << 20
+
+// RegisterRequest asks the registrar to enroll an agent's AK.
+type RegisterRequest struct {
+	AgentID string `cbor:"agent_id"`
+	// EKPublic is the marshalled TPMT_PUBLIC of the endorsement key.
+	EKPublic []byte `cbor:"ek_pub"`
+	// EKCert is the DER EK certificate from the TPM's NV, if it has one.
+	EKCert []byte `cbor:"ek_cert,omitempty"`
+	// AKPublic is the marshalled TPMT_PUBLIC of the attestation key.
+	AKPublic []byte `cbor:"ak_pub"`
+}
+
+// RegisterResponse carries the credential-activation challenge: a secret
+// sealed with TPM2_MakeCredential to the EK and the AK's name.
+type RegisterResponse struct {
+	AgentID string `cbor:"agent_id"`
+	// CredentialBlob is the TPM2B_ID_OBJECT's contents.
+	CredentialBlob []byte `cbor:"credential_blob"`
+	// Secret is the TPM2B_ENCRYPTED_SECRET's contents.
+	Secret []byte `cbor:"secret"`
+}
+
+// ActivateRequest proves the agent's TPM recovered the secret.
+type ActivateRequest struct {
+	AgentID string `cbor:"agent_id"`
+	// Proof is ActivationProof(secret, agent ID, AK name).
+	Proof []byte `cbor:"proof"`
+}
+
+// ActivateResponse confirms the AK is trusted.
+type ActivateResponse struct {
+	AgentID string `cbor:"agent_id"`
+	Active  bool   `cbor:"active"`
+}
+
+// Error is the body of every 4xx/5xx answer to an agent.
+type Error struct {
+	Error string `cbor:"error" json:"error"`
+}
+
+var (
+	encMode cbor.EncMode
+	decMode cbor.DecMode
+)
+
+func init() {
+	var err error
+	encMode, err = cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		panic(err)
+	}
+	decMode, err = cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		MaxNestedLevels:   16,
+		MaxArrayElements:  1 << 17,
+		MaxMapPairs:       1 << 17,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+}
+
+// Marshal encodes v in deterministic CBOR.
+func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }
+
+// Unmarshal decodes exactly one CBOR message into v, strictly. Errors name
+// the message field at fault.
+func Unmarshal(data []byte, v any) error {
+	rest, err := decMode.UnmarshalFirst(data, v)
+	if err != nil {
+		return describe(err, v)
+	}
+	if len(rest) != 0 {
+		return fmt.Errorf("%d bytes of trailing data after the CBOR message", len(rest))
+	}
+	return nil
+}
+
+// ErrTooLarge is returned by Read for bodies over the limit.
+var ErrTooLarge = errors.New("message too large")
+
+// Read reads at most limit bytes from r and decodes them into v.
+func Read(r io.Reader, limit int64, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return err
+	}
+	if int64(len(body)) > limit {
+		return fmt.Errorf("%w: over %d bytes", ErrTooLarge, limit)
+	}
+	if len(body) == 0 {
+		return errors.New("empty body: a CBOR message is required")
+	}
+	return Unmarshal(body, v)
+}
+
+// describe rewrites decoder errors in terms of the message's field names.
+func describe(err error, v any) error {
+	var typeErr *cbor.UnmarshalTypeError
+	if errors.As(err, &typeErr) && typeErr.StructFieldName != "" {
+		return fmt.Errorf("field %q: %s value where %s is expected", wireName(v, typeErr.StructFieldName), typeErr.CBORType, typeErr.GoType)
+	}
+	var unknown *cbor.UnknownFieldError
+	if errors.As(err, &unknown) {
+		return fmt.Errorf("unknown field at map entry %d", unknown.Index)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return errors.New("truncated CBOR message")
+	}
+	return fmt.Errorf("malformed CBOR: %s", strings.TrimPrefix(err.Error(), "cbor: "))
+}
+
+// wireName maps a Go field path ("RegisterRequest.EKPublic") to its CBOR key.
+func wireName(v any, path string) string {
+	t := reflect.TypeOf(v)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	name := path
+	if i := strings.LastIndexByte(path, '.'); i >= 0 {
+		name = path[i+1:]
+	}
+	if t == nil || t.Kind() != reflect.Struct {
+		return name
+	}
+	if f, ok := t.FieldByName(name); ok {
+		if tag := f.Tag.Get("cbor"); tag != "" {
+			return strings.Split(tag, ",")[0]
+		}
+	}
+	return name
+}
+
+// ActivationProof is what an agent returns after TPM2_ActivateCredential:
+// an HMAC keyed with the recovered secret over the agent ID and the AK name.
+// Only a TPM holding the EK could recover the secret, and it releases it only
+// for the AK of that name, so a correct proof binds the AK to the EK. The
+// secret itself never travels back.
+func ActivationProof(secret []byte, agentID string, akName []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("vigil activation proof v1\x00"))
+	m.Write([]byte(agentID))
+	m.Write([]byte{0})
+	m.Write(akName)
+	return m.Sum(nil)
+}
