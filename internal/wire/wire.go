@@ -15,6 +15,12 @@ import (
 // ContentType is the media type of every agent-facing message.
 const ContentType = "application/cbor"
 
+// Registrar paths agents call.
+const (
+	PathRegister = "/v1/register"
+	PathActivate = "/v1/activate"
+)
+
 // MaxMessage is the largest agent message accepted by default.
 const MaxMessage = 1 << 20
 

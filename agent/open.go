@@ -1,0 +1,59 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
+	"github.com/vigil-attest/vigil/tpmsim"
+)
+
+// DefaultTPM is the kernel's resource-managed TPM device.
+const DefaultTPM = "/dev/tpmrm0"
+
+// OpenerFromSpec turns a --tpm value into an Opener:
+//
+//	/dev/tpmrm0 (or any device path)  the host's TPM
+//	swtpm:HOST:PORT                   swtpm's TCP command channel
+//	sim                               the in-process simulator (cgo builds only)
+//
+// The returned close function releases what the opener holds between
+// operations (the simulator); call it when the agent stops.
+func OpenerFromSpec(spec string) (Opener, func() error, error) {
+	noop := func() error { return nil }
+	switch {
+	case spec == "":
+		return nil, nil, errors.New("--tpm: empty")
+	case strings.HasPrefix(spec, "/"):
+		return func(ctx context.Context) (TPM, error) {
+			t, err := linuxtpm.Open(spec)
+			if err != nil {
+				return nil, fmt.Errorf("open %s: %w", spec, err)
+			}
+			return NewGoTPM(t), nil
+		}, noop, nil
+	case strings.HasPrefix(spec, "swtpm:"):
+		addr := strings.TrimPrefix(spec, "swtpm:")
+		if !strings.Contains(addr, ":") {
+			return nil, nil, fmt.Errorf("--tpm %s: want swtpm:HOST:PORT", spec)
+		}
+		return func(ctx context.Context) (TPM, error) {
+			t, err := tpmsim.DialSwtpm(ctx, addr)
+			if err != nil {
+				return nil, err
+			}
+			return NewGoTPM(t), nil
+		}, noop, nil
+	case spec == "sim":
+		sim, err := tpmsim.OpenSimulator()
+		if err != nil {
+			return nil, nil, fmt.Errorf("--tpm sim: %w", err)
+		}
+		return func(ctx context.Context) (TPM, error) {
+			return NewGoTPM(sim.Conn()), nil
+		}, sim.Close, nil
+	}
+	return nil, nil, fmt.Errorf("--tpm %q: want a device path (e.g. %s), swtpm:HOST:PORT or sim", spec, DefaultTPM)
+}

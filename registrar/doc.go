@@ -1,0 +1,21 @@
+// Package registrar enrolls hosts: it decides which TPMs may join the fleet
+// and which attestation key (AK) speaks for each of them.
+//
+// Enrollment is two round trips. In Register the agent presents its
+// endorsement key (EK), the EK certificate if its TPM has one, and a new AK.
+// The registrar checks the EK against the EK policy (a certificate chain to
+// manufacturer roots, an allowlist of EK hashes, or, only when asked for,
+// anything), checks that the AK is a restricted signing key bound to its TPM,
+// and answers with a challenge made by TPM2_MakeCredential: a secret that
+// only the TPM holding that EK can recover, and only for an object with the
+// AK's name. In Activate the agent returns a proof computed from that secret;
+// only then is the AK marked active and handed to verifiers.
+//
+// An agent ID is bound to the first EK that registers under it: another EK
+// under the same ID is refused and the stored record is left as it was. The
+// same EK may register again (a new AK, for example after a disk wipe), which
+// makes the record inactive until the new AK is activated.
+//
+// The logic (Service) talks to storage only through the Store interface in
+// this package; BoltStore implements it on the embedded store.
+package registrar

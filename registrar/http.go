@@ -1,0 +1,198 @@
+package registrar
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/internal/wire"
+)
+
+// API paths. Agent endpoints take CBOR and need no client certificate (the
+// TPM authenticates the agent); admin endpoints answer JSON and require an
+// admin client certificate.
+const (
+	PathRegister = wire.PathRegister
+	PathActivate = wire.PathActivate
+	PathAgents   = "/v1/agents"
+)
+
+// AgentView is the admin API's JSON view of a record.
+type AgentView struct {
+	AgentID  string `json:"agent_id"`
+	Active   bool   `json:"active"`
+	EKSHA256 string `json:"ek_sha256"`
+	EKTrust  string `json:"ek_trust"`
+	EKCert   []byte `json:"ek_cert,omitempty"`
+	AKAlg    string `json:"ak_alg"`
+	// AKPublic is the marshalled TPMT_PUBLIC (base64 in JSON).
+	AKPublic      []byte     `json:"ak_pub"`
+	AKName        string     `json:"ak_name"`
+	RegisteredAt  time.Time  `json:"registered_at"`
+	ActivatedAt   *time.Time `json:"activated_at,omitempty"`
+	Registrations int        `json:"registrations"`
+}
+
+// View is the admin view of a record.
+func View(r Record) AgentView {
+	v := AgentView{
+		AgentID:       r.AgentID,
+		Active:        r.Active,
+		EKSHA256:      r.EKSHA256,
+		EKTrust:       r.EKTrust,
+		EKCert:        r.EKCert,
+		AKAlg:         r.AKAlg,
+		AKPublic:      r.AKPublic,
+		AKName:        hex.EncodeToString(r.AKName),
+		RegisteredAt:  r.RegisteredAt,
+		Registrations: r.Registrations,
+	}
+	if !r.ActivatedAt.IsZero() {
+		t := r.ActivatedAt
+		v.ActivatedAt = &t
+	}
+	return v
+}
+
+// Handler serves the registrar API.
+func Handler(svc *Service) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+PathRegister, func(w http.ResponseWriter, r *http.Request) {
+		var req wire.RegisterRequest
+		if !readCBOR(w, r, &req) {
+			return
+		}
+		rsp, err := svc.Register(r.Context(), req)
+		writeCBOR(w, svc.log(), rsp, err)
+	})
+	mux.HandleFunc("POST "+PathActivate, func(w http.ResponseWriter, r *http.Request) {
+		var req wire.ActivateRequest
+		if !readCBOR(w, r, &req) {
+			return
+		}
+		rsp, err := svc.Activate(r.Context(), req)
+		writeCBOR(w, svc.log(), rsp, err)
+	})
+	mux.HandleFunc("GET "+PathAgents, admin(func(w http.ResponseWriter, r *http.Request) {
+		recs, err := svc.Store.List(r.Context())
+		if err != nil {
+			writeJSONError(w, svc.log(), err)
+			return
+		}
+		views := make([]AgentView, 0, len(recs))
+		for _, rec := range recs {
+			views = append(views, View(rec))
+		}
+		writeJSON(w, http.StatusOK, views)
+	}))
+	mux.HandleFunc("GET "+PathAgents+"/{id}", admin(func(w http.ResponseWriter, r *http.Request) {
+		rec, err := svc.Store.Get(r.Context(), r.PathValue("id"))
+		if err != nil {
+			writeJSONError(w, svc.log(), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, View(rec))
+	}))
+	mux.HandleFunc("DELETE "+PathAgents+"/{id}", admin(func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if err := svc.Store.Delete(r.Context(), id); err != nil {
+			writeJSONError(w, svc.log(), err)
+			return
+		}
+		svc.log().Info("agent deleted by operator", "agent_id", id, "operator", operator(r))
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+type operatorKey struct{}
+
+func operator(r *http.Request) string {
+	s, _ := r.Context().Value(operatorKey{}).(string)
+	return s
+}
+
+// admin refuses requests without a verified admin client certificate.
+func admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		who, err := tlsutil.AdminIdentity(r)
+		if err != nil {
+			writeJSON(w, http.StatusUnauthorized, wire.Error{Error: err.Error()})
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), operatorKey{}, who)))
+	}
+}
+
+func readCBOR(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != wire.ContentType {
+		writeCBORStatus(w, http.StatusUnsupportedMediaType, wire.Error{Error: "Content-Type must be " + wire.ContentType})
+		return false
+	}
+	if err := wire.Read(r.Body, wire.MaxMessage, v); err != nil {
+		writeCBORStatus(w, http.StatusBadRequest, wire.Error{Error: err.Error()})
+		return false
+	}
+	return true
+}
+
+func status(err error) int {
+	var e *Error
+	switch {
+	case errors.As(err, &e) && e.Kind == Invalid:
+		return http.StatusBadRequest
+	case errors.As(err, &e) && e.Kind == Forbidden:
+		return http.StatusForbidden
+	case errors.As(err, &e) && e.Kind == NotFound, errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	}
+	return http.StatusInternalServerError
+}
+
+// publicMessage hides internal errors from clients; they go to the log.
+func publicMessage(log *slog.Logger, err error) string {
+	if status(err) == http.StatusInternalServerError {
+		log.Error("internal error", "err", err)
+		return "internal error"
+	}
+	return err.Error()
+}
+
+func writeCBOR(w http.ResponseWriter, log *slog.Logger, v any, err error) {
+	if err != nil {
+		writeCBORStatus(w, status(err), wire.Error{Error: publicMessage(log, err)})
+		return
+	}
+	writeCBORStatus(w, http.StatusOK, v)
+}
+
+func writeCBORStatus(w http.ResponseWriter, code int, v any) {
+	b, err := wire.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", wire.ContentType)
+	w.WriteHeader(code)
+	w.Write(b)
+}
+
+func writeJSONError(w http.ResponseWriter, log *slog.Logger, err error) {
+	writeJSON(w, status(err), wire.Error{Error: publicMessage(log, err)})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
