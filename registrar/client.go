@@ -59,7 +59,7 @@ func (c *AdminClient) do(ctx context.Context, method, path string, out any) erro
 			msg = e.Error
 		}
 		if rsp.StatusCode == http.StatusNotFound {
-			return fmt.Errorf("registrar: %s: %w", msg, ErrNotFound)
+			return fmt.Errorf("registrar: %s %s: %w", method, path, ErrNotFound)
 		}
 		return fmt.Errorf("registrar: %s %s: %d %s", method, path, rsp.StatusCode, msg)
 	}

@@ -12,7 +12,8 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newApp().RunContext(ctx, os.Args)
+	app := newApp()
+	err := app.RunContext(ctx, hoistFlags(app, os.Args))
 	stop()
 	if err != nil {
 		if msg := err.Error(); msg != "" {
@@ -30,6 +31,10 @@ func newApp() *cli.App {
 		Usage:                "TPM 2.0 remote attestation for Linux fleets",
 		EnableBashCompletion: true,
 		Commands: []*cli.Command{
+			caCommand(),
+			registrarCommand(),
+			agentCommand(),
+			tenantCommand(),
 			policyCommand(),
 			// commands are registered here, one line each
 		},

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/urfave/cli/v2"
+	"github.com/vigil-attest/vigil/agent"
+	"github.com/vigil-attest/vigil/internal/tlsutil"
+)
+
+// agentEnrollFlags are the flags `vigil agent enroll` shares with `vigil
+// agent`.
+func agentEnrollFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "data", Usage: "data `DIR` (the AK is kept here)"},
+		&cli.StringFlag{Name: "tpm", Value: agent.DefaultTPM, Usage: "`SPEC`: a TPM device, swtpm:HOST:PORT, or sim"},
+		&cli.StringFlag{Name: "registrar", Usage: "registrar `URL` (https://HOST:PORT)"},
+		&cli.StringFlag{Name: "ca", Usage: "CA certificate `FILE` the servers' certificates chain to"},
+		&cli.StringFlag{Name: "id", Usage: "agent `ID` (default: SHA-256 of the EK public key)"},
+		&cli.StringFlag{Name: "ak-alg", Value: "rsa", Usage: "AK algorithm: rsa (RSA-2048) or ecc (P-256)"},
+		&cli.StringFlag{Name: "ek-alg", Value: "rsa", Usage: "EK algorithm: rsa or ecc"},
+	}
+}
+
+func agentCommand() *cli.Command {
+	enrollFlags, enrollBefore := serviceFlags(append(agentEnrollFlags(),
+		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"})...)
+	return &cli.Command{
+		Name:  "agent",
+		Usage: "the host agent: enrolls the host's TPM and attests to the verifier",
+		Subcommands: []*cli.Command{{
+			Name:   "enroll",
+			Usage:  "register the host's AK with the registrar, activate it, print the result and exit",
+			Flags:  enrollFlags,
+			Before: enrollBefore,
+			Action: func(c *cli.Context) error {
+				enroller, closeTPM, err := enrollerFromFlags(c)
+				if err != nil {
+					return err
+				}
+				defer closeTPM()
+				res, err := enroller.Enroll(c.Context)
+				if err != nil {
+					return err
+				}
+				if c.Bool("json") {
+					return printJSON(c.App.Writer, res)
+				}
+				fmt.Fprintf(c.App.Writer, "agent %s enrolled: active=%v ak_alg=%s ak_reused=%v\n", res.AgentID, res.Active, res.AKAlg, res.AKReused)
+				return nil
+			},
+		}},
+	}
+}
+
+func enrollerFromFlags(c *cli.Context) (*agent.Enroller, func() error, error) {
+	if err := required(c, "data", "tpm", "registrar", "ca"); err != nil {
+		return nil, nil, err
+	}
+	log, err := newLogger(c, stderr(c))
+	if err != nil {
+		return nil, nil, err
+	}
+	akAlg, err := agent.ParseAlg(c.String("ak-alg"))
+	if err != nil {
+		return nil, nil, badInputf("--ak-alg: %v", err)
+	}
+	ekAlg, err := agent.ParseAlg(c.String("ek-alg"))
+	if err != nil {
+		return nil, nil, badInputf("--ek-alg: %v", err)
+	}
+	if id := c.String("id"); id != "" && !validAgentID(id) {
+		return nil, nil, badInputf("--id %q: 1-128 of A-Z a-z 0-9 . _ : -, starting with a letter or digit", id)
+	}
+	tlsCfg, err := tlsutil.ClientConfig(c.String("ca"), "", "")
+	if err != nil {
+		return nil, nil, badInputf("--ca: %v", err)
+	}
+	open, closeTPM, err := agent.OpenerFromSpec(c.String("tpm"))
+	if err != nil {
+		return nil, nil, badInput(err)
+	}
+	return &agent.Enroller{
+		Open:         open,
+		DataDir:      c.String("data"),
+		RegistrarURL: c.String("registrar"),
+		HTTP:         &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}},
+		AgentID:      c.String("id"),
+		EKAlg:        ekAlg,
+		AKAlg:        akAlg,
+		Log:          log.With("service", "agent"),
+	}, closeTPM, nil
+}

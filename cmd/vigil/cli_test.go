@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/tpmsim"
+)
+
+// run executes the vigil command tree in-process and returns its standard
+// output and exit code.
+func run(t *testing.T, ctx context.Context, args ...string) (string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	app := newApp()
+	app.Writer, app.ErrWriter = &out, &errOut
+	err := app.RunContext(ctx, hoistFlags(app, append([]string{"vigil"}, args...)))
+	if err != nil {
+		t.Logf("vigil %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
+	}
+	return out.String(), exitCode(err)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startRegistrarCmd runs `vigil registrar` with a YAML config file and an
+// environment variable, proving both sources reach the flags.
+func startRegistrarCmd(t *testing.T, tlsDir, roots string) string {
+	t.Helper()
+	addr := freeAddr(t)
+	cfg := filepath.Join(t.TempDir(), "registrar.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("data: %s\ntls-dir: %s\nlisten: %s\n", t.TempDir(), tlsDir, addr)), 0o600)
+	t.Setenv("VIGIL_EK_ROOTS", roots)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		_, code := run(t, ctx, "registrar", "--config", cfg, "--log-level", "warn")
+		done <- code
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("registrar exited %d", code)
+		}
+	})
+	tlsCfg, err := tlsutil.ClientConfig(filepath.Join(tlsDir, tlsutil.CACert), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}, Timeout: time.Second}
+	for i := 0; ; i++ {
+		rsp, err := client.Get("https://" + addr + "/healthz")
+		if err == nil {
+			rsp.Body.Close()
+			break
+		}
+		if i > 100 {
+			t.Fatalf("registrar did not come up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return "https://" + addr
+}
+
+func TestCAInitRefusesToOverwrite(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tls")
+	out, code := run(t, context.Background(), "ca", "init", dir, "--json")
+	if code != 0 {
+		t.Fatalf("ca init: exit %d", code)
+	}
+	var res struct{ Files map[string]string }
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Files) != 6 {
+		t.Fatalf("ca init --json: %q (%v)", out, err)
+	}
+	for _, f := range res.Files {
+		if _, err := os.Stat(f); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, code := run(t, context.Background(), "ca", "init", dir); code != exitUsage {
+		t.Errorf("second ca init: exit %d, want 2", code)
+	}
+}
+
+func TestEnrollByHandThroughTheCLI(t *testing.T) {
+	sw := tpmsim.NewTestSwtpm(t, "")
+	ctx := context.Background()
+	tlsDir := filepath.Join(t.TempDir(), "tls")
+	if _, code := run(t, ctx, "ca", "init", tlsDir); code != 0 {
+		t.Fatal("ca init failed")
+	}
+	url := startRegistrarCmd(t, tlsDir, sw.CADir())
+
+	out, code := run(t, ctx, "agent", "enroll", "--data", t.TempDir(), "--tpm", sw.Spec(),
+		"--registrar", url, "--ca", filepath.Join(tlsDir, tlsutil.CACert), "--id", "web-1", "--ak-alg", "ecc", "--json", "--log-level", "warn")
+	if code != 0 {
+		t.Fatalf("agent enroll: exit %d", code)
+	}
+	var enrolled map[string]any
+	if err := json.Unmarshal([]byte(out), &enrolled); err != nil {
+		t.Fatalf("enroll --json: %v: %q", err, out)
+	}
+	if enrolled["agent_id"] != "web-1" || enrolled["active"] != true || enrolled["ak_alg"] != "ecc" {
+		t.Errorf("enroll output %v", enrolled)
+	}
+
+	tenant := []string{"tenant", "--tls-dir", tlsDir, "--registrar", url, "registrar"}
+	out, code = run(t, ctx, append(tenant, "show", "web-1", "--json")...)
+	if code != 0 {
+		t.Fatalf("tenant registrar show: exit %d", code)
+	}
+	var shown map[string]any
+	if err := json.Unmarshal([]byte(out), &shown); err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{"agent_id", "active", "ek_sha256", "ak_alg", "registered_at"} {
+		if _, ok := shown[field]; !ok {
+			t.Errorf("show --json lacks %s: %v", field, shown)
+		}
+	}
+	if shown["active"] != true || shown["ak_alg"] != "ecc" {
+		t.Errorf("show: %v", shown)
+	}
+	if out, code = run(t, ctx, append(tenant, "list")...); code != 0 || !strings.Contains(out, "web-1") {
+		t.Errorf("list: exit %d, %q", code, out)
+	}
+	if _, code = run(t, ctx, append(tenant, "delete", "web-1")...); code != 0 {
+		t.Errorf("delete: exit %d", code)
+	}
+	if _, code = run(t, ctx, append(tenant, "show", "web-1")...); code != exitUsage {
+		t.Errorf("show of a deleted agent: exit %d, want 2", code)
+	}
+}
+
+func TestUsageErrorsExitTwo(t *testing.T) {
+	ctx := context.Background()
+	tlsDir := filepath.Join(t.TempDir(), "tls")
+	run(t, ctx, "ca", "init", tlsDir)
+	for _, args := range [][]string{
+		{"registrar", "--no-such-flag"},
+		{"registrar", "--data", t.TempDir()},
+		{"registrar", "--data", t.TempDir(), "--tls-dir", tlsDir, "--ek-policy", "bogus"},
+		{"registrar", "--data", t.TempDir(), "--tls-dir", tlsDir, "--ek-policy", "chain"},
+		{"registrar", "--config", "/nonexistent.yaml"},
+		{"agent", "enroll", "--data", t.TempDir(), "--tpm", "nonsense", "--registrar", "https://127.0.0.1:1", "--ca", filepath.Join(tlsDir, "ca.crt")},
+		{"agent", "enroll", "--data", t.TempDir(), "--tpm", "sim", "--registrar", "https://127.0.0.1:1", "--ca", filepath.Join(tlsDir, "ca.crt"), "--ak-alg", "dsa"},
+		{"agent", "enroll", "--data", t.TempDir(), "--tpm", "sim", "--registrar", "https://127.0.0.1:1", "--ca", filepath.Join(tlsDir, "ca.crt"), "--id", "bad id/with slash"},
+		{"tenant", "--tls-dir", tlsDir, "--registrar", "https://127.0.0.1:1", "registrar", "show"},
+		{"ca", "init"},
+	} {
+		if _, code := run(t, ctx, args...); code != exitUsage {
+			t.Errorf("vigil %s: exit %d, want 2", strings.Join(args, " "), code)
+		}
+	}
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"github.com/vigil-attest/vigil/internal/store"
+	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/registrar"
+)
+
+func registrarCommand() *cli.Command {
+	flags, before := serviceFlags(
+		&cli.StringFlag{Name: "data", Usage: "data `DIR` (the embedded store lives here)"},
+		&cli.StringFlag{Name: "tls-dir", Usage: "`DIR` made by `vigil ca init`"},
+		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8890", Usage: "`ADDR` to serve on"},
+		&cli.StringFlag{Name: "ek-roots", Usage: "`DIR` of EK manufacturer root and intermediate certificates (PEM or DER)"},
+		&cli.StringFlag{Name: "ek-allow", Usage: "`FILE` of allowed EK SHA-256 hashes, one per line"},
+		&cli.StringFlag{Name: "ek-policy", Usage: "chain, allowlist, chain-or-allowlist or any (default: chain with --ek-roots, allowlist with --ek-allow, both if both)"},
+		&cli.DurationFlag{Name: "challenge-ttl", Value: 5 * time.Minute, Usage: "time an agent has to answer its activation challenge"},
+	)
+	return &cli.Command{
+		Name:   "registrar",
+		Usage:  "run the registrar: enrolls hosts' EK/AK pairs",
+		Flags:  flags,
+		Before: before,
+		Action: func(c *cli.Context) error {
+			if err := required(c, "data", "tls-dir"); err != nil {
+				return err
+			}
+			log, err := newLogger(c, stderr(c))
+			if err != nil {
+				return err
+			}
+			policy, err := ekPolicyFromFlags(c)
+			if err != nil {
+				return err
+			}
+			cfg, err := tlsutil.ServerConfig(c.String("tls-dir"))
+			if err != nil {
+				return badInput(err)
+			}
+			db, err := store.Open(c.String("data"))
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			log = log.With("service", "registrar")
+			if policy.Mode == registrar.EKPolicyAny {
+				log.Warn("--ek-policy any: every EK is accepted without a check; use only for trials")
+			}
+			svc := &registrar.Service{
+				Store:        registrar.BoltStore{DB: db},
+				EKPolicy:     policy,
+				Log:          log,
+				ChallengeTTL: c.Duration("challenge-ttl"),
+			}
+			log.Info("starting", "ek_policy", policy.Mode, "data", c.String("data"))
+			return serveTLS(c.Context, log, c.String("listen"), cfg, registrar.Handler(svc), nil)
+		},
+	}
+}
+
+func ekPolicyFromFlags(c *cli.Context) (registrar.EKPolicy, error) {
+	var p registrar.EKPolicy
+	if dir := c.String("ek-roots"); dir != "" {
+		roots, inter, err := registrar.LoadEKRoots(dir)
+		if err != nil {
+			return p, badInput(err)
+		}
+		p.Roots, p.Intermediates = roots, inter
+	}
+	if file := c.String("ek-allow"); file != "" {
+		allow, err := registrar.LoadEKAllowlist(file)
+		if err != nil {
+			return p, badInput(err)
+		}
+		p.Allow = allow
+	}
+	p.Mode = c.String("ek-policy")
+	if p.Mode == "" {
+		switch {
+		case p.Roots != nil && p.Allow != nil:
+			p.Mode = registrar.EKPolicyChainOrAllowlist
+		case p.Allow != nil:
+			p.Mode = registrar.EKPolicyAllowlist
+		default:
+			p.Mode = registrar.EKPolicyChain
+		}
+	}
+	if err := p.Validate(); err != nil {
+		return p, badInput(err)
+	}
+	return p, nil
+}
