@@ -31,34 +31,108 @@ func NewGoTPM(t transport.TPMCloser) TPM { return &goTPM{t: t} }
 
 func (g *goTPM) Close() error { return g.t.Close() }
 
-// ekTemplate is the TCG default (low range) EK template for the algorithm.
-func ekTemplate(alg tpm2.TPMAlgID) (tpm2.TPMTPublic, error) {
+// TCG EK Credential Profile persistent handles where provisioning tools
+// (and swtpm_setup) leave the EK.
+const (
+	persistentRSAEK     tpm2.TPMHandle = 0x81010001
+	persistentECCEK     tpm2.TPMHandle = 0x81010002
+	persistentECCP384EK tpm2.TPMHandle = 0x81010016
+)
+
+// eccP384EKTemplate is the TCG EK Credential Profile's high-range template
+// H-3 (ECC NIST P-384, SHA-384 name, policy B, userWithAuth set), which
+// swtpm and several TPMs use for their ECC EK.
+var eccP384EKTemplate = tpm2.TPMTPublic{
+	Type:    tpm2.TPMAlgECC,
+	NameAlg: tpm2.TPMAlgSHA384,
+	ObjectAttributes: tpm2.TPMAObject{
+		FixedTPM:            true,
+		FixedParent:         true,
+		SensitiveDataOrigin: true,
+		UserWithAuth:        true,
+		AdminWithPolicy:     true,
+		Restricted:          true,
+		Decrypt:             true,
+	},
+	AuthPolicy: tpm2.TPM2BDigest{Buffer: []byte{
+		0xb2, 0x6e, 0x7d, 0x28, 0xd1, 0x1a, 0x50, 0xbc, 0x53, 0xd8, 0x82, 0xbc,
+		0xf5, 0xfd, 0x3a, 0x1a, 0x07, 0x41, 0x48, 0xbb, 0x35, 0xd3, 0xb4, 0xe4,
+		0xcb, 0x1c, 0x0a, 0xd9, 0xbd, 0xe4, 0x19, 0xca, 0xcb, 0x47, 0xba, 0x09,
+		0x69, 0x96, 0x46, 0x15, 0x0f, 0x9f, 0xc0, 0x00, 0xf3, 0xf8, 0x0e, 0x12,
+	}},
+	Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+		Symmetric: tpm2.TPMTSymDefObject{
+			Algorithm: tpm2.TPMAlgAES,
+			KeyBits:   tpm2.NewTPMUSymKeyBits(tpm2.TPMAlgAES, tpm2.TPMKeyBits(256)),
+			Mode:      tpm2.NewTPMUSymMode(tpm2.TPMAlgAES, tpm2.TPMAlgCFB),
+		},
+		CurveID: tpm2.TPMECCNistP384,
+	}),
+	Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{}),
+}
+
+// ekSource says where to find the EK of one kind: its certificate's NV
+// index, the persistent handle it is usually kept at, and the template that
+// recreates it.
+type ekSource struct {
+	certIndex  tpm2.TPMHandle
+	persistent tpm2.TPMHandle
+	template   tpm2.TPMTPublic
+}
+
+func ekSources(alg tpm2.TPMAlgID) ([]ekSource, error) {
 	switch alg {
 	case tpm2.TPMAlgRSA:
-		return tpm2.RSAEKTemplate, nil
+		return []ekSource{{nvRSAEKCert, persistentRSAEK, tpm2.RSAEKTemplate}}, nil
 	case tpm2.TPMAlgECC:
-		return tpm2.ECCEKTemplate, nil
+		return []ekSource{
+			{nvECCEKCert, persistentECCEK, tpm2.ECCEKTemplate},
+			{nvECCP384EKCert, persistentECCP384EK, eccP384EKTemplate},
+		}, nil
 	}
-	return tpm2.TPMTPublic{}, fmt.Errorf("unsupported EK algorithm %v", alg)
+	return nil, fmt.Errorf("unsupported EK algorithm %v", alg)
+}
+
+// pickEKSource chooses, among the EK kinds of alg, the one the manufacturer
+// certified (the first with a certificate in NV), or the first kind when
+// there is no certificate.
+func (g *goTPM) pickEKSource(alg tpm2.TPMAlgID) (ekSource, error) {
+	sources, err := ekSources(alg)
+	if err != nil {
+		return ekSource{}, err
+	}
+	for _, src := range sources {
+		if _, err := (tpm2.NVReadPublic{NVIndex: src.certIndex}).Execute(g.t); err == nil {
+			return src, nil
+		}
+	}
+	return sources[0], nil
 }
 
 type loadedKey struct {
-	handle tpm2.TPMHandle
-	name   tpm2.TPM2BName
-	public tpm2.TPMTPublic
+	handle     tpm2.TPMHandle
+	name       tpm2.TPM2BName
+	public     tpm2.TPMTPublic
+	persistent bool
 }
 
-// createEK recreates the EK from its template. The endorsement seed makes
-// this deterministic, so the key matches the one in the EK certificate
-// without needing a persistent handle (many TPMs ship none).
+// createEK finds the EK: at its persistent handle when it is kept there
+// with the expected type, else recreated from its template (the endorsement
+// seed makes this deterministic, so the key matches its certificate).
 func (g *goTPM) createEK(alg tpm2.TPMAlgID) (loadedKey, error) {
-	tmpl, err := ekTemplate(alg)
+	src, err := g.pickEKSource(alg)
 	if err != nil {
 		return loadedKey{}, err
 	}
+	if rsp, err := (tpm2.ReadPublic{ObjectHandle: src.persistent}).Execute(g.t); err == nil {
+		if pub, err := rsp.OutPublic.Contents(); err == nil && pub.Type == src.template.Type && pub.NameAlg == src.template.NameAlg &&
+			pub.ObjectAttributes.Restricted && pub.ObjectAttributes.Decrypt {
+			return loadedKey{handle: src.persistent, name: rsp.Name, public: *pub, persistent: true}, nil
+		}
+	}
 	rsp, err := tpm2.CreatePrimary{
 		PrimaryHandle: tpm2.TPMRHEndorsement,
-		InPublic:      tpm2.New2B(tmpl),
+		InPublic:      tpm2.New2B(src.template),
 	}.Execute(g.t)
 	if err != nil {
 		return loadedKey{}, fmt.Errorf("create EK: %w", err)
@@ -75,13 +149,25 @@ func (g *goTPM) flush(h tpm2.TPMHandle) {
 	_, _ = tpm2.FlushContext{FlushHandle: h}.Execute(g.t)
 }
 
-// ekAuth satisfies the EK's authPolicy, PolicySecret(TPM_RH_ENDORSEMENT),
-// in a policy session that go-tpm opens and flushes around each command.
+// release flushes a key unless it is persistent.
+func (g *goTPM) release(k loadedKey) {
+	if !k.persistent {
+		g.flush(k.handle)
+	}
+}
+
+// ekAuth authorizes use of the EK. Templates with userWithAuth (the high
+// range ones) take the empty password; the others need their authPolicy,
+// PolicySecret(TPM_RH_ENDORSEMENT), in a policy session of the EK's name
+// algorithm that go-tpm opens and flushes around each command.
 func ekAuth(ek loadedKey) tpm2.AuthHandle {
+	if ek.public.ObjectAttributes.UserWithAuth {
+		return tpm2.AuthHandle{Handle: ek.handle, Name: ek.name, Auth: tpm2.PasswordAuth(nil)}
+	}
 	return tpm2.AuthHandle{
 		Handle: ek.handle,
 		Name:   ek.name,
-		Auth: tpm2.Policy(tpm2.TPMAlgSHA256, 16, func(t transport.TPM, handle tpm2.TPMISHPolicy, nonceTPM tpm2.TPM2BNonce) error {
+		Auth: tpm2.Policy(ek.public.NameAlg, 16, func(t transport.TPM, handle tpm2.TPMISHPolicy, nonceTPM tpm2.TPM2BNonce) error {
 			_, err := tpm2.PolicySecret{
 				AuthHandle:    tpm2.TPMRHEndorsement,
 				PolicySession: handle,
@@ -100,7 +186,7 @@ func (g *goTPM) EKPublic(ctx context.Context, ekAlg tpm2.TPMAlgID) (tpm2.TPMTPub
 	if err != nil {
 		return tpm2.TPMTPublic{}, err
 	}
-	g.flush(ek.handle)
+	g.release(ek)
 	return ek.public, nil
 }
 
@@ -235,7 +321,7 @@ func (g *goTPM) CreateAK(ctx context.Context, ekAlg, akAlg tpm2.TPMAlgID) (AKBlo
 	if err != nil {
 		return AKBlob{}, err
 	}
-	defer g.flush(ek.handle)
+	defer g.release(ek)
 	rsp, err := tpm2.Create{
 		ParentHandle: ekAuth(ek),
 		InPublic:     tpm2.New2B(tmpl),
@@ -258,7 +344,7 @@ func (g *goTPM) loadAK(ak AKBlob) (ek, key loadedKey, err error) {
 		InPublic:     ak.Public,
 	}.Execute(g.t)
 	if err != nil {
-		g.flush(ek.handle)
+		g.release(ek)
 		return ek, key, fmt.Errorf("load AK: %w", err)
 	}
 	return ek, loadedKey{handle: rsp.ObjectHandle, name: rsp.Name}, nil
@@ -272,7 +358,7 @@ func (g *goTPM) ActivateCredential(ctx context.Context, ak AKBlob, credentialBlo
 	if err != nil {
 		return nil, err
 	}
-	defer g.flush(ek.handle)
+	defer g.release(ek)
 	defer g.flush(key.handle)
 	rsp, err := tpm2.ActivateCredential{
 		ActivateHandle: tpm2.AuthHandle{Handle: key.handle, Name: key.name, Auth: tpm2.PasswordAuth(nil)},
@@ -295,7 +381,7 @@ func (g *goTPM) Quote(ctx context.Context, ak AKBlob, nonce []byte, sel tpm2.TPM
 		return tpm2.TPM2BAttest{}, tpm2.TPMTSignature{}, err
 	}
 	// The EK is only the AK's parent: it can go before the quote.
-	g.flush(ek.handle)
+	g.release(ek)
 	defer g.flush(key.handle)
 	rsp, err := tpm2.Quote{
 		SignHandle:     tpm2.AuthHandle{Handle: key.handle, Name: key.name, Auth: tpm2.PasswordAuth(nil)},

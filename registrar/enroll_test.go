@@ -385,3 +385,27 @@ func postCBOR(t *testing.T, reg *testRegistrar, path string, req, rsp any) int {
 	}
 	return hrsp.StatusCode
 }
+
+// swtpm's ECC EK is the high-range NIST P-384 one (certificate at NV
+// 0x01c00016, userWithAuth, SHA-384 name): enrollment must find it, match it
+// to its certificate, and let the registrar make a credential for it.
+func TestEnrollWithECCEK(t *testing.T) {
+	sw := tpmsim.NewTestSwtpm(t, "")
+	reg := startRegistrar(t, newTLSDir(t), t.TempDir(), chainPolicy(t, sw.CADir()))
+	e := reg.enroller(swtpmOpener(sw), t.TempDir(), "ecc-ek", tpm2.TPMAlgECC)
+	e.EKAlg = tpm2.TPMAlgECC
+	res, err := e.Enroll(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Active || res.EKAlg != "ecc" || !res.HasEKCrt {
+		t.Fatalf("enroll result %+v", res)
+	}
+	view, err := reg.admin().Get(context.Background(), "ecc-ek")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if view.EKTrust != "chain:swtpm-localca-rootca" {
+		t.Errorf("ECC EK trusted by %q", view.EKTrust)
+	}
+}
