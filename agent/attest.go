@@ -1,0 +1,239 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/internal/wire"
+)
+
+// Attester is the agent's continuous-attestation loop: it asks the verifier
+// for a challenge, answers it with a quote and the logs asked for, and
+// repeats at the interval the verifier sets. It holds no TPM connection
+// between attestations.
+type Attester struct {
+	Open        Opener
+	DataDir     string
+	VerifierURL string
+	// HTTP must trust the deployment CA; keep-alive connections are reused.
+	HTTP *http.Client
+	// BootLogPath and IMALogPath are the logs to send; empty means the
+	// kernel's defaults.
+	BootLogPath string
+	IMALogPath  string
+	Log         *slog.Logger
+	// MaxBackoff caps the wait between retries after errors.
+	MaxBackoff time.Duration
+	// OnVerdict, if set, sees every verdict (tests, the demo).
+	OnVerdict func(wire.Verdict)
+
+	ak      AKBlob
+	agentID string
+	ima     *imaLog
+}
+
+// Prepare loads the enrolled AK and checks the logs exist, so a
+// misconfigured agent fails at start with a clear error.
+func (a *Attester) Prepare() error {
+	st, err := loadAK(a.DataDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no AK in %s: run `vigil agent enroll` first", a.DataDir)
+	}
+	if err != nil {
+		return err
+	}
+	if st.AgentID == "" || !st.Active {
+		return fmt.Errorf("the AK in %s was never activated: run `vigil agent enroll`", a.DataDir)
+	}
+	blob, err := st.blob()
+	if err != nil {
+		return err
+	}
+	a.ak, a.agentID = blob, st.AgentID
+	if a.IMALogPath == "" {
+		a.IMALogPath = DefaultIMALog
+	}
+	if a.BootLogPath == "" {
+		a.BootLogPath = DefaultBootLog
+	}
+	if a.ima, err = newIMALog(a.IMALogPath); err != nil {
+		return err
+	}
+	if _, err := os.Stat(a.BootLogPath); err != nil {
+		return fmt.Errorf("boot log: %w", err)
+	}
+	return nil
+}
+
+// AgentID is the ID the registrar enrolled this agent under.
+func (a *Attester) AgentID() string { return a.agentID }
+
+func (a *Attester) log() *slog.Logger {
+	l := a.Log
+	if l == nil {
+		l = slog.Default()
+	}
+	return l.With("agent_id", a.agentID)
+}
+
+// Run attests until ctx ends. Errors (network, verifier refusals, TPM) are
+// logged and retried with capped, jittered exponential backoff.
+func (a *Attester) Run(ctx context.Context) error {
+	if a.ima == nil {
+		if err := a.Prepare(); err != nil {
+			return err
+		}
+	}
+	maxBackoff := a.MaxBackoff
+	if maxBackoff == 0 {
+		maxBackoff = time.Minute
+	}
+	backoff := time.Duration(0)
+	started := true
+	var next *wire.Challenge
+	for ctx.Err() == nil {
+		if next == nil {
+			ch, err := a.challenge(ctx, started)
+			if err != nil {
+				backoff = a.wait(ctx, backoff, maxBackoff, err)
+				continue
+			}
+			next = &ch
+		}
+		v, err := a.attestOnce(ctx, *next)
+		next = nil
+		if err != nil {
+			backoff = a.wait(ctx, backoff, maxBackoff, err)
+			continue
+		}
+		started, backoff = false, 0
+		if a.OnVerdict != nil {
+			a.OnVerdict(v)
+		}
+		if v.Next == nil {
+			a.log().Warn("verifier reports a failed attestation", "state", v.State, "reason", v.Reason, "detail", v.Detail)
+			backoff = a.wait(ctx, backoff, maxBackoff, fmt.Errorf("attestation %s: %s", v.State, v.Reason))
+			continue
+		}
+		next = v.Next
+		sleep(ctx, time.Duration(next.IntervalMS)*time.Millisecond)
+	}
+	return nil
+}
+
+// wait sleeps for the next backoff step and returns it.
+func (a *Attester) wait(ctx context.Context, cur, limit time.Duration, err error) time.Duration {
+	next := min(max(2*cur, 500*time.Millisecond), limit)
+	// Full jitter in [next/2, next): a fleet that lost the verifier at once
+	// does not come back at once.
+	d := next/2 + time.Duration(rand.Int64N(int64(next/2)+1))
+	if ctx.Err() == nil {
+		a.log().Warn("attestation error; retrying", "err", err, "retry_in", d.Round(time.Millisecond).String())
+	}
+	sleep(ctx, d)
+	return next
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func (a *Attester) challenge(ctx context.Context, started bool) (wire.Challenge, error) {
+	var ch wire.Challenge
+	err := postCBOR(ctx, a.HTTP, a.VerifierURL+wire.PathChallenge, wire.ChallengeRequest{AgentID: a.agentID, Started: started}, &ch)
+	return ch, err
+}
+
+// Collect builds the evidence that answers ch: quote, PCR values, the boot
+// log and the IMA entries it asks for.
+func (a *Attester) Collect(ctx context.Context, ch wire.Challenge) (wire.Evidence, error) {
+	sel, err := tpm2.Unmarshal[tpm2.TPMLPCRSelection](ch.PCRSelection)
+	if err != nil {
+		return wire.Evidence{}, fmt.Errorf("challenge PCR selection: %w", err)
+	}
+	ev := wire.Evidence{AgentID: a.agentID, Nonce: ch.Nonce, IMAOffset: ch.IMAOffset}
+	// Read the logs before quoting: entries measured after the read but
+	// before the quote make the quoted PCR 10 run ahead of the log, which
+	// the verifier tolerates; the other way round it could not.
+	if ch.WantIMA {
+		entries, _, err := a.ima.from(ch.IMAOffset)
+		if err != nil {
+			return wire.Evidence{}, err
+		}
+		ev.IMA = entries
+	}
+	if ch.WantBootLog {
+		if ev.BootLog, err = os.ReadFile(a.BootLogPath); err != nil {
+			return wire.Evidence{}, fmt.Errorf("boot log: %w", err)
+		}
+	}
+	tpm, err := a.Open(ctx)
+	if err != nil {
+		return wire.Evidence{}, fmt.Errorf("open TPM: %w", err)
+	}
+	defer tpm.Close()
+	quote, sig, err := tpm.Quote(ctx, a.ak, ch.Nonce, *sel)
+	if err != nil {
+		return wire.Evidence{}, err
+	}
+	pcrs, err := tpm.PCRRead(ctx, *sel)
+	if err != nil {
+		return wire.Evidence{}, err
+	}
+	ev.Quote, ev.Signature = quote.Bytes(), tpm2.Marshal(sig)
+	ev.PCRs = make(map[uint16]map[int][]byte, len(pcrs))
+	for bank, values := range pcrs {
+		ev.PCRs[uint16(bank)] = values
+	}
+	return ev, nil
+}
+
+func (a *Attester) attestOnce(ctx context.Context, ch wire.Challenge) (wire.Verdict, error) {
+	ev, err := a.Collect(ctx, ch)
+	if err != nil {
+		return wire.Verdict{}, err
+	}
+	var v wire.Verdict
+	if err := postCBOR(ctx, a.HTTP, a.VerifierURL+wire.PathEvidence, ev, &v); err != nil {
+		return wire.Verdict{}, err
+	}
+	return v, nil
+}
+
+func postCBOR(ctx context.Context, client *http.Client, url string, req, rsp any) error {
+	body, err := wire.Marshal(req)
+	if err != nil {
+		return err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	hreq.Header.Set("Content-Type", wire.ContentType)
+	hrsp, err := client.Do(hreq)
+	if err != nil {
+		return err
+	}
+	defer hrsp.Body.Close()
+	if hrsp.StatusCode != http.StatusOK {
+		var werr wire.Error
+		if err := wire.Read(hrsp.Body, wire.MaxMessage, &werr); err == nil && werr.Error != "" {
+			return &RefusedError{Status: hrsp.StatusCode, Msg: werr.Error}
+		}
+		return &RefusedError{Status: hrsp.StatusCode, Msg: hrsp.Status}
+	}
+	return wire.Read(hrsp.Body, wire.MaxMessage, rsp)
+}

@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/vigil-attest/vigil/ima"
+)
+
+// imaLog reads an IMA measurement list incrementally. It remembers the
+// byte offset where entry N starts, so in steady state each attestation
+// reads only what the kernel appended since the last one, never the whole
+// list again.
+type imaLog struct {
+	path    string
+	format  ima.Format
+	entries uint64 // entries known
+	offset  int64  // byte offset just past entry `entries`
+}
+
+// DefaultIMALog is where the kernel exposes the binary measurement list.
+const DefaultIMALog = "/sys/kernel/security/ima/binary_runtime_measurements"
+
+// DefaultBootLog is where the kernel exposes the UEFI event log.
+const DefaultBootLog = "/sys/kernel/security/tpm0/binary_bios_measurements"
+
+func newIMALog(path string) (*imaLog, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("IMA log: %w", err)
+	}
+	f.Close()
+	return &imaLog{path: path}, nil
+}
+
+// maxIMASlice bounds one read, keeping evidence under the verifier's limit;
+// the rest follows in the next attestations.
+const maxIMASlice = 8 << 20
+
+// from returns the raw bytes of the entries from entry number first on, as
+// far as they are complete, and how many entries that is.
+func (l *imaLog) from(first uint64) ([]byte, uint64, error) {
+	if first != l.entries || first == 0 {
+		// Not where we left off (first attestation, agent or verifier
+		// restart): find entry `first` from the start of the list.
+		l.entries, l.offset = 0, 0
+	}
+	f, err := os.Open(l.path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("IMA log: %w", err)
+	}
+	defer f.Close()
+	if l.offset > 0 {
+		if _, err := f.Seek(l.offset, io.SeekStart); err != nil {
+			return nil, 0, fmt.Errorf("IMA log: %w", err)
+		}
+	}
+	// securityfs files report size 0: read to EOF.
+	data, err := io.ReadAll(io.LimitReader(f, 256<<20))
+	if err != nil {
+		return nil, 0, fmt.Errorf("IMA log: %w", err)
+	}
+	if len(data) == 0 {
+		if first > l.entries {
+			return nil, 0, fmt.Errorf("IMA log %s has %d entries, the verifier asks from entry %d", l.path, l.entries, first)
+		}
+		return nil, 0, nil
+	}
+	if l.format == ima.FormatAuto {
+		fm, err := ima.DetectFormat(data)
+		if err != nil {
+			return nil, 0, fmt.Errorf("IMA log %s: %w", l.path, err)
+		}
+		l.format = fm
+	}
+	p := ima.NewParser(data, ima.ParseOptions{Format: l.format, FirstIndex: l.entries})
+	start, end := -1, 0
+	n := uint64(0)
+	idx := l.entries
+	for p.Next() {
+		if idx == first {
+			start = end
+		}
+		idx++
+		end = p.Offset()
+		if idx > first {
+			n++
+			if end-max(start, 0) >= maxIMASlice {
+				break
+			}
+		}
+	}
+	if err := p.Err(); err != nil && end == 0 {
+		return nil, 0, fmt.Errorf("IMA log %s: %w", l.path, err)
+	}
+	// A trailing entry cut by a concurrent append is read next time.
+	if first > idx {
+		return nil, 0, fmt.Errorf("IMA log %s has %d entries, the verifier asks from entry %d", l.path, idx, first)
+	}
+	if start < 0 {
+		start = end
+	}
+	l.entries, l.offset = idx, l.offset+int64(end)
+	return data[start:end], n, nil
+}

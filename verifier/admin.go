@@ -1,0 +1,239 @@
+package verifier
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"regexp"
+	"time"
+)
+
+// PolicyCheck validates a policy body of a kind before it is stored, so a
+// policy that cannot be evaluated is refused at the door, not at the first
+// verdict.
+type PolicyCheck func(kind PolicyKind, body []byte) error
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+// AddPolicy stores a new version of a named policy.
+func (s *Service) AddPolicy(ctx context.Context, check PolicyCheck, name string, kind PolicyKind, body []byte) (Policy, error) {
+	if !idPattern.MatchString(name) {
+		return Policy{}, refuse(RefusedInvalid, "policy name %q: 1-128 of A-Z a-z 0-9 . _ : -", name)
+	}
+	if kind != PolicyRuntime && kind != PolicyBoot {
+		return Policy{}, refuse(RefusedInvalid, "policy kind %q: want runtime or boot", kind)
+	}
+	if check != nil {
+		if err := check(kind, body); err != nil {
+			return Policy{}, refuse(RefusedInvalid, "%s policy %q: %v", kind, name, err)
+		}
+	}
+	p, err := s.Store.PutPolicy(ctx, Policy{Name: name, Kind: kind, Body: body, CreatedAt: s.now().UTC()})
+	if errors.Is(err, ErrExists) {
+		return Policy{}, refuse(RefusedConflict, "%v", err)
+	}
+	if err == nil {
+		s.log().Info("policy stored", "policy", name, "kind", kind, "version", p.Version, "sha256", p.SHA256)
+	}
+	return p, err
+}
+
+// AdmitRequest is what an operator admits an agent with.
+type AdmitRequest struct {
+	AgentID       string        `json:"agent_id"`
+	RuntimePolicy string        `json:"runtime_policy,omitempty"`
+	BootPolicy    string        `json:"boot_policy,omitempty"`
+	Identities    []string      `json:"identities,omitempty"`
+	Interval      time.Duration `json:"interval,omitempty"`
+}
+
+// Admit adds an agent, pending its first evidence. At least one policy is
+// required: an agent with nothing to be checked against would be trusted for
+// merely having a TPM (deny by default).
+func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
+	if !idPattern.MatchString(req.AgentID) {
+		return Agent{}, refuse(RefusedInvalid, "agent ID %q: 1-128 of A-Z a-z 0-9 . _ : -", req.AgentID)
+	}
+	if req.RuntimePolicy == "" && req.BootPolicy == "" {
+		return Agent{}, refuse(RefusedInvalid, "agent %q: a runtime policy, a boot policy or both are required", req.AgentID)
+	}
+	for _, ref := range []struct {
+		name string
+		kind PolicyKind
+	}{{req.RuntimePolicy, PolicyRuntime}, {req.BootPolicy, PolicyBoot}} {
+		if ref.name == "" {
+			continue
+		}
+		p, err := s.Store.GetPolicy(ctx, ref.name)
+		if errors.Is(err, ErrNotFound) {
+			return Agent{}, refuse(RefusedInvalid, "%s policy %q does not exist", ref.kind, ref.name)
+		}
+		if err != nil {
+			return Agent{}, err
+		}
+		if p.Kind != ref.kind {
+			return Agent{}, refuse(RefusedInvalid, "policy %q is a %s policy, not a %s policy", ref.name, p.Kind, ref.kind)
+		}
+	}
+	for _, id := range req.Identities {
+		u, err := url.Parse(id)
+		if err != nil || u.Scheme == "" || (u.Host == "" && u.Opaque == "") {
+			return Agent{}, refuse(RefusedInvalid, "identity %q is not an absolute URI (e.g. spiffe://example.org/node/web-1)", id)
+		}
+	}
+	if req.Interval < 0 || (req.Interval > 0 && req.Interval < 100*time.Millisecond) {
+		return Agent{}, refuse(RefusedInvalid, "interval %s: at least 100ms", req.Interval)
+	}
+	a := Agent{
+		ID:            req.AgentID,
+		RuntimePolicy: req.RuntimePolicy,
+		BootPolicy:    req.BootPolicy,
+		Identities:    req.Identities,
+		Interval:      req.Interval,
+		State:         StatePending,
+		AdmittedAt:    s.now().UTC(),
+	}
+	if err := s.Store.CreateAgent(ctx, a); err != nil {
+		if errors.Is(err, ErrExists) {
+			return Agent{}, refuse(RefusedConflict, "%v", err)
+		}
+		return Agent{}, err
+	}
+	s.slots.Delete(a.ID)
+	s.log().Info("agent admitted", "agent_id", a.ID, "runtime_policy", a.RuntimePolicy, "boot_policy", a.BootPolicy)
+	return a, nil
+}
+
+// Readmit puts a failed agent back to pending. Its next evidence must be
+// complete (boot log, IMA from entry 0): nothing from before the failure is
+// trusted.
+func (s *Service) Readmit(ctx context.Context, id string) (Agent, error) {
+	var out Agent
+	err := s.Store.UpdateAgent(ctx, id, func(a *Agent) error {
+		if a.State != StateFailed {
+			return refuse(RefusedConflict, "agent %q is %s, not failed", id, a.State)
+		}
+		a.State, a.Reason, a.Detail = StatePending, "", ""
+		a.FailedAt = time.Time{}
+		a.AdmittedAt = s.now().UTC()
+		a.Clock, a.BootChecked, a.IMAEntries, a.IMAState = nil, false, 0, nil
+		out = *a
+		return nil
+	})
+	if errors.Is(err, ErrNotFound) {
+		return Agent{}, refuse(RefusedNotFound, "%v", err)
+	}
+	if err == nil {
+		s.slots.Delete(id)
+		s.log().Info("agent readmitted", "agent_id", id)
+	}
+	return out, err
+}
+
+// Remove deletes an agent from the verifier.
+func (s *Service) Remove(ctx context.Context, id string) error {
+	sl := s.slot(id)
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	err := s.Store.DeleteAgent(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return refuse(RefusedNotFound, "%v", err)
+	}
+	if err == nil {
+		s.slots.Delete(id)
+		s.log().Info("agent deleted", "agent_id", id)
+	}
+	return err
+}
+
+// CheckLiveness fails every pending or attesting agent that has sent no
+// good evidence for LivenessIntervals of its interval. It returns how many
+// it failed.
+func (s *Service) CheckLiveness(ctx context.Context) (int, error) {
+	agents, err := s.Store.ListAgents(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := max(s.LivenessIntervals, 1)
+	now := s.now()
+	failed := 0
+	for _, a := range agents {
+		if a.State != StatePending && a.State != StateAttesting {
+			continue
+		}
+		last := a.LastAttestedAt
+		if last.Before(a.AdmittedAt) {
+			last = a.AdmittedAt
+		}
+		if now.Before(last.Add(time.Duration(n) * s.interval(a))) {
+			continue
+		}
+		if err := s.failSilent(ctx, a.ID, now, n); err != nil {
+			return failed, err
+		}
+		failed++
+	}
+	return failed, nil
+}
+
+func (s *Service) failSilent(ctx context.Context, id string, now time.Time, intervals int) error {
+	sl := s.slot(id)
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	var failedAgent Agent
+	var f *Failure
+	err := s.Store.UpdateAgent(ctx, id, func(a *Agent) error {
+		// Re-check under the agent's lock: evidence may have arrived.
+		last := a.LastAttestedAt
+		if last.Before(a.AdmittedAt) {
+			last = a.AdmittedAt
+		}
+		deadline := last.Add(time.Duration(intervals) * s.interval(*a))
+		if (a.State != StatePending && a.State != StateAttesting) || now.Before(deadline) {
+			return errNothingToDo
+		}
+		f = Fail(ReasonLivenessTimeout, "no_evidence", "no good evidence since %s (deadline %s)", last.UTC().Format(time.RFC3339), deadline.UTC().Format(time.RFC3339))
+		a.State, a.Reason, a.Detail, a.FailedAt = StateFailed, f.Reason, f.Error(), now
+		failedAgent = *a
+		return nil
+	})
+	if errors.Is(err, errNothingToDo) || errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	sl.asked = nil
+	s.log().Warn("attestation failed", "agent_id", id, "reason", f.Reason, "detail", f.Detail)
+	if s.OnVerdict != nil {
+		s.OnVerdict(failedAgent, f, 0)
+	}
+	return nil
+}
+
+var errNothingToDo = errors.New("nothing to do")
+
+// RunLiveness checks liveness every period until ctx ends.
+func (s *Service) RunLiveness(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := s.CheckLiveness(ctx); err != nil && ctx.Err() == nil {
+				s.log().Error("liveness check", "err", err)
+			}
+		}
+	}
+}
+
+// Status is an agent's record as operators see it.
+func (s *Service) Status(ctx context.Context, id string) (Agent, error) {
+	a, err := s.Store.GetAgent(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return Agent{}, refuse(RefusedNotFound, "%v", err)
+	}
+	return a, err
+}

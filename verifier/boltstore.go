@@ -1,0 +1,204 @@
+package verifier
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/vigil-attest/vigil/internal/store"
+	"github.com/vigil-attest/vigil/internal/wire"
+)
+
+const (
+	agentsCollection   = "verifier.agents"
+	policiesCollection = "verifier.policies"        // name → latest version
+	versionsCollection = "verifier.policy_versions" // name@version → every version
+)
+
+// BoltStore is the Store on the embedded database.
+type BoltStore struct {
+	DB *store.DB
+}
+
+func decode(what, key string, b []byte, v any) error {
+	if err := wire.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("stored %s %q: %w", what, key, err)
+	}
+	return nil
+}
+
+func (s BoltStore) GetAgent(ctx context.Context, id string) (Agent, error) {
+	var a Agent
+	err := s.DB.View(ctx, func(tx store.Tx) error {
+		b := tx.Get(agentsCollection, id)
+		if b == nil {
+			return fmt.Errorf("agent %q: %w", id, ErrNotFound)
+		}
+		return decode("agent", id, b, &a)
+	})
+	return a, err
+}
+
+func (s BoltStore) ListAgents(ctx context.Context) ([]Agent, error) {
+	var out []Agent
+	err := s.DB.View(ctx, func(tx store.Tx) error {
+		return tx.ForEach(agentsCollection, func(id string, b []byte) error {
+			var a Agent
+			if err := decode("agent", id, b, &a); err != nil {
+				return err
+			}
+			out = append(out, a)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func putAgent(tx store.Tx, a Agent) error {
+	b, err := wire.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return tx.Put(agentsCollection, a.ID, b)
+}
+
+func (s BoltStore) CreateAgent(ctx context.Context, a Agent) error {
+	return s.DB.Update(ctx, func(tx store.Tx) error {
+		if tx.Get(agentsCollection, a.ID) != nil {
+			return fmt.Errorf("agent %q: %w", a.ID, ErrExists)
+		}
+		return putAgent(tx, a)
+	})
+}
+
+func (s BoltStore) SaveAgent(ctx context.Context, a Agent) error {
+	return s.DB.Batch(ctx, func(tx store.Tx) error {
+		// A verdict must not resurrect an agent deleted meanwhile.
+		if tx.Get(agentsCollection, a.ID) == nil {
+			return fmt.Errorf("agent %q: %w", a.ID, ErrNotFound)
+		}
+		return putAgent(tx, a)
+	})
+}
+
+func (s BoltStore) UpdateAgent(ctx context.Context, id string, fn func(*Agent) error) error {
+	return s.DB.Update(ctx, func(tx store.Tx) error {
+		b := tx.Get(agentsCollection, id)
+		if b == nil {
+			return fmt.Errorf("agent %q: %w", id, ErrNotFound)
+		}
+		var a Agent
+		if err := decode("agent", id, b, &a); err != nil {
+			return err
+		}
+		if err := fn(&a); err != nil {
+			return err
+		}
+		return putAgent(tx, a)
+	})
+}
+
+func (s BoltStore) DeleteAgent(ctx context.Context, id string) error {
+	return s.DB.Update(ctx, func(tx store.Tx) error {
+		ok, err := tx.Delete(agentsCollection, id)
+		if err == nil && !ok {
+			return fmt.Errorf("agent %q: %w", id, ErrNotFound)
+		}
+		return err
+	})
+}
+
+func (s BoltStore) PutPolicy(ctx context.Context, p Policy) (Policy, error) {
+	sum := sha256.Sum256(p.Body)
+	p.SHA256 = hex.EncodeToString(sum[:])
+	err := s.DB.Update(ctx, func(tx store.Tx) error {
+		p.Version = 1
+		if b := tx.Get(policiesCollection, p.Name); b != nil {
+			var cur Policy
+			if err := decode("policy", p.Name, b, &cur); err != nil {
+				return err
+			}
+			if cur.Kind != p.Kind {
+				return fmt.Errorf("policy %q is a %s policy, not %s: %w", p.Name, cur.Kind, p.Kind, ErrExists)
+			}
+			p.Version = cur.Version + 1
+		}
+		b, err := wire.Marshal(p)
+		if err != nil {
+			return err
+		}
+		if err := tx.Put(versionsCollection, fmt.Sprintf("%s@%d", p.Name, p.Version), b); err != nil {
+			return err
+		}
+		return tx.Put(policiesCollection, p.Name, b)
+	})
+	return p, err
+}
+
+func (s BoltStore) GetPolicy(ctx context.Context, name string) (Policy, error) {
+	var p Policy
+	err := s.DB.View(ctx, func(tx store.Tx) error {
+		b := tx.Get(policiesCollection, name)
+		if b == nil {
+			return fmt.Errorf("policy %q: %w", name, ErrNotFound)
+		}
+		return decode("policy", name, b, &p)
+	})
+	return p, err
+}
+
+func (s BoltStore) ListPolicies(ctx context.Context) ([]Policy, error) {
+	var out []Policy
+	err := s.DB.View(ctx, func(tx store.Tx) error {
+		return tx.ForEach(policiesCollection, func(name string, b []byte) error {
+			var p Policy
+			if err := decode("policy", name, b, &p); err != nil {
+				return err
+			}
+			p.Body = nil
+			out = append(out, p)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// DeletePolicy removes a policy and its versions; a policy an agent uses is
+// kept (ErrExists), so no agent is left without one.
+func (s BoltStore) DeletePolicy(ctx context.Context, name string) error {
+	return s.DB.Update(ctx, func(tx store.Tx) error {
+		var users []string
+		err := tx.ForEach(agentsCollection, func(id string, b []byte) error {
+			var a Agent
+			if err := decode("agent", id, b, &a); err != nil {
+				return err
+			}
+			if a.RuntimePolicy == name || a.BootPolicy == name {
+				users = append(users, id)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(users) > 0 {
+			return fmt.Errorf("policy %q is used by agents %v: %w", name, users, ErrExists)
+		}
+		b := tx.Get(policiesCollection, name)
+		if b == nil {
+			return fmt.Errorf("policy %q: %w", name, ErrNotFound)
+		}
+		var p Policy
+		if err := decode("policy", name, b, &p); err != nil {
+			return err
+		}
+		for v := 1; v <= p.Version; v++ {
+			if _, err := tx.Delete(versionsCollection, fmt.Sprintf("%s@%d", name, v)); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Delete(policiesCollection, name)
+		return err
+	})
+}

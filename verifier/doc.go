@@ -1,0 +1,30 @@
+// Package verifier is the attestation engine: it keeps deciding, for every
+// admitted host, whether the host can be trusted right now.
+//
+// Each admitted agent is a small state machine with named states:
+//
+//	pending    admitted, no evidence yet
+//	attesting  the last evidence was good
+//	failed     bad evidence, a policy violation or silence past the liveness
+//	           deadline; it stays failed until an operator readmits it
+//	deleted    removed by an operator
+//
+// An attestation is one round trip started by the agent (hosts need no
+// inbound port): the agent asks for a challenge, the verifier answers with a
+// fresh single-use nonce, the PCRs to quote and where to resume the IMA list;
+// the agent posts a quote over that nonce with the PCR values and the new log
+// entries; the verifier answers with the verdict and the next challenge, so in
+// steady state one round trip per interval is all there is.
+//
+// Checking evidence is pure (Engine.Check: no I/O, tested without servers):
+// the quote is verified with the AK the registrar activated (package
+// evidence), the clock counters show whether the host rebooted, the boot log
+// is replayed against the quoted PCRs 0-9 and the boot policy, and the new IMA
+// entries are verified incrementally from the stored running PCR 10. The
+// service around it owns nonces, per-agent ordering, persistence (one store
+// transaction per verdict) and liveness.
+//
+// Verdicts for different agents run in parallel; evidence from one agent is
+// processed in order, under that agent's own lock. There is no global lock on
+// the hot path.
+package verifier

@@ -1,0 +1,239 @@
+package verifier
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/internal/wire"
+)
+
+// Admin API paths.
+const (
+	PathAgents   = "/v1/agents"
+	PathPolicies = "/v1/policies"
+)
+
+// MaxPolicy bounds a policy upload: a runtime policy of a few hundred
+// thousand paths is tens of MiB.
+const MaxPolicy = 256 << 20
+
+// HandlerOptions configure Handler.
+type HandlerOptions struct {
+	// CheckPolicy validates policies on upload.
+	CheckPolicy PolicyCheck
+	// MaxEvidence bounds evidence bodies (default wire.MaxEvidence).
+	MaxEvidence int64
+	// OnEvidenceBytes, if set, is told the size of each evidence body.
+	OnEvidenceBytes func(n int)
+}
+
+// Handler serves the verifier's agent API (CBOR, no client certificate:
+// agents prove themselves with AK signatures over nonces) and its admin API
+// (JSON, admin client certificate required).
+func Handler(s *Service, opts HandlerOptions) http.Handler {
+	maxEvidence := opts.MaxEvidence
+	if maxEvidence == 0 {
+		maxEvidence = wire.MaxEvidence
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+wire.PathChallenge, func(w http.ResponseWriter, r *http.Request) {
+		var req wire.ChallengeRequest
+		if !readCBOR(w, r, wire.MaxMessage, &req) {
+			return
+		}
+		ch, err := s.Challenge(r.Context(), req)
+		writeCBOR(w, s.log(), ch, err)
+	})
+	mux.HandleFunc("POST "+wire.PathEvidence, func(w http.ResponseWriter, r *http.Request) {
+		var ev wire.Evidence
+		if r.ContentLength > maxEvidence {
+			writeCBORStatus(w, http.StatusRequestEntityTooLarge, wire.Error{Error: "evidence over the size limit"})
+			return
+		}
+		if !readCBOR(w, r, maxEvidence, &ev) {
+			return
+		}
+		if opts.OnEvidenceBytes != nil {
+			opts.OnEvidenceBytes(int(r.ContentLength))
+		}
+		v, err := s.Evidence(r.Context(), ev)
+		writeCBOR(w, s.log(), v, err)
+	})
+
+	mux.HandleFunc("GET "+PathAgents, admin(func(w http.ResponseWriter, r *http.Request) {
+		agents, err := s.Store.ListAgents(r.Context())
+		if agents == nil {
+			agents = []Agent{}
+		}
+		writeJSONResult(w, s.log(), http.StatusOK, agents, err)
+	}))
+	mux.HandleFunc("POST "+PathAgents, admin(func(w http.ResponseWriter, r *http.Request) {
+		var req AdmitRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		a, err := s.Admit(r.Context(), req)
+		writeJSONResult(w, s.log(), http.StatusCreated, a, err)
+	}))
+	mux.HandleFunc("GET "+PathAgents+"/{id}", admin(func(w http.ResponseWriter, r *http.Request) {
+		a, err := s.Status(r.Context(), r.PathValue("id"))
+		writeJSONResult(w, s.log(), http.StatusOK, a, err)
+	}))
+	mux.HandleFunc("DELETE "+PathAgents+"/{id}", admin(func(w http.ResponseWriter, r *http.Request) {
+		err := s.Remove(r.Context(), r.PathValue("id"))
+		writeJSONResult(w, s.log(), http.StatusOK, map[string]any{"agent_id": r.PathValue("id"), "state": StateDeleted}, err)
+	}))
+	mux.HandleFunc("POST "+PathAgents+"/{id}/readmit", admin(func(w http.ResponseWriter, r *http.Request) {
+		a, err := s.Readmit(r.Context(), r.PathValue("id"))
+		writeJSONResult(w, s.log(), http.StatusOK, a, err)
+	}))
+
+	mux.HandleFunc("GET "+PathPolicies, admin(func(w http.ResponseWriter, r *http.Request) {
+		ps, err := s.Store.ListPolicies(r.Context())
+		if ps == nil {
+			ps = []Policy{}
+		}
+		writeJSONResult(w, s.log(), http.StatusOK, ps, err)
+	}))
+	mux.HandleFunc("PUT "+PathPolicies+"/{name}", admin(func(w http.ResponseWriter, r *http.Request) {
+		kind := PolicyKind(r.URL.Query().Get("kind"))
+		body, err := io.ReadAll(io.LimitReader(r.Body, MaxPolicy+1))
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, wire.Error{Error: err.Error()})
+			return
+		}
+		if len(body) > MaxPolicy {
+			writeJSON(w, http.StatusRequestEntityTooLarge, wire.Error{Error: "policy over the size limit"})
+			return
+		}
+		p, err := s.AddPolicy(r.Context(), opts.CheckPolicy, r.PathValue("name"), kind, body)
+		p.Body = nil
+		writeJSONResult(w, s.log(), http.StatusCreated, p, err)
+	}))
+	mux.HandleFunc("GET "+PathPolicies+"/{name}", admin(func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.Store.GetPolicy(r.Context(), r.PathValue("name"))
+		writeJSONResult(w, s.log(), http.StatusOK, p, err)
+	}))
+	mux.HandleFunc("DELETE "+PathPolicies+"/{name}", admin(func(w http.ResponseWriter, r *http.Request) {
+		err := s.Store.DeletePolicy(r.Context(), r.PathValue("name"))
+		writeJSONResult(w, s.log(), http.StatusOK, map[string]any{"name": r.PathValue("name"), "deleted": true}, err)
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := s.Store.ListPolicies(ctx); err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+func admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if _, err := tlsutil.AdminIdentity(r); err != nil {
+			writeJSON(w, http.StatusUnauthorized, wire.Error{Error: err.Error()})
+			return
+		}
+		h(w, r)
+	}
+}
+
+func status(err error) int {
+	var ref *Refusal
+	switch {
+	case errors.As(err, &ref):
+		switch ref.Kind {
+		case RefusedInvalid:
+			return http.StatusBadRequest
+		case RefusedForbidden:
+			return http.StatusForbidden
+		case RefusedNotFound:
+			return http.StatusNotFound
+		case RefusedConflict:
+			return http.StatusConflict
+		}
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrExists):
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}
+
+func message(log *slog.Logger, err error) string {
+	if status(err) == http.StatusInternalServerError {
+		log.Error("internal error", "err", err)
+		return "internal error"
+	}
+	return err.Error()
+}
+
+func readCBOR(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	if r.Header.Get("Content-Type") != wire.ContentType {
+		writeCBORStatus(w, http.StatusUnsupportedMediaType, wire.Error{Error: "Content-Type must be " + wire.ContentType})
+		return false
+	}
+	if err := wire.Read(r.Body, limit, v); err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, wire.ErrTooLarge) {
+			code = http.StatusRequestEntityTooLarge
+		}
+		writeCBORStatus(w, code, wire.Error{Error: err.Error()})
+		return false
+	}
+	return true
+}
+
+func writeCBOR(w http.ResponseWriter, log *slog.Logger, v any, err error) {
+	if err != nil {
+		writeCBORStatus(w, status(err), wire.Error{Error: message(log, err)})
+		return
+	}
+	writeCBORStatus(w, http.StatusOK, v)
+}
+
+func writeCBORStatus(w http.ResponseWriter, code int, v any) {
+	b, err := wire.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", wire.ContentType)
+	w.WriteHeader(code)
+	w.Write(b)
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, wire.MaxMessage))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeJSON(w, http.StatusBadRequest, wire.Error{Error: "bad JSON: " + err.Error()})
+		return false
+	}
+	return true
+}
+
+func writeJSONResult(w http.ResponseWriter, log *slog.Logger, code int, v any, err error) {
+	if err != nil {
+		writeJSON(w, status(err), wire.Error{Error: message(log, err)})
+		return
+	}
+	writeJSON(w, code, v)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

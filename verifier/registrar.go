@@ -1,0 +1,37 @@
+package verifier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/registrar"
+	"github.com/vigil-attest/vigil/verifier/evidence"
+)
+
+// RegistrarAKs fetches AKs from the registrar's admin API. Only an
+// activated AK is returned: an AK the registrar has not seen proven by
+// credential activation is no AK at all.
+type RegistrarAKs struct {
+	Client *registrar.AdminClient
+}
+
+// AK implements AKSource.
+func (r RegistrarAKs) AK(ctx context.Context, id string) (*evidence.AK, error) {
+	v, err := r.Client.Get(ctx, id)
+	if errors.Is(err, registrar.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %q is not registered", ErrNotEnrolled, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !v.Active {
+		return nil, fmt.Errorf("%w: %q has not completed credential activation", ErrNotEnrolled, id)
+	}
+	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](v.AKPublic)
+	if err != nil {
+		return nil, fmt.Errorf("registrar's AK for %q: %w", id, err)
+	}
+	return evidence.NewAK(*pub)
+}

@@ -1,0 +1,245 @@
+package verifier
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/internal/wire"
+	"github.com/vigil-attest/vigil/verifier/evidence"
+)
+
+// ErrNotEnrolled is returned by an AKSource for an agent whose AK the
+// registrar does not (or no longer) vouch for.
+var ErrNotEnrolled = errors.New("agent has no active AK at the registrar")
+
+// AKSource tells which AK speaks for an agent.
+type AKSource interface {
+	AK(ctx context.Context, agentID string) (*evidence.AK, error)
+}
+
+// RefusalKind classifies why the service refused a request.
+type RefusalKind int
+
+// Refusal kinds, mapped to HTTP statuses by the transport.
+const (
+	RefusedInvalid   RefusalKind = iota + 1 // 400
+	RefusedForbidden                        // 403
+	RefusedNotFound                         // 404
+	RefusedConflict                         // 409
+)
+
+// Refusal is a request the service will not act on.
+type Refusal struct {
+	Kind RefusalKind
+	Msg  string
+}
+
+func (r *Refusal) Error() string { return r.Msg }
+
+func refuse(kind RefusalKind, format string, args ...any) *Refusal {
+	return &Refusal{Kind: kind, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Service runs attestation for many agents.
+type Service struct {
+	Store  Store
+	Engine *Engine
+	AKs    AKSource
+	Log    *slog.Logger
+	// DefaultInterval applies to agents admitted without one.
+	DefaultInterval time.Duration
+	// NonceTTL is how long a challenge can be answered.
+	NonceTTL time.Duration
+	// LivenessIntervals is how many intervals of silence fail an agent.
+	LivenessIntervals int
+	// Now defaults to time.Now.
+	Now func() time.Time
+	// OnVerdict, if set, is told of every verdict (metrics).
+	OnVerdict func(a Agent, f *Failure, took time.Duration)
+
+	slots sync.Map // agent ID → *slot
+}
+
+// slot is the in-memory, per-agent part of the service: the outstanding
+// challenge and the cached AK. Its mutex orders one agent's requests; no
+// lock spans agents.
+type slot struct {
+	mu      sync.Mutex
+	asked   *Asked
+	expires time.Time
+	ak      *evidence.AK
+}
+
+func (s *Service) slot(id string) *slot {
+	if v, ok := s.slots.Load(id); ok {
+		return v.(*slot)
+	}
+	v, _ := s.slots.LoadOrStore(id, &slot{})
+	return v.(*slot)
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.Default()
+}
+
+func (s *Service) interval(a Agent) time.Duration {
+	if a.Interval > 0 {
+		return a.Interval
+	}
+	if s.DefaultInterval > 0 {
+		return s.DefaultInterval
+	}
+	return 2 * time.Second
+}
+
+func (s *Service) nonceTTL(a Agent) time.Duration {
+	if s.NonceTTL > 0 {
+		return s.NonceTTL
+	}
+	return max(30*time.Second, 2*s.interval(a))
+}
+
+// Challenge issues a fresh challenge to an agent. It replaces any earlier
+// one: only the newest challenge can be answered.
+func (s *Service) Challenge(ctx context.Context, req wire.ChallengeRequest) (wire.Challenge, error) {
+	a, err := s.Store.GetAgent(ctx, req.AgentID)
+	if errors.Is(err, ErrNotFound) {
+		return wire.Challenge{}, refuse(RefusedForbidden, "agent %q is not admitted to this verifier", req.AgentID)
+	}
+	if err != nil {
+		return wire.Challenge{}, err
+	}
+	if a.State == StateFailed {
+		return wire.Challenge{}, refuse(RefusedForbidden, "agent %q failed (%s) and must be readmitted by an operator", a.ID, a.Reason)
+	}
+	sl := s.slot(a.ID)
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return s.issue(sl, a, req.Started)
+}
+
+// issue makes a challenge; the caller holds sl.mu.
+func (s *Service) issue(sl *slot, a Agent, full bool) (wire.Challenge, error) {
+	nonce := make([]byte, 32)
+	if _, err := rand.Read(nonce); err != nil {
+		return wire.Challenge{}, err
+	}
+	asked := &Asked{
+		Nonce:     nonce,
+		Selection: Selection(a),
+		WantIMA:   a.RuntimePolicy != "",
+	}
+	if !full && a.Clock != nil {
+		asked.IMAOffset = a.IMAEntries
+	}
+	asked.WantBootLog = a.BootPolicy != "" && (full || !a.BootChecked)
+	ttl := s.nonceTTL(a)
+	sl.asked, sl.expires = asked, s.now().Add(ttl)
+	return wire.Challenge{
+		AgentID:      a.ID,
+		Nonce:        nonce,
+		PCRSelection: tpm2.Marshal(asked.Selection),
+		IMAOffset:    asked.IMAOffset,
+		WantIMA:      asked.WantIMA,
+		WantBootLog:  asked.WantBootLog,
+		IntervalMS:   s.interval(a).Milliseconds(),
+		ExpiresInMS:  ttl.Milliseconds(),
+	}, nil
+}
+
+// Evidence checks an agent's answer to its challenge, stores the verdict
+// and returns it with the next challenge.
+func (s *Service) Evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict, error) {
+	start := s.now()
+	sl := s.slot(ev.AgentID)
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+
+	a, err := s.Store.GetAgent(ctx, ev.AgentID)
+	if errors.Is(err, ErrNotFound) {
+		return wire.Verdict{}, refuse(RefusedForbidden, "agent %q is not admitted to this verifier", ev.AgentID)
+	}
+	if err != nil {
+		return wire.Verdict{}, err
+	}
+	if a.State == StateFailed {
+		return wire.Verdict{}, refuse(RefusedForbidden, "agent %q failed (%s) and must be readmitted by an operator", a.ID, a.Reason)
+	}
+	asked := sl.asked
+	if asked == nil || start.After(sl.expires) {
+		sl.asked = nil
+		return wire.Verdict{}, refuse(RefusedConflict, "no open challenge for agent %q (expired, answered, or the verifier restarted): ask for a new one", a.ID)
+	}
+	// Single use: whatever the outcome, this nonce is spent.
+	sl.asked = nil
+
+	ak := sl.ak
+	if ak == nil {
+		ak, err = s.AKs.AK(ctx, a.ID)
+		if errors.Is(err, ErrNotEnrolled) {
+			return s.conclude(ctx, sl, a, Outcome{}, Fail(ReasonNotEnrolled, "ak_not_active", "%v", err), start)
+		}
+		if err != nil {
+			return wire.Verdict{}, fmt.Errorf("fetch AK of %q: %w", a.ID, err)
+		}
+		sl.ak = ak
+	}
+	out := s.Engine.Check(a, ak, *asked, ev, start)
+	if out.Failure != nil && out.Failure.Check == string(evidence.ReasonBadSignature) {
+		// The agent may have enrolled a new AK since it was cached.
+		if fresh, err := s.AKs.AK(ctx, a.ID); err == nil && string(fresh.Name) != string(ak.Name) {
+			sl.ak = fresh
+			out = s.Engine.Check(a, fresh, *asked, ev, start)
+		}
+	}
+	return s.conclude(ctx, sl, a, out, out.Failure, start)
+}
+
+func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, f *Failure, start time.Time) (wire.Verdict, error) {
+	log := s.log().With("agent_id", a.ID)
+	next := out.Agent
+	if f != nil && out.Agent.ID == "" {
+		next = a
+		next.State, next.Reason, next.Detail, next.FailedAt = StateFailed, f.Reason, f.Error(), start
+	}
+	if err := s.Store.SaveAgent(ctx, next); err != nil {
+		return wire.Verdict{}, fmt.Errorf("store verdict of %q: %w", a.ID, err)
+	}
+	took := s.now().Sub(start)
+	if s.OnVerdict != nil {
+		s.OnVerdict(next, f, took)
+	}
+	v := wire.Verdict{AgentID: a.ID, State: string(next.State)}
+	if f != nil {
+		log.Warn("attestation failed", "reason", f.Reason, "check", f.Check, "detail", f.Detail)
+		v.Reason, v.Detail = string(f.Reason), f.Detail
+		return v, nil
+	}
+	if out.Reboot {
+		log.Info("reboot detected: asking for the boot log and the IMA list from its start")
+	} else {
+		log.Debug("attestation passed", "attestations", next.Attestations, "ima_entries", next.IMAEntries)
+	}
+	ch, err := s.issue(sl, next, out.Reboot)
+	if err != nil {
+		return wire.Verdict{}, err
+	}
+	v.Next = &ch
+	return v, nil
+}

@@ -1,0 +1,70 @@
+package verifier
+
+import (
+	"time"
+
+	"github.com/vigil-attest/vigil/verifier/evidence"
+)
+
+// State is where an agent stands.
+type State string
+
+// The agent states. They are strings, not numbers, because they are shown
+// to operators and stored.
+const (
+	StatePending   State = "pending"
+	StateAttesting State = "attesting"
+	StateFailed    State = "failed"
+	StateDeleted   State = "deleted"
+)
+
+// Reason says why an agent failed.
+type Reason string
+
+// Failure reasons, a fixed vocabulary for operators, metrics and revocation
+// events. The detail (which file, which PCR) goes with them as text.
+const (
+	// ReasonPolicyViolation: genuine evidence of something the policy does
+	// not allow (a file not in the runtime policy, a disallowed bootloader).
+	ReasonPolicyViolation Reason = "policy_violation"
+	// ReasonInvalidEvidence: evidence that does not hold together (bad
+	// signature, wrong nonce, PCRs that do not match the quote, a log that
+	// does not replay to the quoted PCRs, a counter rollback).
+	ReasonInvalidEvidence Reason = "invalid_evidence"
+	// ReasonLivenessTimeout: no good evidence within the liveness deadline.
+	ReasonLivenessTimeout Reason = "liveness_timeout"
+	// ReasonNotEnrolled: the registrar no longer vouches for the agent's AK.
+	ReasonNotEnrolled Reason = "not_enrolled"
+)
+
+// Agent is the verifier's record of one admitted host: what it was admitted
+// with and where its attestation stands. It is stored whole after every
+// verdict.
+type Agent struct {
+	ID string `cbor:"id" json:"agent_id"`
+	// RuntimePolicy and BootPolicy name stored policies; empty means none
+	// of that kind applies.
+	RuntimePolicy string `cbor:"runtime_policy,omitempty" json:"runtime_policy,omitempty"`
+	BootPolicy    string `cbor:"boot_policy,omitempty" json:"boot_policy,omitempty"`
+	// Identities are the workload identities to revoke when the agent fails.
+	Identities []string      `cbor:"identities,omitempty" json:"identities,omitempty"`
+	Interval   time.Duration `cbor:"interval" json:"interval"`
+
+	State  State  `cbor:"state" json:"state"`
+	Reason Reason `cbor:"reason,omitempty" json:"reason,omitempty"`
+	Detail string `cbor:"detail,omitempty" json:"detail,omitempty"`
+
+	AdmittedAt     time.Time `cbor:"admitted_at" json:"admitted_at"`
+	LastAttestedAt time.Time `cbor:"last_attested_at,omitempty" json:"last_attested_at,omitempty"`
+	FailedAt       time.Time `cbor:"failed_at,omitempty" json:"failed_at,omitempty"`
+	Attestations   uint64    `cbor:"attestations" json:"attestations"`
+
+	// Clock is the clock info of the last accepted quote.
+	Clock *evidence.ClockInfo `cbor:"clock,omitempty" json:"clock,omitempty"`
+	// BootChecked is set once the boot log of the current boot passed.
+	BootChecked bool `cbor:"boot_checked,omitempty" json:"boot_checked"`
+	// IMAEntries is the number of IMA entries verified in the current boot.
+	IMAEntries uint64 `cbor:"ima_entries" json:"ima_entries"`
+	// IMAState is the runtime checker's incremental state, opaque here.
+	IMAState []byte `cbor:"ima_state,omitempty" json:"-"`
+}
