@@ -147,14 +147,13 @@ func (s *Service) Remove(ctx context.Context, id string) error {
 }
 
 // CheckLiveness fails every pending or attesting agent that has sent no
-// good evidence for LivenessIntervals of its interval. It returns how many
+// good evidence within its liveness window. It returns how many
 // it failed.
 func (s *Service) CheckLiveness(ctx context.Context) (int, error) {
 	agents, err := s.Store.ListAgents(ctx)
 	if err != nil {
 		return 0, err
 	}
-	n := max(s.LivenessIntervals, 1)
 	now := s.now()
 	failed := 0
 	for _, a := range agents {
@@ -165,10 +164,10 @@ func (s *Service) CheckLiveness(ctx context.Context) (int, error) {
 		if last.Before(a.AdmittedAt) {
 			last = a.AdmittedAt
 		}
-		if now.Before(last.Add(time.Duration(n) * s.interval(a))) {
+		if now.Before(last.Add(s.livenessWindow(a))) {
 			continue
 		}
-		if err := s.failSilent(ctx, a.ID, now, n); err != nil {
+		if err := s.failSilent(ctx, a.ID, now); err != nil {
 			return failed, err
 		}
 		failed++
@@ -176,7 +175,7 @@ func (s *Service) CheckLiveness(ctx context.Context) (int, error) {
 	return failed, nil
 }
 
-func (s *Service) failSilent(ctx context.Context, id string, now time.Time, intervals int) error {
+func (s *Service) failSilent(ctx context.Context, id string, now time.Time) error {
 	sl := s.slot(id)
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
@@ -188,7 +187,7 @@ func (s *Service) failSilent(ctx context.Context, id string, now time.Time, inte
 		if last.Before(a.AdmittedAt) {
 			last = a.AdmittedAt
 		}
-		deadline := last.Add(time.Duration(intervals) * s.interval(*a))
+		deadline := last.Add(s.livenessWindow(*a))
 		if (a.State != StatePending && a.State != StateAttesting) || now.Before(deadline) {
 			return errNothingToDo
 		}

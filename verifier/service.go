@@ -56,7 +56,11 @@ type Service struct {
 	DefaultInterval time.Duration
 	// NonceTTL is how long a challenge can be answered.
 	NonceTTL time.Duration
-	// LivenessIntervals is how many intervals of silence fail an agent.
+	// Liveness is how long an agent may go without good evidence; zero
+	// means LivenessIntervals of its interval.
+	Liveness time.Duration
+	// LivenessIntervals is how many intervals of silence fail an agent
+	// (default 3) when Liveness is zero.
 	LivenessIntervals int
 	// Now defaults to time.Now.
 	Now func() time.Time
@@ -106,6 +110,18 @@ func (s *Service) interval(a Agent) time.Duration {
 		return s.DefaultInterval
 	}
 	return 2 * time.Second
+}
+
+// livenessWindow is how long agent a may stay silent.
+func (s *Service) livenessWindow(a Agent) time.Duration {
+	if s.Liveness > 0 {
+		return s.Liveness
+	}
+	n := s.LivenessIntervals
+	if n <= 0 {
+		n = 3
+	}
+	return time.Duration(n) * s.interval(a)
 }
 
 func (s *Service) nonceTTL(a Agent) time.Duration {

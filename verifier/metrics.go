@@ -1,0 +1,79 @@
+package verifier
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the verifier's Prometheus metrics, on a registry of their own.
+type Metrics struct {
+	Registry *prometheus.Registry
+	verdicts *prometheus.CounterVec
+	latency  prometheus.Histogram
+	evidence prometheus.Histogram
+}
+
+// NewMetrics registers the verifier's metrics, including the number of
+// agents by state, read from the store at scrape time.
+func NewMetrics(st Store) *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_verifier_verdicts_total",
+			Help: "Verdicts by result (pass, fail) and failure reason.",
+		}, []string{"result", "reason"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "vigil_verifier_verdict_seconds",
+			Help:    "Time from evidence received to verdict stored.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		evidence: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "vigil_verifier_evidence_bytes",
+			Help:    "Size of evidence bodies.",
+			Buckets: prometheus.ExponentialBuckets(512, 4, 10),
+		}),
+	}
+	m.Registry.MustRegister(m.verdicts, m.latency, m.evidence, agentsByState{st})
+	return m
+}
+
+// ObserveVerdict is a Service.OnVerdict hook.
+func (m *Metrics) ObserveVerdict(a Agent, f *Failure, took time.Duration) {
+	if f == nil {
+		m.verdicts.WithLabelValues("pass", "").Inc()
+	} else {
+		m.verdicts.WithLabelValues("fail", string(f.Reason)).Inc()
+	}
+	if took > 0 {
+		m.latency.Observe(took.Seconds())
+	}
+}
+
+// ObserveEvidenceBytes is a HandlerOptions.OnEvidenceBytes hook.
+func (m *Metrics) ObserveEvidenceBytes(n int) { m.evidence.Observe(float64(n)) }
+
+// agentsByState counts agents by state when scraped.
+type agentsByState struct{ st Store }
+
+var agentsDesc = prometheus.NewDesc("vigil_verifier_agents", "Admitted agents by state.", []string{"state"}, nil)
+
+func (c agentsByState) Describe(ch chan<- *prometheus.Desc) { ch <- agentsDesc }
+
+func (c agentsByState) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	agents, err := c.st.ListAgents(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(agentsDesc, err)
+		return
+	}
+	counts := map[State]int{StatePending: 0, StateAttesting: 0, StateFailed: 0}
+	for _, a := range agents {
+		counts[a.State]++
+	}
+	for s, n := range counts {
+		ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(n), string(s))
+	}
+}
