@@ -40,6 +40,24 @@ type Attester struct {
 	ima     *imaLog
 }
 
+// CheckLogs checks that the boot log and IMA log can be read.
+func (a *Attester) CheckLogs() error {
+	if a.IMALogPath == "" {
+		a.IMALogPath = DefaultIMALog
+	}
+	if a.BootLogPath == "" {
+		a.BootLogPath = DefaultBootLog
+	}
+	for _, p := range []struct{ what, path string }{{"IMA log", a.IMALogPath}, {"boot log", a.BootLogPath}} {
+		f, err := os.Open(p.path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.what, err)
+		}
+		f.Close()
+	}
+	return nil
+}
+
 // Prepare loads the enrolled AK and checks the logs exist, so a
 // misconfigured agent fails at start with a clear error.
 func (a *Attester) Prepare() error {
@@ -58,19 +76,11 @@ func (a *Attester) Prepare() error {
 		return err
 	}
 	a.ak, a.agentID = blob, st.AgentID
-	if a.IMALogPath == "" {
-		a.IMALogPath = DefaultIMALog
-	}
-	if a.BootLogPath == "" {
-		a.BootLogPath = DefaultBootLog
-	}
-	if a.ima, err = newIMALog(a.IMALogPath); err != nil {
+	if err := a.CheckLogs(); err != nil {
 		return err
 	}
-	if _, err := os.Stat(a.BootLogPath); err != nil {
-		return fmt.Errorf("boot log: %w", err)
-	}
-	return nil
+	a.ima, err = newIMALog(a.IMALogPath)
+	return err
 }
 
 // AgentID is the ID the registrar enrolled this agent under.

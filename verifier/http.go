@@ -68,10 +68,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 
 	mux.HandleFunc("GET "+PathAgents, admin(func(w http.ResponseWriter, r *http.Request) {
 		agents, err := s.Store.ListAgents(r.Context())
-		if agents == nil {
-			agents = []Agent{}
-		}
-		writeJSONResult(w, s.log(), http.StatusOK, agents, err)
+		writeJSONResult(w, s.log(), http.StatusOK, views(agents), err)
 	}))
 	mux.HandleFunc("POST "+PathAgents, admin(func(w http.ResponseWriter, r *http.Request) {
 		var req AdmitRequest
@@ -79,11 +76,11 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 			return
 		}
 		a, err := s.Admit(r.Context(), req)
-		writeJSONResult(w, s.log(), http.StatusCreated, a, err)
+		writeJSONResult(w, s.log(), http.StatusCreated, view(a), err)
 	}))
 	mux.HandleFunc("GET "+PathAgents+"/{id}", admin(func(w http.ResponseWriter, r *http.Request) {
 		a, err := s.Status(r.Context(), r.PathValue("id"))
-		writeJSONResult(w, s.log(), http.StatusOK, a, err)
+		writeJSONResult(w, s.log(), http.StatusOK, view(a), err)
 	}))
 	mux.HandleFunc("DELETE "+PathAgents+"/{id}", admin(func(w http.ResponseWriter, r *http.Request) {
 		err := s.Remove(r.Context(), r.PathValue("id"))
@@ -91,7 +88,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	}))
 	mux.HandleFunc("POST "+PathAgents+"/{id}/readmit", admin(func(w http.ResponseWriter, r *http.Request) {
 		a, err := s.Readmit(r.Context(), r.PathValue("id"))
-		writeJSONResult(w, s.log(), http.StatusOK, a, err)
+		writeJSONResult(w, s.log(), http.StatusOK, view(a), err)
 	}))
 
 	mux.HandleFunc("GET "+PathPolicies, admin(func(w http.ResponseWriter, r *http.Request) {
@@ -135,6 +132,23 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	return mux
+}
+
+// AgentView is an agent as the admin API shows it: the stored record with
+// the interval in Go duration syntax ("2s").
+type AgentView struct {
+	Agent
+	Interval string `json:"interval"`
+}
+
+func view(a Agent) AgentView { return AgentView{Agent: a, Interval: a.Interval.String()} }
+
+func views(as []Agent) []AgentView {
+	out := make([]AgentView, 0, len(as))
+	for _, a := range as {
+		out = append(out, view(a))
+	}
+	return out
 }
 
 func admin(h http.HandlerFunc) http.HandlerFunc {

@@ -26,9 +26,49 @@ func agentEnrollFlags() []cli.Flag {
 func agentCommand() *cli.Command {
 	enrollFlags, enrollBefore := serviceFlags(append(agentEnrollFlags(),
 		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"})...)
+	runFlags, runBefore := serviceFlags(append(agentEnrollFlags(),
+		&cli.StringFlag{Name: "verifier", Usage: "verifier `URL` (https://HOST:PORT)"},
+		&cli.StringFlag{Name: "boot-log", Value: agent.DefaultBootLog, Usage: "UEFI event log `FILE`"},
+		&cli.StringFlag{Name: "ima-log", Value: agent.DefaultIMALog, Usage: "IMA measurement list `FILE` (binary or ASCII)"},
+	)...)
 	return &cli.Command{
-		Name:  "agent",
-		Usage: "the host agent: enrolls the host's TPM and attests to the verifier",
+		Name:   "agent",
+		Usage:  "the host agent: enrolls the host's TPM and attests to the verifier",
+		Flags:  runFlags,
+		Before: runBefore,
+		Action: func(c *cli.Context) error {
+			if err := required(c, "verifier"); err != nil {
+				return err
+			}
+			enroller, closeTPM, err := enrollerFromFlags(c)
+			if err != nil {
+				return err
+			}
+			defer closeTPM()
+			att := &agent.Attester{
+				Open:        enroller.Open,
+				DataDir:     enroller.DataDir,
+				VerifierURL: c.String("verifier"),
+				HTTP:        enroller.HTTP,
+				BootLogPath: c.String("boot-log"),
+				IMALogPath:  c.String("ima-log"),
+				Log:         enroller.Log,
+			}
+			// The logs are checked before enrolling, so a misconfigured
+			// host fails at once with a clear error.
+			if err := att.CheckLogs(); err != nil {
+				return badInput(err)
+			}
+			res, err := enroller.Enroll(c.Context)
+			if err != nil {
+				return err
+			}
+			enroller.Log.Info("attesting", "agent_id", res.AgentID, "verifier", c.String("verifier"))
+			if err := att.Prepare(); err != nil {
+				return err
+			}
+			return att.Run(c.Context)
+		},
 		Subcommands: []*cli.Command{{
 			Name:   "enroll",
 			Usage:  "register the host's AK with the registrar, activate it, print the result and exit",

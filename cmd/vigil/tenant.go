@@ -25,7 +25,7 @@ func tenantCommand() *cli.Command {
 		Usage:  "operator commands against the registrar and verifier admin APIs",
 		Flags:  flags,
 		Before: before,
-		Subcommands: []*cli.Command{{
+		Subcommands: []*cli.Command{tenantPolicyCommand(), tenantAgentCommand(), {
 			Name:  "registrar",
 			Usage: "registered agents",
 			Subcommands: []*cli.Command{
