@@ -1,0 +1,269 @@
+package ima
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// RuntimePolicy is Keylime's runtime-policy JSON, field for field, so that a
+// policy written for Keylime reads unchanged and one Vigil writes Keylime
+// accepts.
+type RuntimePolicy struct {
+	Meta             PolicyMeta          `json:"meta"`
+	Release          int                 `json:"release"`
+	Digests          map[string][]string `json:"digests"`
+	Excludes         []string            `json:"excludes"`
+	Keyrings         map[string][]string `json:"keyrings"`
+	IMA              PolicyIMA           `json:"ima"`
+	IMABuf           map[string][]string `json:"ima-buf"`
+	VerificationKeys string              `json:"verification-keys"`
+}
+
+// PolicyMeta is the "meta" object.
+type PolicyMeta struct {
+	Version   int    `json:"version"`
+	Generator int    `json:"generator"`
+	Timestamp string `json:"timestamp,omitempty"`
+}
+
+// PolicyIMA is the "ima" object.
+type PolicyIMA struct {
+	IgnoredKeyrings []string        `json:"ignored_keyrings"`
+	LogHashAlg      string          `json:"log_hash_alg"`
+	DMPolicy        json.RawMessage `json:"dm_policy"`
+}
+
+// Keylime's generator numbers (keylime/ima/ima.py RUNTIME_POLICY_GENERATOR).
+const (
+	GeneratorUnknown             = 0
+	GeneratorEmptyAllowList      = 1
+	GeneratorCompatibleAllowList = 2
+	GeneratorLegacyAllowList     = 3
+)
+
+// PolicyError is a policy that cannot be used; it names the JSON key.
+type PolicyError struct {
+	Key string
+	Msg string
+}
+
+func (e *PolicyError) Error() string {
+	if e.Key == "" {
+		return "ima: runtime policy: " + e.Msg
+	}
+	return fmt.Sprintf("ima: runtime policy %s: %s", e.Key, e.Msg)
+}
+
+// Policy is a compiled runtime policy: the lookups the verifier makes per
+// entry are map lookups, O(1) whatever the policy's size.
+type Policy struct {
+	Source RuntimePolicy
+
+	digests   map[string][]policyDigest
+	keyrings  map[string][]policyDigest
+	imaBuf    map[string][]policyDigest
+	excludes  *regexp.Regexp
+	ignored   map[string]bool
+	ignoreAll bool
+	keys      []VerificationKey
+	logHash   Algorithm
+}
+
+// policyDigest is one accepted digest; alg is set only when the policy
+// spelled it ("sha256:<hex>", as old allowlists do).
+type policyDigest struct {
+	alg Algorithm
+	d   []byte
+}
+
+// maxPolicyDigestHex bounds a digest string: 128 hex digits is sha512.
+const maxPolicyDigestHex = 128
+
+// ParsePolicy reads a Keylime runtime policy. A DSSE envelope ({"payload":
+// ...}) is opened; its signature is not checked here.
+func ParsePolicy(data []byte) (*Policy, error) {
+	var probe struct {
+		Payload     *string `json:"payload"`
+		PayloadType string  `json:"payloadType"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return nil, &PolicyError{Msg: "not JSON: " + err.Error()}
+	}
+	if probe.Payload != nil {
+		inner, err := decodeDSSEPayload(*probe.Payload)
+		if err != nil {
+			return nil, err
+		}
+		data = inner
+	}
+	var rp RuntimePolicy
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&rp); err != nil {
+		return nil, &PolicyError{Msg: "not a runtime policy: " + err.Error()}
+	}
+	return CompilePolicy(rp)
+}
+
+func decodeDSSEPayload(p string) ([]byte, error) {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(p); err == nil {
+			return b, nil
+		}
+	}
+	return nil, &PolicyError{Key: "payload", Msg: "DSSE payload is not base64"}
+}
+
+// CompilePolicy checks rp and builds its lookup tables.
+func CompilePolicy(rp RuntimePolicy) (*Policy, error) {
+	if rp.Meta.Version > 1 {
+		return nil, &PolicyError{Key: "meta.version", Msg: fmt.Sprintf("version %d is newer than the supported 1", rp.Meta.Version)}
+	}
+	p := &Policy{Source: rp, ignored: map[string]bool{}}
+	var err error
+	if p.digests, err = compileDigests("digests", rp.Digests); err != nil {
+		return nil, err
+	}
+	if p.keyrings, err = compileDigests("keyrings", rp.Keyrings); err != nil {
+		return nil, err
+	}
+	if p.imaBuf, err = compileDigests("ima-buf", rp.IMABuf); err != nil {
+		return nil, err
+	}
+	if len(rp.Excludes) > 0 {
+		// Keylime joins the excludes into one alternation and matches it
+		// at the start of the path (Python's re.match).
+		parts := make([]string, len(rp.Excludes))
+		for i, ex := range rp.Excludes {
+			if _, err := regexp.Compile(ex); err != nil {
+				return nil, &PolicyError{Key: fmt.Sprintf("excludes[%d]", i), Msg: fmt.Sprintf("%q is not a regular expression Vigil (RE2 syntax) accepts: %v", ex, err)}
+			}
+			parts[i] = "(?:" + ex + ")"
+		}
+		p.excludes, err = regexp.Compile("^(?:" + strings.Join(parts, "|") + ")")
+		if err != nil {
+			return nil, &PolicyError{Key: "excludes", Msg: err.Error()}
+		}
+	}
+	for _, k := range rp.IMA.IgnoredKeyrings {
+		if k == "*" {
+			p.ignoreAll = true
+		}
+		p.ignored[k] = true
+	}
+	if rp.IMA.LogHashAlg != "" {
+		a, ok := ParseAlgorithm(rp.IMA.LogHashAlg)
+		if !ok || a == MD5 {
+			return nil, &PolicyError{Key: "ima.log_hash_alg", Msg: fmt.Sprintf("unknown algorithm %q", rp.IMA.LogHashAlg)}
+		}
+		p.logHash = a
+	}
+	if dm := bytes.TrimSpace(rp.IMA.DMPolicy); len(dm) > 0 && !bytes.Equal(dm, []byte("null")) {
+		return nil, &PolicyError{Key: "ima.dm_policy", Msg: "device-mapper policies are not supported (Keylime's schema also requires null)"}
+	}
+	if rp.VerificationKeys != "" {
+		if p.keys, err = ParseVerificationKeys(rp.VerificationKeys); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func compileDigests(key string, m map[string][]string) (map[string][]policyDigest, error) {
+	out := make(map[string][]policyDigest, len(m))
+	// One backing array for every digest keeps a 100,000-path policy to a
+	// handful of allocations.
+	total := 0
+	for _, list := range m {
+		for _, s := range list {
+			total += len(s) / 2
+		}
+	}
+	arena := make([]byte, 0, total)
+	for path, list := range m {
+		ds := make([]policyDigest, 0, len(list))
+		for i, s := range list {
+			var pd policyDigest
+			hx := s
+			if j := strings.LastIndexByte(s, ':'); j >= 0 {
+				a, ok := ParseAlgorithm(s[:j])
+				if !ok {
+					return nil, &PolicyError{Key: fmt.Sprintf("%s[%q][%d]", key, path, i), Msg: fmt.Sprintf("unknown algorithm in %q", s)}
+				}
+				pd.alg, hx = a, s[j+1:]
+			}
+			if len(hx) < 2 || len(hx) > maxPolicyDigestHex || len(hx)%2 != 0 {
+				return nil, &PolicyError{Key: fmt.Sprintf("%s[%q][%d]", key, path, i), Msg: fmt.Sprintf("%q is not a digest (even hex, at most %d digits)", s, maxPolicyDigestHex)}
+			}
+			n := len(arena)
+			arena = arena[:n+len(hx)/2]
+			if _, err := hex.Decode(arena[n:], []byte(hx)); err != nil {
+				return nil, &PolicyError{Key: fmt.Sprintf("%s[%q][%d]", key, path, i), Msg: fmt.Sprintf("%q is not hex", s)}
+			}
+			pd.d = arena[n:len(arena):len(arena)]
+			ds = append(ds, pd)
+		}
+		out[path] = ds
+	}
+	return out, nil
+}
+
+// match reports whether the path is listed and whether d is one of its
+// digests. The []byte-to-string conversion in the map index does not
+// allocate.
+func match(m map[string][]policyDigest, path []byte, alg Algorithm, d []byte) (listed, ok bool) {
+	list, listed := m[string(path)]
+	if !listed {
+		return false, false
+	}
+	for _, pd := range list {
+		if bytes.Equal(pd.d, d) && (pd.alg == AlgUnknown || pd.alg == alg) {
+			return true, true
+		}
+	}
+	return true, false
+}
+
+// Excluded reports whether an exclude pattern matches path.
+func (p *Policy) Excluded(path []byte) bool {
+	return p.excludes != nil && p.excludes.Match(path)
+}
+
+// Paths is the number of paths the policy lists under "digests".
+func (p *Policy) Paths() int { return len(p.digests) }
+
+// LogHashAlg is the policy's ima.log_hash_alg (AlgUnknown when unset).
+func (p *Policy) LogHashAlg() Algorithm { return p.logHash }
+
+// Keys are the policy's signature verification keys.
+func (p *Policy) Keys() []VerificationKey { return p.keys }
+
+// JSON renders the policy as Keylime writes it.
+func (rp RuntimePolicy) JSON() ([]byte, error) {
+	if rp.Digests == nil {
+		rp.Digests = map[string][]string{}
+	}
+	if rp.Excludes == nil {
+		rp.Excludes = []string{}
+	}
+	if rp.Keyrings == nil {
+		rp.Keyrings = map[string][]string{}
+	}
+	if rp.IMABuf == nil {
+		rp.IMABuf = map[string][]string{}
+	}
+	if rp.IMA.IgnoredKeyrings == nil {
+		rp.IMA.IgnoredKeyrings = []string{}
+	}
+	if rp.IMA.DMPolicy == nil {
+		rp.IMA.DMPolicy = json.RawMessage("null")
+	}
+	if rp.IMA.LogHashAlg == "" {
+		rp.IMA.LogHashAlg = "sha1"
+	}
+	return json.MarshalIndent(rp, "", "  ")
+}
