@@ -37,17 +37,18 @@ func Parse(b []byte) (*Log, error) {
 	if len(b) > MaxSize {
 		return nil, fmt.Errorf("event log: %d bytes, more than the %d allowed", len(b), MaxSize)
 	}
+	what := "event log"
 	if dec, ok := decodeBase64(b); ok {
-		b = dec
+		b, what = dec, "event log (base64-decoded)"
 	}
 	// The first event is always in the SHA-1 format: PCR index, type, a
 	// 20-byte digest, data size (32 bytes of header).
 	if len(b) < 32 {
-		return nil, fmt.Errorf("event log: %d bytes, shorter than one event header (32)", len(b))
+		return nil, fmt.Errorf("%s: %d bytes, shorter than one event header (32)", what, len(b))
 	}
 	el, err := tcg.ParseEventLog(b, tcg.ParseOpts{AllowPadding: true})
 	if err != nil {
-		return nil, fmt.Errorf("event log: %v", err)
+		return nil, fmt.Errorf("%s: %v", what, err)
 	}
 	l := &Log{el: el}
 	typ := binary.LittleEndian.Uint32(b[4:])
@@ -62,7 +63,7 @@ func Parse(b []byte) (*Log, error) {
 		}
 	}
 	if len(l.Banks) == 0 {
-		return nil, fmt.Errorf("event log: no SHA-1, SHA-256 or SHA-384 digests")
+		return nil, fmt.Errorf("%s: no SHA-1, SHA-256 or SHA-384 digests", what)
 	}
 	return l, nil
 }

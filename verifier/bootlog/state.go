@@ -21,8 +21,10 @@ type BootState struct {
 	Bank string `json:"bank"`
 	// SecureBoot is the SecureBoot variable's value as measured into PCR 7.
 	SecureBoot bool `json:"secure_boot"`
-	// SCRTMVersion is the EV_S_CRTM_VERSION data (hex): the firmware's
-	// core root of trust version.
+	// SCRTM is the digest of the EV_S_CRTM_VERSION event: the firmware's
+	// core root of trust and its version.
+	SCRTM string `json:"scrtm,omitempty"`
+	// SCRTMVersion is that event's data, hex (often a UCS-2 string).
 	SCRTMVersion string `json:"scrtm_version,omitempty"`
 	// FirmwareBlobs are the PCR 0 digests of platform firmware volumes
 	// (EV_EFI_PLATFORM_FIRMWARE_BLOB/BLOB2, EV_POST_CODE).
@@ -117,6 +119,8 @@ func (v *Verified) State(bank tpm2.TPMAlgID) (st *BootState, err error) {
 	}
 	for _, e := range events {
 		switch {
+		case e.Index == 0 && e.Type == tcg.SCRTMVersion && st.SCRTM == "":
+			st.SCRTM = hex.EncodeToString(e.Digest)
 		case e.Index == 0 && (e.Type == tcg.EFIPlatformFirmwareBlob || e.Type == tcg.EFIPlatformFirmwareBlob2 || e.Type == tcg.PostCode):
 			st.FirmwareBlobs = append(st.FirmwareBlobs, hex.EncodeToString(e.Digest))
 		case e.Index == 4:
