@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -175,31 +176,12 @@ func (a *Attester) Collect(ctx context.Context, ch wire.Challenge) (wire.Evidenc
 		return wire.Evidence{}, fmt.Errorf("challenge PCR selection: %w", err)
 	}
 	ev := wire.Evidence{AgentID: a.agentID, Nonce: ch.Nonce, IMAOffset: ch.IMAOffset}
-	// Read the logs before quoting: entries measured after the read but
-	// before the quote make the quoted PCR 10 run ahead of the log, which
-	// the verifier tolerates; the other way round it could not.
-	if ch.WantIMA {
-		entries, _, err := a.ima.from(ch.IMAOffset)
-		if err != nil {
-			return wire.Evidence{}, err
-		}
-		ev.IMA = entries
-	}
-	if ch.WantBootLog {
-		if ev.BootLog, err = os.ReadFile(a.BootLogPath); err != nil {
-			return wire.Evidence{}, fmt.Errorf("boot log: %w", err)
-		}
-	}
 	tpm, err := a.Open(ctx)
 	if err != nil {
 		return wire.Evidence{}, fmt.Errorf("open TPM: %w", err)
 	}
-	defer tpm.Close()
-	quote, sig, err := tpm.Quote(ctx, a.ak, ch.Nonce, *sel)
-	if err != nil {
-		return wire.Evidence{}, err
-	}
-	pcrs, err := tpm.PCRRead(ctx, *sel)
+	quote, sig, pcrs, err := quoteConsistent(ctx, tpm, a.ak, ch.Nonce, *sel)
+	tpm.Close()
 	if err != nil {
 		return wire.Evidence{}, err
 	}
@@ -208,7 +190,61 @@ func (a *Attester) Collect(ctx context.Context, ch wire.Challenge) (wire.Evidenc
 	for bank, values := range pcrs {
 		ev.PCRs[uint16(bank)] = values
 	}
+	// The logs are read after the quote: entries the kernel appends in
+	// between make the log run ahead of the quoted PCR 10, which the
+	// verifier handles (it commits the prefix the quote covers and asks for
+	// the rest next time); a log behind the quote could not be verified.
+	if ch.WantIMA {
+		if ev.IMA, _, err = a.ima.from(ch.IMAOffset); err != nil {
+			return wire.Evidence{}, err
+		}
+	}
+	if ch.WantBootLog {
+		if ev.BootLog, err = os.ReadFile(a.BootLogPath); err != nil {
+			return wire.Evidence{}, fmt.Errorf("boot log: %w", err)
+		}
+	}
 	return ev, nil
+}
+
+// quoteConsistent reads the selected PCRs and quotes them, retrying when a
+// PCR was extended in between (the quote's digest then does not match the
+// values read), so the verifier gets values that hash to the quote.
+func quoteConsistent(ctx context.Context, tpm TPM, ak AKBlob, nonce []byte, sel tpm2.TPMLPCRSelection) (tpm2.TPM2BAttest, tpm2.TPMTSignature, map[tpm2.TPMAlgID]map[int][]byte, error) {
+	for attempt := 0; ; attempt++ {
+		pcrs, err := tpm.PCRRead(ctx, sel)
+		if err != nil {
+			return tpm2.TPM2BAttest{}, tpm2.TPMTSignature{}, nil, err
+		}
+		quote, sig, err := tpm.Quote(ctx, ak, nonce, sel)
+		if err != nil {
+			return tpm2.TPM2BAttest{}, tpm2.TPMTSignature{}, nil, err
+		}
+		attest, err := quote.Contents()
+		if err != nil {
+			return tpm2.TPM2BAttest{}, tpm2.TPMTSignature{}, nil, fmt.Errorf("quote: %w", err)
+		}
+		info, err := attest.Attested.Quote()
+		if err != nil {
+			return tpm2.TPM2BAttest{}, tpm2.TPMTSignature{}, nil, fmt.Errorf("quote: %w", err)
+		}
+		h := sha256.New()
+		for _, s := range sel.PCRSelections {
+			for i, b := range s.PCRSelect {
+				for bit := range 8 {
+					if b&(1<<bit) != 0 {
+						h.Write(pcrs[s.Hash][i*8+bit])
+					}
+				}
+			}
+		}
+		if bytes.Equal(h.Sum(nil), info.PCRDigest.Buffer) {
+			return quote, sig, pcrs, nil
+		}
+		if attempt == 4 {
+			return tpm2.TPM2BAttest{}, tpm2.TPMTSignature{}, nil, errors.New("PCRs kept changing between reading and quoting them")
+		}
+	}
 }
 
 func (a *Attester) attestOnce(ctx context.Context, ch wire.Challenge) (wire.Verdict, error) {

@@ -16,7 +16,12 @@ type imaLog struct {
 	path    string
 	format  ima.Format
 	entries uint64 // entries known
-	offset  int64  // byte offset just past entry `entries`
+	offset  int64  // byte offset just past entry `entries`-1
+	// starts holds the byte offset of each entry of the last slice read,
+	// from entry sliceFirst on: the verifier commits only the entries its
+	// quote covers, and asks again for the rest.
+	sliceFirst uint64
+	starts     []int64
 }
 
 // DefaultIMALog is where the kernel exposes the binary measurement list.
@@ -41,7 +46,11 @@ const maxIMASlice = 8 << 20
 // from returns the raw bytes of the entries from entry number first on, as
 // far as they are complete, and how many entries that is.
 func (l *imaLog) from(first uint64) ([]byte, uint64, error) {
-	if first != l.entries || first == 0 {
+	switch {
+	case first == l.entries && first > 0:
+	case first >= l.sliceFirst && first < l.sliceFirst+uint64(len(l.starts)):
+		l.entries, l.offset = first, l.starts[first-l.sliceFirst]
+	default:
 		// Not where we left off (first attestation, agent or verifier
 		// restart): find entry `first` from the start of the list.
 		l.entries, l.offset = 0, 0
@@ -78,9 +87,14 @@ func (l *imaLog) from(first uint64) ([]byte, uint64, error) {
 	start, end := -1, 0
 	n := uint64(0)
 	idx := l.entries
+	base := l.offset
+	l.sliceFirst, l.starts = first, l.starts[:0]
 	for p.Next() {
 		if idx == first {
 			start = end
+		}
+		if idx >= first {
+			l.starts = append(l.starts, base+int64(end))
 		}
 		idx++
 		end = p.Offset()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
 	"github.com/vigil-attest/vigil/tpmsim"
+	"github.com/vigil-attest/vigil/tpmsim/soft"
 )
 
 // DefaultTPM is the kernel's resource-managed TPM device.
@@ -18,6 +19,8 @@ const DefaultTPM = "/dev/tpmrm0"
 //	/dev/tpmrm0 (or any device path)  the host's TPM
 //	swtpm:HOST:PORT                   swtpm's TCP command channel
 //	sim                               the in-process simulator (cgo builds only)
+//	soft:FILE                         a pure-Go soft TPM whose state is FILE
+//	                                  (a simulation, created on first use)
 //
 // The returned close function releases what the opener holds between
 // operations (the simulator); call it when the agent stops.
@@ -46,6 +49,16 @@ func OpenerFromSpec(spec string) (Opener, func() error, error) {
 			}
 			return NewGoTPM(t), nil
 		}, noop, nil
+	case strings.HasPrefix(spec, "soft:"):
+		path := strings.TrimPrefix(spec, "soft:")
+		if path == "" {
+			return nil, nil, fmt.Errorf("--tpm %s: want soft:FILE", spec)
+		}
+		t, err := soft.Open(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--tpm %s: %w", spec, err)
+		}
+		return func(ctx context.Context) (TPM, error) { return NewSoftTPM(t), nil }, noop, nil
 	case spec == "sim":
 		sim, err := tpmsim.OpenSimulator()
 		if err != nil {
@@ -55,5 +68,5 @@ func OpenerFromSpec(spec string) (Opener, func() error, error) {
 			return NewGoTPM(sim.Conn()), nil
 		}, sim.Close, nil
 	}
-	return nil, nil, fmt.Errorf("--tpm %q: want a device path (e.g. %s), swtpm:HOST:PORT or sim", spec, DefaultTPM)
+	return nil, nil, fmt.Errorf("--tpm %q: want a device path (e.g. %s), swtpm:HOST:PORT, sim or soft:FILE", spec, DefaultTPM)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/vigil-attest/vigil/internal/wire"
 	"github.com/vigil-attest/vigil/registrar"
 	"github.com/vigil-attest/vigil/tpmsim"
+	"github.com/vigil-attest/vigil/tpmsim/soft"
 )
 
 // testRegistrar is a registrar served over TLS on loopback with a real
@@ -407,5 +408,41 @@ func TestEnrollWithECCEK(t *testing.T) {
 	}
 	if view.EKTrust != "chain:swtpm-localca-rootca" {
 		t.Errorf("ECC EK trusted by %q", view.EKTrust)
+	}
+}
+
+// The soft TPM (a simulation for the demo and the bench) enrolls through the
+// same agent code and the same registrar checks as a real TPM: its EK
+// certificate chains to its manufacturer's CA and credential activation
+// works for both AK algorithms.
+func TestEnrollSoftTPM(t *testing.T) {
+	m, err := soft.NewManufacturer("Test TPM Manufacturer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := t.TempDir()
+	os.WriteFile(filepath.Join(roots, "manufacturer.pem"), m.CertPEM(), 0o600)
+	reg := startRegistrar(t, newTLSDir(t), t.TempDir(), chainPolicy(t, roots))
+	for _, akAlg := range []tpm2.TPMAlgID{tpm2.TPMAlgRSA, tpm2.TPMAlgECC} {
+		st, err := soft.New(soft.Options{Manufacturer: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		open := func(context.Context) (agent.TPM, error) { return agent.NewSoftTPM(st), nil }
+		id := "soft-" + agent.AlgName(akAlg)
+		res, err := reg.enroller(open, t.TempDir(), id, akAlg).Enroll(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Active || !res.HasEKCrt {
+			t.Fatalf("soft TPM enrollment %+v", res)
+		}
+		view, err := reg.admin().Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if view.EKTrust != "chain:Test TPM Manufacturer" {
+			t.Errorf("ek_trust %q", view.EKTrust)
+		}
 	}
 }

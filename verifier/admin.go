@@ -34,6 +34,9 @@ func (s *Service) AddPolicy(ctx context.Context, check PolicyCheck, name string,
 	}
 	if err == nil {
 		s.log().Info("policy stored", "policy", name, "kind", kind, "version", p.Version, "sha256", p.SHA256)
+		if s.OnPolicyChange != nil {
+			s.OnPolicyChange(name)
+		}
 	}
 	return p, err
 }
@@ -226,6 +229,24 @@ func (s *Service) RunLiveness(ctx context.Context, period time.Duration) {
 			}
 		}
 	}
+}
+
+// DeletePolicy deletes a policy that no agent uses.
+func (s *Service) DeletePolicy(ctx context.Context, name string) error {
+	err := s.Store.DeletePolicy(ctx, name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return refuse(RefusedNotFound, "%v", err)
+	case errors.Is(err, ErrExists):
+		return refuse(RefusedConflict, "%v", err)
+	case err != nil:
+		return err
+	}
+	if s.OnPolicyChange != nil {
+		s.OnPolicyChange(name)
+	}
+	s.log().Info("policy deleted", "policy", name)
+	return nil
 }
 
 // Status is an agent's record as operators see it.

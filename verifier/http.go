@@ -118,7 +118,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 		writeJSONResult(w, s.log(), http.StatusOK, p, err)
 	}))
 	mux.HandleFunc("DELETE "+PathPolicies+"/{name}", admin(func(w http.ResponseWriter, r *http.Request) {
-		err := s.Store.DeletePolicy(r.Context(), r.PathValue("name"))
+		err := s.DeletePolicy(r.Context(), r.PathValue("name"))
 		writeJSONResult(w, s.log(), http.StatusOK, map[string]any{"name": r.PathValue("name"), "deleted": true}, err)
 	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })

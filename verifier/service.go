@@ -64,6 +64,9 @@ type Service struct {
 	LivenessIntervals int
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// OnPolicyChange, if set, is told when a policy gets a new version or is
+	// deleted (to drop compiled copies).
+	OnPolicyChange func(name string)
 	// OnVerdict, if set, is told of every verdict (metrics).
 	OnVerdict func(a Agent, f *Failure, took time.Duration)
 

@@ -36,6 +36,10 @@ func newApp() *cli.App {
 			agentCommand(),
 			tenantCommand(),
 			policyCommand(),
+			demoCommand(),
+			imaCommand(),
+			quoteCommand(),
+			eventlogCommand(),
 			// commands are registered here, one line each
 		},
 		OnUsageError: onUsageError,

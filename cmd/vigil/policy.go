@@ -11,9 +11,11 @@ func policyCommand() *cli.Command {
 		Usage: "create reference policies from known-good hosts",
 		Subcommands: []*cli.Command{
 			{
-				Name:        "create",
-				Usage:       "write a policy to standard output (or --out FILE)",
+				Name:  "create",
+				Usage: "write a policy to standard output (or --out FILE)",
 				Subcommands: []*cli.Command{
+					policyCreateRuntimeCommand(),
+					policyCreateBootCommand(),
 					// policy kinds are registered here, one line each
 				},
 			},
