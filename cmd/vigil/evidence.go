@@ -1,0 +1,522 @@
+package main
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/urfave/cli/v2"
+
+	"github.com/vigil-attest/vigil/ima"
+	"github.com/vigil-attest/vigil/verifier/bootlog"
+	"github.com/vigil-attest/vigil/verifier/bootpolicy"
+	"github.com/vigil-attest/vigil/verifier/evidence"
+)
+
+// quoteCommand is `vigil quote verify`: the verifier's whole evidence check,
+// offline, on files.
+func quoteCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "quote",
+		Usage: "check TPM quotes offline",
+		Subcommands: []*cli.Command{{
+			Name:  "verify",
+			Usage: "verify a quote, its PCR values, boot log and IMA list; print a report",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "ak", Usage: "attestation key `FILE`: TPM2B_PUBLIC, TPMT_PUBLIC or PEM"},
+				&cli.StringFlag{Name: "quote", Usage: "quote `FILE`: marshalled TPMS_ATTEST (or TPM2B_ATTEST)"},
+				&cli.StringFlag{Name: "sig", Usage: "signature `FILE`: marshalled TPMT_SIGNATURE"},
+				&cli.StringFlag{Name: "nonce", Usage: "expected qualifying data, `HEX` (without it the nonce is not checked)"},
+				&cli.StringFlag{Name: "pcrs", Usage: "PCR values `FILE`, Vigil's JSON {\"sha256\": {\"0\": \"hex\", ...}}"},
+				&cli.StringFlag{Name: "previous-quote", Usage: "an earlier accepted quote `FILE` of the same TPM: check clock and counters moved forward"},
+				&cli.StringFlag{Name: "boot-log", Usage: "UEFI event log `FILE` (binary_bios_measurements, raw or base64)"},
+				&cli.StringFlag{Name: "boot-policy", Usage: "measured-boot policy `FILE` (Vigil's, or Keylime's mb_refstate)"},
+				&cli.StringFlag{Name: "ima-log", Usage: "IMA measurement list `FILE` (ASCII or binary)"},
+				&cli.StringFlag{Name: "runtime-policy", Usage: "Keylime runtime policy `FILE` for --ima-log"},
+				&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+			},
+			Action: quoteVerify,
+		}},
+	}
+}
+
+// quoteReport is the report `vigil quote verify` prints.
+type quoteReport struct {
+	OK              bool                  `json:"ok"`
+	Failures        []*evidence.Failure   `json:"failures"`
+	Warnings        []string              `json:"warnings,omitempty"`
+	Clock           *evidence.ClockInfo   `json:"clock,omitempty"`
+	ClockChange     *evidence.ClockChange `json:"clock_change,omitempty"`
+	FirmwareVersion string                `json:"firmware_version,omitempty"`
+	PCRs            evidence.PCRValues    `json:"pcrs_quoted,omitempty"`
+	PCRsReplayed    evidence.PCRValues    `json:"pcrs_replayed,omitempty"`
+	Boot            *bootlog.BootState    `json:"boot,omitempty"`
+	IMA             *ima.Result           `json:"ima,omitempty"`
+}
+
+func readInput(flag, name string) ([]byte, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, badInputf("--%s: %v", flag, err)
+	}
+	return b, nil
+}
+
+func quoteVerify(c *cli.Context) error {
+	if err := required(c, "ak", "quote", "sig"); err != nil {
+		return err
+	}
+	for _, dep := range [][2]string{{"boot-log", "pcrs"}, {"boot-policy", "boot-log"}, {"ima-log", "pcrs"}, {"ima-log", "runtime-policy"}, {"runtime-policy", "ima-log"}} {
+		if c.String(dep[0]) != "" && c.String(dep[1]) == "" {
+			return badInputf("--%s needs --%s", dep[0], dep[1])
+		}
+	}
+	akBytes, err := readInput("ak", c.String("ak"))
+	if err != nil {
+		return err
+	}
+	ak, err := evidence.ParseAK(akBytes)
+	if err != nil {
+		return badInputf("--ak %s: %v", c.String("ak"), err)
+	}
+	attest, err := readInput("quote", c.String("quote"))
+	if err != nil {
+		return err
+	}
+	sig, err := readInput("sig", c.String("sig"))
+	if err != nil {
+		return err
+	}
+	q, err := evidence.ParseQuote(attest, sig)
+	if err != nil {
+		return badInputf("--quote/--sig: %v", err)
+	}
+	rep := &quoteReport{Failures: []*evidence.Failure{}}
+	want := evidence.Expect{}
+	if n := c.String("nonce"); n != "" {
+		if want.Nonce, err = hex.DecodeString(strings.TrimPrefix(n, "0x")); err != nil {
+			return badInputf("--nonce: %v", err)
+		}
+	} else {
+		want.SkipNonce = true
+		rep.Warnings = append(rep.Warnings, "no --nonce: freshness not checked")
+	}
+	if f := c.String("pcrs"); f != "" {
+		b, err := readInput("pcrs", f)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, &want.PCRs); err != nil {
+			return badInputf("--pcrs %s: %v", f, err)
+		}
+	} else {
+		want.SkipPCRs = true
+		rep.Warnings = append(rep.Warnings, "no --pcrs: PCR digest not checked")
+	}
+	var prev *evidence.Quote
+	if f := c.String("previous-quote"); f != "" {
+		b, err := readInput("previous-quote", f)
+		if err != nil {
+			return err
+		}
+		// Only its clock is used: it is a quote the caller accepted before.
+		if prev, err = evidence.ParseQuote(b, []byte{0, 0x10}); err != nil {
+			return badInputf("--previous-quote %s: %v", f, err)
+		}
+	}
+	// Inputs for the later stages are read before judging, so bad input is
+	// exit 2 whatever the quote says.
+	var blog *bootlog.Log
+	if f := c.String("boot-log"); f != "" {
+		b, err := readInput("boot-log", f)
+		if err != nil {
+			return err
+		}
+		if blog, err = bootlog.Parse(b); err != nil {
+			return badInputf("--boot-log %s: %v", f, err)
+		}
+	}
+	var bpol *bootpolicy.Policy
+	if f := c.String("boot-policy"); f != "" {
+		b, err := readInput("boot-policy", f)
+		if err != nil {
+			return err
+		}
+		if bpol, err = bootpolicy.Parse(b); err != nil {
+			return badInputf("--boot-policy %s: %v", f, err)
+		}
+	}
+	var imaLog []byte
+	var rpol *ima.Policy
+	if f := c.String("ima-log"); f != "" {
+		if imaLog, err = readInput("ima-log", f); err != nil {
+			return err
+		}
+		pf := c.String("runtime-policy")
+		b, err := readInput("runtime-policy", pf)
+		if err != nil {
+			return err
+		}
+		if rpol, err = ima.ParsePolicy(b); err != nil {
+			return badInputf("--runtime-policy %s: %v", pf, err)
+		}
+	}
+
+	if err := judge(rep, ak, q, want, prev, blog, bpol, imaLog, rpol, c.String("ima-log")); err != nil {
+		return err
+	}
+	rep.OK = len(rep.Failures) == 0
+	if c.Bool("json") {
+		if err := printJSON(c.App.Writer, rep); err != nil {
+			return err
+		}
+	} else {
+		printQuoteReport(c, rep)
+	}
+	if !rep.OK {
+		return silentFailure
+	}
+	return nil
+}
+
+// judge runs the checks in order, filling the report. A quote that fails
+// stops everything: nothing else is trustworthy then.
+func judge(rep *quoteReport, ak *evidence.AK, q *evidence.Quote, want evidence.Expect, prev *evidence.Quote,
+	blog *bootlog.Log, bpol *bootpolicy.Policy, imaLog []byte, rpol *ima.Policy, imaName string) error {
+	res, err := ak.VerifyQuote(q, want)
+	if err != nil {
+		rep.Failures = append(rep.Failures, asFailure(err))
+		return nil
+	}
+	rep.Clock = &res.Clock
+	rep.FirmwareVersion = fmt.Sprintf("%#016x", res.FirmwareVersion)
+	rep.PCRs = res.PCRs
+	if prev != nil {
+		p := prev.Attest.ClockInfo
+		change, err := evidence.CheckClock(evidence.ClockInfo{Clock: p.Clock, ResetCount: p.ResetCount, RestartCount: p.RestartCount, Safe: bool(p.Safe)}, res.Clock)
+		if err != nil {
+			rep.Failures = append(rep.Failures, asFailure(err))
+		} else {
+			rep.ClockChange = &change
+		}
+	}
+	if blog != nil {
+		v, err := blog.Verify(res.PCRs)
+		if err != nil {
+			rep.Failures = append(rep.Failures, asFailure(err))
+		} else {
+			rep.PCRsReplayed = v.PCRs
+			bank := tpm2.TPMAlgID(0)
+			if bpol != nil {
+				bank, _ = evidence.ParseBank(bpol.Bank)
+			}
+			st, err := v.State(bank)
+			if err != nil {
+				if bpol != nil {
+					rep.Failures = append(rep.Failures, evidence.Fail(bootpolicy.ReasonStateMissing, "%v", err))
+				}
+				if st, err = v.State(0); err != nil {
+					rep.Failures = append(rep.Failures, asFailure(err))
+				}
+			} else if bpol != nil {
+				rep.Failures = append(rep.Failures, bpol.Evaluate(st)...)
+			}
+			rep.Boot = st
+		}
+	}
+	if imaLog != nil {
+		if err := judgeIMA(rep, res.PCRs, imaLog, rpol, imaName); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// judgeIMA checks the IMA list from its first entry against the quoted PCR
+// 10 in every bank ima can replay, and the runtime policy.
+func judgeIMA(rep *quoteReport, quoted evidence.PCRValues, log []byte, pol *ima.Policy, name string) error {
+	pcr10 := map[ima.Algorithm][]byte{}
+	boot := map[ima.Algorithm]map[int][]byte{}
+	for alg, vals := range quoted {
+		a, ok := ima.ParseAlgorithm(evidence.BankName(alg))
+		if !ok || !a.Computable() {
+			continue
+		}
+		if v, ok := vals[10]; ok {
+			pcr10[a] = v
+		}
+		b := map[int][]byte{}
+		for _, i := range bootlog.BootPCRs {
+			if v, ok := vals[i]; ok {
+				b[i] = v
+			}
+		}
+		if len(b) == len(bootlog.BootPCRs) {
+			boot[a] = b
+		}
+	}
+	if len(pcr10) == 0 {
+		rep.Failures = append(rep.Failures, evidence.Fail("ima_pcr_not_quoted", "the quote does not cover PCR 10 in a bank IMA can replay"))
+		return nil
+	}
+	var banks []ima.Algorithm
+	for a := range pcr10 {
+		banks = append(banks, a)
+	}
+	if len(boot) == 0 {
+		boot = nil
+	}
+	res, err := ima.Verify(ima.NewState(banks...), log, pcr10, pol, ima.VerifyOptions{BootPCRs: boot, MaxFailures: 1000})
+	if err != nil {
+		return badInputf("--ima-log %s: %v", name, err)
+	}
+	rep.IMA = &res
+	for _, f := range res.Failures {
+		rep.Failures = append(rep.Failures, evidence.Fail(evidence.Reason("ima_"+string(f.Rule)), "%s", f.Error()))
+	}
+	if res.FailureCount > len(res.Failures) {
+		rep.Failures = append(rep.Failures, evidence.Fail("ima_more_failures", "%d more IMA failures not listed", res.FailureCount-len(res.Failures)))
+	}
+	return nil
+}
+
+func asFailure(err error) *evidence.Failure {
+	if f, ok := err.(*evidence.Failure); ok {
+		return f
+	}
+	return evidence.Fail("error", "%v", err)
+}
+
+func printQuoteReport(c *cli.Context, rep *quoteReport) {
+	w := c.App.Writer
+	for _, warn := range rep.Warnings {
+		fmt.Fprintln(w, "warning:", warn)
+	}
+	if rep.Clock != nil {
+		fmt.Fprintf(w, "clock %d ms, resetCount %d, restartCount %d, safe %v, firmware %s\n",
+			rep.Clock.Clock, rep.Clock.ResetCount, rep.Clock.RestartCount, rep.Clock.Safe, rep.FirmwareVersion)
+	}
+	if rep.ClockChange != nil && rep.ClockChange.Reboot() {
+		fmt.Fprintln(w, "reboot since the previous quote")
+	}
+	if rep.Boot != nil {
+		fmt.Fprintf(w, "boot (%s): secure boot %v, %d boot applications, kernel cmdline %q\n",
+			rep.Boot.Bank, rep.Boot.SecureBoot, len(rep.Boot.BootDigests), rep.Boot.KernelCmdline)
+	}
+	if rep.IMA != nil {
+		fmt.Fprintf(w, "ima: %d entries, %d committed by the quote\n", rep.IMA.Entries, rep.IMA.Committed)
+	}
+	for _, f := range rep.Failures {
+		fmt.Fprintf(w, "FAIL %s: %s\n", f.Reason, f.Detail)
+	}
+	if rep.OK {
+		fmt.Fprintln(w, "OK")
+	}
+}
+
+// eventlogCommand holds the offline UEFI event-log tools.
+func eventlogCommand() *cli.Command {
+	bank := &cli.StringFlag{Name: "bank", Usage: "PCR bank: sha1, sha256 or sha384 (default: sha256 if the log has it, else its strongest)"}
+	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON"}
+	return &cli.Command{
+		Name:  "eventlog",
+		Usage: "inspect and replay UEFI measured-boot event logs (raw or base64, detected)",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "show",
+				Usage:     "print the events of one bank",
+				ArgsUsage: "FILE",
+				Flags:     []cli.Flag{bank, jsonFlag},
+				Action:    eventlogShow,
+			},
+			{
+				Name:      "replay",
+				Usage:     "replay the log into PCR values",
+				ArgsUsage: "FILE",
+				Flags:     []cli.Flag{bank, jsonFlag},
+				Action:    eventlogReplay,
+			},
+		},
+	}
+}
+
+// openEventLog reads the FILE argument and picks the bank.
+func openEventLog(c *cli.Context) (*bootlog.Log, tpm2.TPMAlgID, error) {
+	if c.NArg() != 1 {
+		return nil, 0, badInputf("want one FILE argument, got %d", c.NArg())
+	}
+	name := c.Args().First()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, 0, badInput(err)
+	}
+	l, err := bootlog.Parse(b)
+	if err != nil {
+		return nil, 0, badInputf("%s: %v", name, err)
+	}
+	bank := l.Banks[0]
+	if l.HasBank(tpm2.TPMAlgSHA256) {
+		bank = tpm2.TPMAlgSHA256
+	}
+	if s := c.String("bank"); s != "" {
+		if bank, err = evidence.ParseBank(s); err != nil {
+			return nil, 0, badInputf("--bank: %v", err)
+		}
+		if !l.HasBank(bank) {
+			var have []string
+			for _, b := range l.Banks {
+				have = append(have, evidence.BankName(b))
+			}
+			return nil, 0, badInputf("%s: the log has no %s digests (it has %s)", name, s, strings.Join(have, ", "))
+		}
+	}
+	return l, bank, nil
+}
+
+func eventlogShow(c *cli.Context) error {
+	l, bank, err := openEventLog(c)
+	if err != nil {
+		return err
+	}
+	events, err := l.Events(bank)
+	if err != nil {
+		return badInput(err)
+	}
+	format := "sha1"
+	if l.Agile {
+		format = "crypto-agile"
+	}
+	if c.Bool("json") {
+		var banks []string
+		for _, b := range l.Banks {
+			banks = append(banks, evidence.BankName(b))
+		}
+		return printJSON(c.App.Writer, map[string]any{"format": format, "banks": banks, "bank": evidence.BankName(bank), "events": events})
+	}
+	w := c.App.Writer
+	fmt.Fprintf(w, "%s log, showing the %s bank\n", format, evidence.BankName(bank))
+	for _, e := range events {
+		fmt.Fprintf(w, "%d\tPCR %d\t%s\t%s\t%s\n", e.Num, e.PCR, e.Type, e.Digest, e.Text)
+	}
+	return nil
+}
+
+func eventlogReplay(c *cli.Context) error {
+	l, bank, err := openEventLog(c)
+	if err != nil {
+		return err
+	}
+	pcrs, err := l.Replay(bank)
+	if err != nil {
+		return badInputf("%s: %v", c.Args().First(), err)
+	}
+	events, _ := l.Events(bank)
+	vals := evidence.PCRValues{bank: pcrs}
+	if c.Bool("json") {
+		out := map[string]string{}
+		for _, i := range vals.Indices(bank) {
+			out[strconv.Itoa(i)] = hex.EncodeToString(pcrs[i])
+		}
+		return printJSON(c.App.Writer, map[string]any{"bank": evidence.BankName(bank), "pcrs": out, "events": len(events)})
+	}
+	w := c.App.Writer
+	for _, i := range vals.Indices(bank) {
+		fmt.Fprintf(w, "%s PCR %2d: %x\n", evidence.BankName(bank), i, pcrs[i])
+	}
+	fmt.Fprintf(w, "%d events\n", len(events))
+	return nil
+}
+
+// policyCreateBootCommand writes a measured-boot policy from a known-good
+// host's event log.
+func policyCreateBootCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "boot",
+		Usage: "create a measured-boot policy from a known-good host's --boot-log FILE",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "boot-log", Usage: "UEFI event log `FILE` of a known-good host (raw or base64)"},
+			&cli.StringFlag{Name: "pcrs", Usage: "the host's PCR values `FILE` (Vigil's JSON): check the log against them first"},
+			&cli.StringFlag{Name: "bank", Usage: "PCR bank of the policy's digests (default: sha256 if the log has it, else its strongest)"},
+			&cli.StringFlag{Name: "out", Usage: "write the policy to `FILE` instead of standard output"},
+		},
+		Action: policyCreateBoot,
+	}
+}
+
+func policyCreateBoot(c *cli.Context) error {
+	if err := required(c, "boot-log"); err != nil {
+		return err
+	}
+	name := c.String("boot-log")
+	b, err := readInput("boot-log", name)
+	if err != nil {
+		return err
+	}
+	l, err := bootlog.Parse(b)
+	if err != nil {
+		return badInputf("--boot-log %s: %v", name, err)
+	}
+	bank := l.Banks[0]
+	if l.HasBank(tpm2.TPMAlgSHA256) {
+		bank = tpm2.TPMAlgSHA256
+	}
+	if s := c.String("bank"); s != "" {
+		if bank, err = evidence.ParseBank(s); err != nil {
+			return badInputf("--bank: %v", err)
+		}
+		if !l.HasBank(bank) {
+			return badInputf("--boot-log %s: the log has no %s digests", name, s)
+		}
+	}
+	// Without the host's PCRs the log is taken at its word (it is the
+	// known-good host); with them it must replay to them first.
+	var pcrs evidence.PCRValues
+	if f := c.String("pcrs"); f != "" {
+		pb, err := readInput("pcrs", f)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(pb, &pcrs); err != nil {
+			return badInputf("--pcrs %s: %v", f, err)
+		}
+	} else {
+		r, err := l.Replay(bank)
+		if err != nil {
+			return badInputf("--boot-log %s: %v", name, err)
+		}
+		h, _ := evidence.HashOf(bank)
+		pcrs = evidence.PCRValues{}
+		for _, i := range append(bootlog.BootPCRs, 14) {
+			v, ok := r[i]
+			if !ok {
+				v = make([]byte, h.Size())
+			}
+			pcrs.Set(bank, i, v)
+		}
+	}
+	v, err := l.Verify(pcrs)
+	if err != nil {
+		return failed(fmt.Errorf("--boot-log %s: %w", name, err))
+	}
+	st, err := v.State(bank)
+	if err != nil {
+		return failed(err)
+	}
+	js, err := json.MarshalIndent(bootpolicy.FromState(st), "", "  ")
+	if err != nil {
+		return err
+	}
+	js = append(js, '\n')
+	if out := c.String("out"); out != "" {
+		if err := os.WriteFile(out, js, 0o644); err != nil {
+			return badInputf("--out: %v", err)
+		}
+		return nil
+	}
+	_, err = c.App.Writer.Write(js)
+	return err
+}
