@@ -1,6 +1,7 @@
 package soft
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/aes"
@@ -86,15 +87,18 @@ func (t *TPM) CreateAK(ctx context.Context, ekAlg, akAlg tpm2.TPMAlgID) (AKBlob,
 		if err != nil {
 			return created, fmt.Errorf("soft TPM: create AK: %w", err)
 		}
-		name, err := tpm2.ObjectName(&pub)
+		pubBytes := tpm2.Marshal(pub)
+		name, err := nameOf(pub.NameAlg, pubBytes)
 		if err != nil {
 			return created, fmt.Errorf("soft TPM: create AK: %w", err)
 		}
-		priv, err := wrapAK(st.secret[:], ek.name, name.Buffer, key)
+		priv, err := wrapAK(st.secret[:], ek.name, name, key)
 		if err != nil {
 			return created, fmt.Errorf("soft TPM: create AK: %w", err)
 		}
-		blob = AKBlob{EKAlg: ekAlg, Public: tpm2.New2B(pub), Private: tpm2.TPM2BPrivate{Buffer: priv}}
+		// As bytes, the way outPublic comes off the wire: Bytes() is then
+		// free, and Contents() parses on demand.
+		blob = AKBlob{EKAlg: ekAlg, Public: tpm2.BytesAs2B[tpm2.TPMTPublic](pubBytes), Private: tpm2.TPM2BPrivate{Buffer: priv}}
 		return true, nil
 	})
 	return blob, err
@@ -197,10 +201,12 @@ func unwrapAK(secret, ekName, pubBytes, priv []byte) (*loadedAK, error) {
 		return nil, fmt.Errorf("public area: %w", err)
 	}
 	pub := *pubp
-	if len(tpm2.Marshal(pub)) != len(pubBytes) {
-		return nil, fmt.Errorf("public area: %d trailing bytes", len(pubBytes)-len(tpm2.Marshal(pub)))
+	// The name is the hash of these very bytes, so they must be the one
+	// encoding of the structure (no trailing bytes).
+	if !bytes.Equal(tpm2.Marshal(pub), pubBytes) {
+		return nil, errors.New("public area: not in canonical form (trailing bytes?)")
 	}
-	name, err := tpm2.ObjectName(&pub)
+	name, err := nameOf(pub.NameAlg, pubBytes)
 	if err != nil {
 		return nil, fmt.Errorf("public area: %w", err)
 	}
@@ -212,7 +218,7 @@ func unwrapAK(secret, ekName, pubBytes, priv []byte) (*loadedAK, error) {
 		return nil, errAKIntegrity
 	}
 	nonce := priv[1 : 1+aead.NonceSize()]
-	der, err := aead.Open(nil, nonce, priv[1+aead.NonceSize():], name.Buffer)
+	der, err := aead.Open(nil, nonce, priv[1+aead.NonceSize():], name)
 	if err != nil {
 		return nil, errAKIntegrity
 	}
@@ -231,7 +237,7 @@ func unwrapAK(secret, ekName, pubBytes, priv []byte) (*loadedAK, error) {
 	if !publicKeysEqual(key.Public(), want) {
 		return nil, errors.New("public and private areas do not match")
 	}
-	ak := &loadedAK{key: key, pub: pub, name: name.Buffer}
+	ak := &loadedAK{key: key, pub: pub, name: name}
 	if err := ak.scheme(); err != nil {
 		return nil, err
 	}

@@ -15,11 +15,7 @@ func BenchmarkNew(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The cache is warm, as on every run after the first.
 	const hosts = 64
-	if err := cache.Prefill(bg, hosts, "ek"); err != nil {
-		b.Fatal(err)
-	}
 	for _, bc := range []struct {
 		name  string
 		alg   tpm2.TPMAlgID
@@ -30,6 +26,13 @@ func BenchmarkNew(b *testing.B) {
 		{"ek=ecc", tpm2.TPMAlgECC, nil},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
+			if bc.cache != nil {
+				// Warm, as on every run after the first.
+				if err := bc.cache.Prefill(bg, hosts, "ek"); err != nil {
+					b.Fatal(err)
+				}
+				b.ResetTimer()
+			}
 			i := 0
 			for b.Loop() {
 				if _, err := New(Options{EKAlgs: []tpm2.TPMAlgID{bc.alg}, Manufacturer: m, Keys: bc.cache, Host: i % hosts}); err != nil {

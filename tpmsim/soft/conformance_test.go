@@ -22,25 +22,6 @@ import (
 	"github.com/vigil-attest/vigil/tpmsim/soft"
 )
 
-// agentTPM puts a soft TPM behind agent.TPM: the whole adapter is the
-// conversion between the two identical AKBlob types.
-type agentTPM struct{ *soft.Conn }
-
-var _ agent.TPM = agentTPM{}
-
-func (a agentTPM) CreateAK(ctx context.Context, ekAlg, akAlg tpm2.TPMAlgID) (agent.AKBlob, error) {
-	b, err := a.Conn.CreateAK(ctx, ekAlg, akAlg)
-	return agent.AKBlob(b), err
-}
-
-func (a agentTPM) ActivateCredential(ctx context.Context, ak agent.AKBlob, blob tpm2.TPM2BIDObject, secret tpm2.TPM2BEncryptedSecret) ([]byte, error) {
-	return a.Conn.ActivateCredential(ctx, soft.AKBlob(ak), blob, secret)
-}
-
-func (a agentTPM) Quote(ctx context.Context, ak agent.AKBlob, nonce []byte, sel tpm2.TPMLPCRSelection) (tpm2.TPM2BAttest, tpm2.TPMTSignature, error) {
-	return a.Conn.Quote(ctx, soft.AKBlob(ak), nonce, sel)
-}
-
 var ctx = context.Background()
 
 // realTPM is a TPM implementation to hold the soft TPM against.
@@ -228,7 +209,8 @@ func conform(t *testing.T, r realTPM) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := agentTPM{st.Conn()}
+	// The agent reaches a soft TPM through its own adapter.
+	sc := agent.NewSoftTPM(st)
 	defer sc.Close()
 
 	// swtpm serves one connection at a time: each connection below is

@@ -87,7 +87,7 @@ func activate(ek *ekKey, objectName, idObject, encSecret []byte) ([]byte, error)
 		return nil, err
 	}
 	plain := make([]byte, len(encIdentity))
-	cipher.NewCFBDecrypter(block, make([]byte, block.BlockSize())).XORKeyStream(plain, encIdentity) //nolint:staticcheck // CFB is what TPM 2.0 specifies.
+	cipher.NewCFBDecrypter(block, make([]byte, block.BlockSize())).XORKeyStream(plain, encIdentity) // CFB with a zero IV is what TPM 2.0 specifies.
 	size := int(binary.BigEndian.Uint16(plain))
 	if size > nameHash.Size() || 2+size != len(plain) {
 		return nil, fmt.Errorf("decrypted credential claims %d bytes in %d: %w", size, len(plain)-2, tpm2.TPMRCSize)

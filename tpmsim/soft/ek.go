@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -30,19 +31,16 @@ type ekKey struct {
 }
 
 // ekTemplate is the TCG default (low range) EK template for the algorithm.
+// It shares its parameters with the package-level templates in go-tpm, so
+// it must not be modified or handed out; publicArea hands out copies.
 func ekTemplate(alg tpm2.TPMAlgID) (tpm2.TPMTPublic, error) {
-	var tmpl tpm2.TPMTPublic
 	switch alg {
 	case tpm2.TPMAlgRSA:
-		tmpl = tpm2.RSAEKTemplate
+		return tpm2.RSAEKTemplate, nil
 	case tpm2.TPMAlgECC:
-		tmpl = tpm2.ECCEKTemplate
-	default:
-		return tpm2.TPMTPublic{}, fmt.Errorf("unsupported EK algorithm %v (want RSA or ECC)", alg)
+		return tpm2.ECCEKTemplate, nil
 	}
-	// A deep copy: the package templates share their unions' pointers with
-	// every user, and callers are free to modify what they are given.
-	return unmarshalPublic(tpm2.Marshal(tmpl))
+	return tpm2.TPMTPublic{}, fmt.Errorf("unsupported EK algorithm %v (want RSA or ECC)", alg)
 }
 
 func unmarshalPublic(b []byte) (tpm2.TPMTPublic, error) {
@@ -85,17 +83,31 @@ func newEKKey(alg tpm2.TPMAlgID, key crypto.Signer) (*ekKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%v EK: %w", alg, err)
 	}
-	name, err := tpm2.ObjectName(&pub)
+	pubBytes := tpm2.Marshal(pub)
+	name, err := nameOf(pub.NameAlg, pubBytes)
 	if err != nil {
 		return nil, fmt.Errorf("%v EK name: %w", alg, err)
 	}
-	ek := &ekKey{alg: alg, key: key, pubBytes: tpm2.Marshal(pub), name: name.Buffer}
+	ek := &ekKey{alg: alg, key: key, pubBytes: pubBytes, name: name}
 	if k, ok := key.(*ecdsa.PrivateKey); ok {
 		if ek.ecdh, err = k.ECDH(); err != nil {
 			return nil, fmt.Errorf("%v EK: %w", alg, err)
 		}
 	}
 	return ek, nil
+}
+
+// nameOf is an object's name from its marshalled public area, as
+// tpm2.ObjectName computes it without marshalling again: nameAlg ||
+// H_nameAlg(TPMT_PUBLIC).
+func nameOf(nameAlg tpm2.TPMAlgID, pubBytes []byte) ([]byte, error) {
+	h, err := nameAlg.Hash()
+	if err != nil {
+		return nil, err
+	}
+	d := h.New()
+	d.Write(pubBytes)
+	return d.Sum(binary.BigEndian.AppendUint16(nil, uint16(nameAlg))), nil
 }
 
 // publicArea returns a fresh copy of the EK's TPMT_PUBLIC.
