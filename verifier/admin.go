@@ -163,11 +163,7 @@ func (s *Service) CheckLiveness(ctx context.Context) (int, error) {
 		if a.State != StatePending && a.State != StateAttesting {
 			continue
 		}
-		last := a.LastAttestedAt
-		if last.Before(a.AdmittedAt) {
-			last = a.AdmittedAt
-		}
-		if now.Before(last.Add(s.livenessWindow(a))) {
+		if now.Before(s.lastHeard(a).Add(s.livenessWindow(a))) {
 			continue
 		}
 		if err := s.failSilent(ctx, a.ID, now); err != nil {
@@ -186,10 +182,7 @@ func (s *Service) failSilent(ctx context.Context, id string, now time.Time) erro
 	var f *Failure
 	err := s.Store.UpdateAgent(ctx, id, func(a *Agent) error {
 		// Re-check under the agent's lock: evidence may have arrived.
-		last := a.LastAttestedAt
-		if last.Before(a.AdmittedAt) {
-			last = a.AdmittedAt
-		}
+		last := s.lastHeard(*a)
 		deadline := last.Add(s.livenessWindow(*a))
 		if (a.State != StatePending && a.State != StateAttesting) || now.Before(deadline) {
 			return errNothingToDo
@@ -215,8 +208,22 @@ func (s *Service) failSilent(ctx context.Context, id string, now time.Time) erro
 
 var errNothingToDo = errors.New("nothing to do")
 
+// lastHeard is when the liveness window of agent a started: its last good
+// evidence, its admission, or this verifier's start, whichever is latest.
+func (s *Service) lastHeard(a Agent) time.Time {
+	last := a.LastAttestedAt
+	if last.Before(a.AdmittedAt) {
+		last = a.AdmittedAt
+	}
+	if st := s.started(); last.Before(st) {
+		last = st
+	}
+	return last
+}
+
 // RunLiveness checks liveness every period until ctx ends.
 func (s *Service) RunLiveness(ctx context.Context, period time.Duration) {
+	s.started()
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {

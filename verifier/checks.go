@@ -9,6 +9,8 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/ima"
 	"github.com/vigil-attest/vigil/internal/wire"
+	"github.com/vigil-attest/vigil/verifier/bootlog"
+	"github.com/vigil-attest/vigil/verifier/bootpolicy"
 	"github.com/vigil-attest/vigil/verifier/evidence"
 )
 
@@ -21,6 +23,7 @@ type PolicyChecks struct {
 
 	mu      sync.Mutex
 	runtime map[string]*ima.Policy
+	boot    map[string]*bootpolicy.Policy
 }
 
 // Forget drops a policy from the cache (a new version was stored).
@@ -28,6 +31,82 @@ func (c *PolicyChecks) Forget(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.runtime, name)
+	delete(c.boot, name)
+}
+
+// CheckPolicy validates a policy body before it is stored.
+func CheckPolicy(kind PolicyKind, body []byte) error {
+	switch kind {
+	case PolicyRuntime:
+		_, err := ima.ParsePolicy(body)
+		return err
+	case PolicyBoot:
+		_, err := bootpolicy.Parse(body)
+		return err
+	}
+	return fmt.Errorf("unknown policy kind %q", kind)
+}
+
+func (c *PolicyChecks) bootPolicy(name string) (*bootpolicy.Policy, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.boot[name]; ok {
+		return p, nil
+	}
+	stored, err := c.Store.GetPolicy(context.Background(), name)
+	if err != nil {
+		return nil, err
+	}
+	if stored.Kind != PolicyBoot {
+		return nil, fmt.Errorf("policy %q is a %s policy", name, stored.Kind)
+	}
+	p, err := bootpolicy.Parse(stored.Body)
+	if err != nil {
+		return nil, fmt.Errorf("boot policy %q: %w", name, err)
+	}
+	if c.boot == nil {
+		c.boot = make(map[string]*bootpolicy.Policy)
+	}
+	c.boot[name] = p
+	return p, nil
+}
+
+// VerifyBoot implements BootVerifier: the log must replay to the quoted
+// PCRs 0-9 and its boot state must meet the policy.
+func (c *PolicyChecks) VerifyBoot(log []byte, quoted evidence.PCRValues, policy string) error {
+	pol, err := c.bootPolicy(policy)
+	if err != nil {
+		return Fail(ReasonPolicyViolation, "boot_policy_unavailable", "%v", err)
+	}
+	l, err := bootlog.Parse(log)
+	if err != nil {
+		return Fail(ReasonInvalidEvidence, "boot_log_malformed", "%v", err)
+	}
+	v, err := l.Verify(quoted)
+	if err != nil {
+		return evidenceFailure(ReasonInvalidEvidence, err)
+	}
+	bank, _ := evidence.ParseBank(pol.Bank)
+	st, err := v.State(bank)
+	if err != nil {
+		return Fail(ReasonPolicyViolation, string(bootpolicy.ReasonStateMissing), "%v", err)
+	}
+	if fs := pol.Evaluate(st); len(fs) > 0 {
+		detail := fs[0].Error()
+		if len(fs) > 1 {
+			detail = fmt.Sprintf("%s (and %d more)", detail, len(fs)-1)
+		}
+		return &Failure{Reason: ReasonPolicyViolation, Check: string(fs[0].Reason), Detail: detail}
+	}
+	return nil
+}
+
+func evidenceFailure(r Reason, err error) *Failure {
+	var f *evidence.Failure
+	if errors.As(err, &f) {
+		return &Failure{Reason: r, Check: string(f.Reason), Detail: err.Error()}
+	}
+	return &Failure{Reason: r, Detail: err.Error()}
 }
 
 func (c *PolicyChecks) runtimePolicy(name string) (*ima.Policy, error) {

@@ -71,6 +71,18 @@ type Service struct {
 	OnVerdict func(a Agent, f *Failure, took time.Duration)
 
 	slots sync.Map // agent ID → *slot
+
+	startOnce sync.Once
+	startedAt time.Time
+}
+
+// started is when this verifier process began watching liveness. Silence
+// is counted from then at the earliest: agents cannot reach a verifier that
+// was down, and failing the whole fleet on every restart would turn an
+// operator's routine into a mass revocation.
+func (s *Service) started() time.Time {
+	s.startOnce.Do(func() { s.startedAt = s.now() })
+	return s.startedAt
 }
 
 // slot is the in-memory, per-agent part of the service: the outstanding

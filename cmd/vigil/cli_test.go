@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -41,43 +42,21 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// startRegistrarCmd runs `vigil registrar` with a YAML config file and an
-// environment variable, proving both sources reach the flags.
+// startRegistrarCmd runs `vigil registrar` as a process, configured by a
+// YAML file and an environment variable, proving both sources reach the
+// flags.
 func startRegistrarCmd(t *testing.T, tlsDir, roots string) string {
 	t.Helper()
 	addr := freeAddr(t)
 	cfg := filepath.Join(t.TempDir(), "registrar.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("data: %s\ntls-dir: %s\nlisten: %s\n", t.TempDir(), tlsDir, addr)), 0o600)
-	t.Setenv("VIGIL_EK_ROOTS", roots)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	go func() {
-		_, code := run(t, ctx, "registrar", "--config", cfg, "--log-level", "warn")
-		done <- code
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if code := <-done; code != 0 {
-			t.Errorf("registrar exited %d", code)
-		}
-	})
-	tlsCfg, err := tlsutil.ClientConfig(filepath.Join(tlsDir, tlsutil.CACert), "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}, Timeout: time.Second}
-	for i := 0; ; i++ {
-		rsp, err := client.Get("https://" + addr + "/healthz")
-		if err == nil {
-			rsp.Body.Close()
-			break
-		}
-		if i > 100 {
-			t.Fatalf("registrar did not come up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	startProcess(t, []string{"VIGIL_EK_ROOTS=" + roots}, "registrar", "--config", cfg, "--log-level", "warn")
+	waitHealthy(t, tlsDir, "https://"+addr)
 	return "https://" + addr
+}
+
+func httpClient(cfg *tls.Config) *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: time.Second}
 }
 
 func TestCAInitRefusesToOverwrite(t *testing.T) {

@@ -33,6 +33,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			caCommand(),
 			registrarCommand(),
+			verifierCommand(),
 			agentCommand(),
 			tenantCommand(),
 			policyCommand(),
