@@ -55,6 +55,26 @@ func startRegistrarCmd(t *testing.T, tlsDir, roots string) string {
 	return "https://" + addr
 }
 
+func waitHealthy(t *testing.T, tlsDir, url string) {
+	t.Helper()
+	cfg, err := tlsutil.ClientConfig(filepath.Join(tlsDir, tlsutil.CACert), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := httpClient(cfg)
+	for i := 0; ; i++ {
+		rsp, err := client.Get(url + "/healthz")
+		if err == nil {
+			rsp.Body.Close()
+			return
+		}
+		if i > 100 {
+			t.Fatalf("%s did not come up: %v", url, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func httpClient(cfg *tls.Config) *http.Client {
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: time.Second}
 }
