@@ -70,7 +70,12 @@ var (
 
 func init() {
 	var err error
-	encMode, err = cbor.CoreDetEncOptions().EncMode()
+	opts := cbor.CoreDetEncOptions()
+	// Timestamps keep their nanoseconds: the default (Unix seconds) would
+	// make a verdict at 12:00:00.9 look a second old at once, and liveness
+	// windows are a few seconds.
+	opts.Time = cbor.TimeRFC3339Nano
+	encMode, err = opts.EncMode()
 	if err != nil {
 		panic(err)
 	}
