@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-attest/vigil/internal/demo"
 )
@@ -11,6 +13,9 @@ func demoCommand() *cli.Command {
 		Usage: "run Vigil end to end on simulated hosts, on loopback, with nothing but Go",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "hosts", Value: 5, Usage: "number of simulated hosts"},
+			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "attestation interval"},
+			&cli.DurationFlag{Name: "tamper-after", Value: 10 * time.Second, Usage: "when one host runs a program its policy does not allow"},
+			&cli.DurationFlag{Name: "duration", Value: 20 * time.Second, Usage: "how long the demo runs"},
 			&cli.StringFlag{Name: "dir", Usage: "keep the demo's stores and certificates in `DIR` (default: a temporary directory, removed afterwards)"},
 			&cli.BoolFlag{Name: "json", Usage: "print a machine-readable summary at the end"},
 		},
@@ -18,7 +23,17 @@ func demoCommand() *cli.Command {
 			if c.Int("hosts") < 1 {
 				return badInputf("--hosts must be at least 1")
 			}
-			opts := demo.Options{Hosts: c.Int("hosts"), Dir: c.String("dir"), Out: c.App.Writer}
+			if c.Duration("interval") < 100*time.Millisecond || c.Duration("duration") <= 0 || c.Duration("tamper-after") <= 0 {
+				return badInputf("--interval must be at least 100ms, --duration and --tamper-after positive")
+			}
+			opts := demo.Options{
+				Hosts:       c.Int("hosts"),
+				Interval:    c.Duration("interval"),
+				TamperAfter: c.Duration("tamper-after"),
+				Duration:    c.Duration("duration"),
+				Dir:         c.String("dir"),
+				Out:         c.App.Writer,
+			}
 			if c.Bool("json") {
 				opts.Out = c.App.ErrWriter
 			}

@@ -2,6 +2,8 @@ package demo
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,42 +11,86 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/agent"
+	"github.com/vigil-attest/vigil/ima"
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/registrar"
+	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
+	"github.com/vigil-attest/vigil/verifier"
+	"github.com/vigil-attest/vigil/verifier/bootlog"
+	"github.com/vigil-attest/vigil/verifier/bootpolicy"
+	"github.com/vigil-attest/vigil/verifier/evidence"
 )
 
 // Options configure a demo run.
 type Options struct {
 	Hosts int
-	// Dir holds the stores and TLS files; empty means a temporary directory
-	// removed at the end.
+	// Interval between attestations of each host.
+	Interval time.Duration
+	// TamperAfter is when one host runs a file its policy does not allow.
+	TamperAfter time.Duration
+	// Duration is how long the demo runs.
+	Duration time.Duration
+	// Dir holds the stores, logs and TLS files; empty means a temporary
+	// directory removed at the end.
 	Dir string
 	// Out receives the narrative.
 	Out io.Writer
 }
 
+func (o *Options) defaults() {
+	if o.Hosts <= 0 {
+		o.Hosts = 5
+	}
+	if o.Interval <= 0 {
+		o.Interval = time.Second
+	}
+	if o.TamperAfter <= 0 {
+		o.TamperAfter = 10 * time.Second
+	}
+	if o.Duration <= 0 {
+		o.Duration = 20 * time.Second
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+}
+
 // Summary is the machine-readable outcome.
 type Summary struct {
-	Hosts    int      `json:"hosts"`
-	Enrolled int      `json:"enrolled"`
-	AgentIDs []string `json:"agent_ids"`
+	Hosts        int    `json:"hosts"`
+	Enrolled     int    `json:"enrolled"`
+	Attestations uint64 `json:"attestations"`
+	Failed       int    `json:"failed"`
+	// TamperedHost is the host that ran an unknown file; FailedHosts lists
+	// every host that ended failed, with the reason.
+	TamperedHost string            `json:"tampered_host"`
+	FailedHosts  map[string]string `json:"failed_hosts"`
+	// DetectionLatencyMS is the time from the tampering measurement to
+	// the verifier's failed verdict; -1 when it was not detected.
+	DetectionLatencyMS int64 `json:"detection_latency_ms"`
+}
+
+// host is one simulated machine.
+type host struct {
+	id     string
+	tpm    *soft.TPM
+	dir    string
+	boot   string
+	ima    simhost.IMALog
+	runPol string
 }
 
 // Run runs the demo until it is done or ctx ends.
 func Run(ctx context.Context, opts Options) (Summary, error) {
-	if opts.Hosts <= 0 {
-		opts.Hosts = 5
-	}
-	out := opts.Out
-	if out == nil {
-		out = io.Discard
-	}
+	opts.defaults()
 	dir := opts.Dir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "vigil-demo-")
@@ -54,107 +100,359 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	out := opts.Out
+	var outMu sync.Mutex
+	say := func(format string, args ...any) {
+		outMu.Lock()
+		defer outMu.Unlock()
+		fmt.Fprintf(out, format+"\n", args...)
+	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sum := Summary{Hosts: opts.Hosts, DetectionLatencyMS: -1, FailedHosts: map[string]string{}}
+
+	say("Vigil demo: %d simulated hosts, attesting every %s; one host runs an unknown program after %s.", opts.Hosts, opts.Interval, opts.TamperAfter)
+	say("Everything runs in this process, on 127.0.0.1, over TLS 1.3, with a soft TPM per host.")
+	say("")
 
 	tlsDir := filepath.Join(dir, "tls")
 	if err := tlsutil.InitDir(tlsDir, tlsutil.InitOptions{}); err != nil {
-		return Summary{}, err
+		return sum, err
 	}
-	say("▶ created a private CA for this deployment in %s", tlsDir)
+	say("▶ created a private CA for the deployment (%s)", tlsDir)
 
 	mfr, err := soft.NewManufacturer("Vigil Demo TPM Manufacturer")
 	if err != nil {
-		return Summary{}, err
+		return sum, err
 	}
 	rootsDir := filepath.Join(dir, "ek-roots")
 	if err := os.MkdirAll(rootsDir, 0o700); err != nil {
-		return Summary{}, err
+		return sum, err
 	}
 	if err := os.WriteFile(filepath.Join(rootsDir, "manufacturer.pem"), mfr.CertPEM(), 0o600); err != nil {
-		return Summary{}, err
+		return sum, err
 	}
 	roots, inter, err := registrar.LoadEKRoots(rootsDir)
 	if err != nil {
-		return Summary{}, err
+		return sum, err
 	}
-
-	regURL, stopReg, err := startRegistrar(ctx, filepath.Join(dir, "registrar"), tlsDir,
-		registrar.EKPolicy{Mode: registrar.EKPolicyChain, Roots: roots, Intermediates: inter}, quiet)
+	regDB, err := store.Open(filepath.Join(dir, "registrar"))
 	if err != nil {
-		return Summary{}, err
+		return sum, err
+	}
+	defer regDB.Close()
+	regSvc := &registrar.Service{Store: registrar.BoltStore{DB: regDB}, Log: quiet,
+		EKPolicy: registrar.EKPolicy{Mode: registrar.EKPolicyChain, Roots: roots, Intermediates: inter}}
+	regURL, stopReg, err := serve(tlsDir, registrar.Handler(regSvc))
+	if err != nil {
+		return sum, err
 	}
 	defer stopReg()
-	say("▶ registrar listening on %s; it trusts only EKs certified by %q", regURL, "Vigil Demo TPM Manufacturer")
+	say("▶ registrar on %s: trusts only EKs certified by %q", regURL, "Vigil Demo TPM Manufacturer")
+
+	adminTLS, err := tlsutil.AdminClientConfig(tlsDir)
+	if err != nil {
+		return sum, err
+	}
+	verDB, err := store.Open(filepath.Join(dir, "verifier"))
+	if err != nil {
+		return sum, err
+	}
+	defer verDB.Close()
+	verStore := verifier.BoltStore{DB: verDB}
+	checks := &verifier.PolicyChecks{Store: verStore}
+	var verdicts atomic.Uint64
+	failedAt := sync.Map{} // agent ID → time.Time
+	verSvc := &verifier.Service{
+		Store:          verStore,
+		Engine:         &verifier.Engine{Boot: checks, Runtime: checks},
+		OnPolicyChange: checks.Forget,
+		AKs: verifier.RegistrarAKs{Client: &registrar.AdminClient{BaseURL: regURL,
+			HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: adminTLS}, Timeout: 10 * time.Second}}},
+		Log:             quiet,
+		DefaultInterval: opts.Interval,
+		OnVerdict: func(a verifier.Agent, f *verifier.Failure, _ time.Duration) {
+			if f == nil {
+				verdicts.Add(1)
+				return
+			}
+			if _, loaded := failedAt.LoadOrStore(a.ID, time.Now()); !loaded {
+				say("✗ %s FAILED: %s — %s", a.ID, f.Reason, f.Detail)
+				for _, id := range a.Identities {
+					say("    identity to revoke: %s", id)
+				}
+			}
+		},
+	}
+	verURL, stopVer, err := serve(tlsDir, verifier.Handler(verSvc, verifier.HandlerOptions{CheckPolicy: verifier.CheckPolicy}))
+	if err != nil {
+		return sum, err
+	}
+	defer stopVer()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go verSvc.RunLiveness(runCtx, opts.Interval/2)
+	say("▶ verifier on %s", verURL)
 
 	clientTLS, err := tlsutil.ClientConfig(filepath.Join(tlsDir, tlsutil.CACert), "", "")
 	if err != nil {
-		return Summary{}, err
+		return sum, err
 	}
 	httpClient := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS}, Timeout: 30 * time.Second}
 
-	sum := Summary{Hosts: opts.Hosts}
-	say("▶ %d simulated hosts, each with its own soft TPM, enroll:", opts.Hosts)
+	// Boot every host, enroll it, and admit it with policies made from its
+	// own known-good state.
+	say("")
+	say("▶ booting, enrolling and admitting %d hosts:", opts.Hosts)
+	hosts := make([]*host, 0, opts.Hosts)
 	for i := range opts.Hosts {
-		if err := ctx.Err(); err != nil {
-			return sum, err
-		}
-		tpm, err := soft.New(soft.Options{Manufacturer: mfr, EKAlgs: []tpm2.TPMAlgID{tpm2.TPMAlgECC}})
+		h, err := newHost(ctx, dir, i+1, mfr)
 		if err != nil {
 			return sum, err
 		}
-		id := fmt.Sprintf("host-%d", i+1)
 		e := &agent.Enroller{
-			Open:         func(context.Context) (agent.TPM, error) { return agent.NewSoftTPM(tpm), nil },
-			DataDir:      filepath.Join(dir, "hosts", id),
+			Open:         h.open,
+			DataDir:      filepath.Join(h.dir, "agent"),
 			RegistrarURL: regURL,
 			HTTP:         httpClient,
-			AgentID:      id,
+			AgentID:      h.id,
 			EKAlg:        tpm2.TPMAlgECC,
 			AKAlg:        tpm2.TPMAlgECC,
 			Log:          quiet,
 		}
-		start := time.Now()
-		res, err := e.Enroll(ctx)
-		if err != nil {
-			say("  ✗ %s: %v", id, err)
-			continue
+		if _, err := e.Enroll(ctx); err != nil {
+			return sum, fmt.Errorf("enroll %s: %w", h.id, err)
 		}
 		sum.Enrolled++
-		sum.AgentIDs = append(sum.AgentIDs, res.AgentID)
-		say("  ✓ %s: EK certificate checked, AK (%s) activated by credential challenge, active=%v (%s)",
-			res.AgentID, res.AKAlg, res.Active, time.Since(start).Round(time.Millisecond))
+		if err := admit(ctx, verSvc, h); err != nil {
+			return sum, fmt.Errorf("admit %s: %w", h.id, err)
+		}
+		say("  ✓ %s: EK certificate verified, AK activated, admitted with a boot policy and a %s-file runtime policy",
+			h.id, h.runPol)
+		hosts = append(hosts, h)
 	}
-	say("▶ %d of %d hosts enrolled", sum.Enrolled, sum.Hosts)
-	if sum.Enrolled != sum.Hosts {
-		return sum, fmt.Errorf("%d hosts failed to enroll", sum.Hosts-sum.Enrolled)
+
+	// Attest.
+	say("")
+	say("▶ attesting (each host: challenge → quote + new log entries → verdict)")
+	var wg sync.WaitGroup
+	for _, h := range hosts {
+		att := &agent.Attester{
+			Open:        h.open,
+			DataDir:     filepath.Join(h.dir, "agent"),
+			VerifierURL: verURL,
+			HTTP:        httpClient,
+			BootLogPath: h.boot,
+			IMALogPath:  h.ima.Path,
+			Log:         quiet,
+			MaxBackoff:  opts.Interval,
+		}
+		if err := att.Prepare(); err != nil {
+			return sum, err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			att.Run(runCtx)
+		}()
+	}
+
+	start := time.Now()
+	tamperAt := time.After(opts.TamperAfter)
+	end := time.After(opts.Duration)
+	tick := time.NewTicker(max(opts.Interval*3, 2*time.Second))
+	defer tick.Stop()
+	var tampered time.Time
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-end:
+			break loop
+		case <-tick.C:
+			say("  %5.1fs  %d good attestations so far", time.Since(start).Seconds(), verdicts.Load())
+		case <-tamperAt:
+			h := hosts[len(hosts)-1]
+			path, err := h.tamper(ctx)
+			if err != nil {
+				return sum, err
+			}
+			tampered = time.Now()
+			sum.TamperedHost = h.id
+			say("")
+			say("⚠ %s runs %s, a program its runtime policy does not list", h.id, path)
+		}
+	}
+	cancel()
+	wg.Wait()
+
+	agents, err := verStore.ListAgents(context.Background())
+	if err != nil {
+		return sum, err
+	}
+	for _, a := range agents {
+		sum.Attestations += a.Attestations
+		if a.State == verifier.StateFailed {
+			sum.Failed++
+			sum.FailedHosts[a.ID] = string(a.Reason)
+		}
+	}
+	if v, ok := failedAt.Load(sum.TamperedHost); ok && !tampered.IsZero() {
+		sum.DetectionLatencyMS = v.(time.Time).Sub(tampered).Milliseconds()
+	}
+	say("")
+	say("Summary: %d hosts, %d good attestations, %d failed.", sum.Hosts, sum.Attestations, sum.Failed)
+	if sum.DetectionLatencyMS >= 0 {
+		say("The tampered host (%s) was caught %d ms after it ran the unknown program.", sum.TamperedHost, sum.DetectionLatencyMS)
+	}
+	switch {
+	case sum.TamperedHost == "":
+		return sum, nil
+	case sum.DetectionLatencyMS < 0:
+		return sum, errors.New("the tampered host was not detected")
+	case sum.Failed != 1:
+		return sum, fmt.Errorf("%d hosts failed, want only the tampered one", sum.Failed)
 	}
 	return sum, nil
 }
 
-func startRegistrar(ctx context.Context, data, tlsDir string, policy registrar.EKPolicy, log *slog.Logger) (string, func(), error) {
-	db, err := store.Open(data)
+func newHost(ctx context.Context, dir string, n int, mfr *soft.Manufacturer) (*host, error) {
+	t, err := soft.New(soft.Options{Manufacturer: mfr, EKAlgs: []tpm2.TPMAlgID{tpm2.TPMAlgECC}})
 	if err != nil {
-		return "", nil, err
+		return nil, err
 	}
+	h := &host{id: fmt.Sprintf("host-%d", n), tpm: t}
+	h.dir = filepath.Join(dir, "hosts", h.id)
+	bins := filepath.Join(h.dir, "usr", "bin")
+	if err := os.MkdirAll(bins, 0o700); err != nil {
+		return nil, err
+	}
+	h.boot = filepath.Join(h.dir, "binary_bios_measurements")
+	h.ima = simhost.IMALog{Path: filepath.Join(h.dir, "binary_runtime_measurements")}
+	conn := agent.NewSoftTPM(t)
+	defer conn.Close()
+	bl, err := simhost.NewBootLog(simhost.BootConfig{SecureBoot: true})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := bl.Boot(ctx, conn); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(h.boot, bl.Bytes(), 0o600); err != nil {
+		return nil, err
+	}
+	if _, err := h.ima.Init(ctx, conn); err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"sh", "ls", "cat", "sshd", "nginx"} {
+		if _, err := h.run(ctx, conn, filepath.Join(bins, name), "#!/bin/true "+name); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+func (h *host) open(context.Context) (agent.TPM, error) { return agent.NewSoftTPM(h.tpm), nil }
+
+// run writes an executable and measures it, as IMA does when it runs.
+func (h *host) run(ctx context.Context, t agent.TPM, path, content string) (string, error) {
+	if err := os.WriteFile(path, []byte(content), 0o700); err != nil {
+		return "", err
+	}
+	e, err := simhost.MeasureFile(path)
+	if err != nil {
+		return "", err
+	}
+	return path, h.ima.Append(ctx, t, e)
+}
+
+func (h *host) tamper(ctx context.Context) (string, error) {
+	conn := agent.NewSoftTPM(h.tpm)
+	defer conn.Close()
+	return h.run(ctx, conn, filepath.Join(h.dir, "tmp-cryptominer"), "#!/bin/sh\n# not in any policy\n")
+}
+
+// admit makes policies from the host's known-good logs and admits it.
+func admit(ctx context.Context, svc *verifier.Service, h *host) error {
+	logBytes, err := os.ReadFile(h.ima.Path)
+	if err != nil {
+		return err
+	}
+	rp, err := ima.PolicyFromLog(logBytes, ima.ParseOptions{})
+	if err != nil {
+		return err
+	}
+	rpJSON, err := rp.JSON()
+	if err != nil {
+		return err
+	}
+	h.runPol = fmt.Sprint(len(rp.Digests))
+	bootBytes, err := os.ReadFile(h.boot)
+	if err != nil {
+		return err
+	}
+	bp, err := bootPolicy(bootBytes)
+	if err != nil {
+		return err
+	}
+	if _, err := svc.AddPolicy(ctx, verifier.CheckPolicy, h.id+"-runtime", verifier.PolicyRuntime, rpJSON); err != nil {
+		return err
+	}
+	if _, err := svc.AddPolicy(ctx, verifier.CheckPolicy, h.id+"-boot", verifier.PolicyBoot, bp); err != nil {
+		return err
+	}
+	_, err = svc.Admit(ctx, verifier.AdmitRequest{
+		AgentID:       h.id,
+		RuntimePolicy: h.id + "-runtime",
+		BootPolicy:    h.id + "-boot",
+		Identities:    []string{"spiffe://demo.vigil.example/node/" + h.id},
+	})
+	return err
+}
+
+// bootPolicy is `vigil policy create boot` for a known-good log.
+func bootPolicy(log []byte) ([]byte, error) {
+	l, err := bootlog.Parse(log)
+	if err != nil {
+		return nil, err
+	}
+	r, err := l.Replay(tpm2.TPMAlgSHA256)
+	if err != nil {
+		return nil, err
+	}
+	pcrs := evidence.PCRValues{}
+	for _, i := range bootlog.BootPCRs {
+		v, ok := r[i]
+		if !ok {
+			v = make([]byte, 32)
+		}
+		pcrs.Set(tpm2.TPMAlgSHA256, i, v)
+	}
+	v, err := l.Verify(pcrs)
+	if err != nil {
+		return nil, err
+	}
+	st, err := v.State(tpm2.TPMAlgSHA256)
+	if err != nil {
+		return nil, err
+	}
+	return json.MarshalIndent(bootpolicy.FromState(st), "", "  ")
+}
+
+func serve(tlsDir string, h http.Handler) (string, func(), error) {
 	cfg, err := tlsutil.ServerConfig(tlsDir)
 	if err != nil {
-		db.Close()
 		return "", nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		db.Close()
 		return "", nil, err
 	}
-	svc := &registrar.Service{Store: registrar.BoltStore{DB: db}, EKPolicy: policy, Log: log}
-	srv := &http.Server{Handler: registrar.Handler(svc), TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second}
 	go srv.ServeTLS(ln, "", "")
-	stop := func() {
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	return "https://" + ln.Addr().String(), func() {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(shutdownCtx)
-		db.Close()
-	}
-	return "https://" + ln.Addr().String(), stop, nil
+		srv.Shutdown(c)
+	}, nil
 }

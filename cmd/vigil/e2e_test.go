@@ -1,0 +1,286 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/agent"
+	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/tpmsim"
+	"github.com/vigil-attest/vigil/tpmsim/simhost"
+)
+
+// e2eHost is a simulated host: swtpm plus the boot log and IMA list a
+// measured boot would leave, kept in files the agent reads.
+type e2eHost struct {
+	sw       *tpmsim.Swtpm
+	bootLog  string
+	imaLog   simhost.IMALog
+	measured string // directory of files measured into the IMA list
+}
+
+func (h *e2eHost) tpm(t *testing.T) agent.TPM {
+	t.Helper()
+	c, err := h.sw.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return agent.NewGoTPM(c)
+}
+
+// boot runs a measured boot: the boot log into PCRs 0-9, then IMA's
+// boot_aggregate and a few measured files into PCR 10.
+func (h *e2eHost) boot(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	tpm := h.tpm(t)
+	defer tpm.Close()
+	bl, err := simhost.NewBootLog(simhost.BootConfig{SecureBoot: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bl.Boot(ctx, tpm); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(h.bootLog, bl.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.imaLog.Init(ctx, tpm); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		h.measure(t, tpm, fmt.Sprintf("good-%d", i))
+	}
+}
+
+// measure writes a file and appends its measurement to the IMA list.
+func (h *e2eHost) measure(t *testing.T, tpm agent.TPM, name string) string {
+	t.Helper()
+	path := filepath.Join(h.measured, name)
+	if err := os.WriteFile(path, []byte("contents of "+name), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e, err := simhost.MeasureFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.imaLog.Append(context.Background(), tpm, e); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+type agentStatus struct {
+	ID           string    `json:"agent_id"`
+	State        string    `json:"state"`
+	Reason       string    `json:"reason"`
+	Detail       string    `json:"detail"`
+	Attestations uint64    `json:"attestations"`
+	LastAttested time.Time `json:"last_attested_at"`
+	IMAEntries   uint64    `json:"ima_entries"`
+}
+
+// TestContinuousAttestationEndToEnd drives registrar, verifier and agent
+// through the CLI, on loopback, against swtpm: admission with boot and
+// runtime policies, steady attestation, a verifier restart, a file outside
+// the runtime policy, a PCR 10 extend with no log entry, a reboot, and an
+// agent that goes silent.
+func TestContinuousAttestationEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	h := &e2eHost{
+		sw:       tpmsim.NewTestSwtpm(t, ""),
+		bootLog:  filepath.Join(dir, "binary_bios_measurements"),
+		imaLog:   simhost.IMALog{Path: filepath.Join(dir, "binary_runtime_measurements")},
+		measured: filepath.Join(dir, "usr-bin"),
+	}
+	os.MkdirAll(h.measured, 0o700)
+	h.boot(t)
+
+	tlsDir := filepath.Join(dir, "tls")
+	if _, code := run(t, ctx, "ca", "init", tlsDir); code != 0 {
+		t.Fatal("ca init")
+	}
+	regURL := startRegistrarCmd(t, tlsDir, h.sw.CADir())
+	verAddr := freeAddr(t)
+	verURL := "https://" + verAddr
+	verData := filepath.Join(dir, "verifier")
+	verifierArgs := []string{"verifier", "--data", verData, "--tls-dir", tlsDir, "--listen", verAddr,
+		"--registrar", regURL, "--interval", "300ms", "--log-level", "warn"}
+	ver := startProcess(t, nil, verifierArgs...)
+	waitHealthy(t, tlsDir, verURL)
+
+	// Policies from the host's own known-good state.
+	bootPol, runPol := filepath.Join(dir, "boot.json"), filepath.Join(dir, "runtime.json")
+	if _, code := run(t, ctx, "policy", "create", "boot", "--boot-log", h.bootLog, "--out", bootPol); code != 0 {
+		t.Fatal("policy create boot")
+	}
+	if _, code := run(t, ctx, "policy", "create", "runtime", "--ima-log", h.imaLog.Path, "--out", runPol); code != 0 {
+		t.Fatal("policy create runtime")
+	}
+	tenant := []string{"tenant", "--tls-dir", tlsDir, "--registrar", regURL, "--verifier", verURL}
+	mustRun := func(args ...string) string {
+		t.Helper()
+		out, code := run(t, ctx, append(append([]string{}, tenant...), args...)...)
+		if code != 0 {
+			t.Fatalf("vigil tenant %s: exit %d", strings.Join(args, " "), code)
+		}
+		return out
+	}
+	mustRun("policy", "add", "host-boot", "--boot", bootPol)
+	mustRun("policy", "add", "host-runtime", "--runtime", runPol)
+	mustRun("agent", "add", "host-1", "--boot-policy", "host-boot", "--runtime-policy", "host-runtime",
+		"--identity", "spiffe://example.org/node/host-1", "--interval", "300ms")
+
+	agentArgs := []string{"agent", "--data", filepath.Join(dir, "agent"), "--tpm", h.sw.Spec(),
+		"--registrar", regURL, "--verifier", verURL, "--ca", filepath.Join(tlsDir, tlsutil.CACert),
+		"--id", "host-1", "--boot-log", h.bootLog, "--ima-log", h.imaLog.Path, "--log-level", "warn"}
+	ag := startProcess(t, nil, agentArgs...)
+
+	status := func() agentStatus {
+		t.Helper()
+		var st agentStatus
+		if err := json.Unmarshal([]byte(mustRun("agent", "status", "host-1", "--json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	waitFor := func(what string, limit time.Duration, ok func(agentStatus) bool) agentStatus {
+		t.Helper()
+		deadline := time.Now().Add(limit)
+		for {
+			st := status()
+			if ok(st) {
+				t.Logf("%s: %s %s attestations=%d ima_entries=%d %s", what, st.State, st.Reason, st.Attestations, st.IMAEntries, st.Detail)
+				return st
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %s; last status %+v", what, limit, st)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	// Steady state: attesting across at least five attestations.
+	st := waitFor("five good attestations", 30*time.Second, func(s agentStatus) bool {
+		return s.State == "attesting" && s.Attestations >= 5
+	})
+	if st.IMAEntries != 4 {
+		t.Errorf("ima_entries %d, want 4 (boot_aggregate and three files)", st.IMAEntries)
+	}
+
+	// A verifier restart keeps agents, policies and state; attestation resumes.
+	ver.stop()
+	ver = startProcess(t, nil, verifierArgs...)
+	waitHealthy(t, tlsDir, verURL)
+	before := st.Attestations
+	waitFor("attestation after a verifier restart", 30*time.Second, func(s agentStatus) bool {
+		return s.State == "attesting" && s.Attestations >= before+3
+	})
+	if out := mustRun("policy", "list"); !strings.Contains(out, "host-runtime") || !strings.Contains(out, "host-boot") {
+		t.Errorf("policies after restart:\n%s", out)
+	}
+
+	// A file outside the runtime policy fails the host within two intervals
+	// (plus the time the measurement takes to reach a quote).
+	tpm := h.tpm(t)
+	bad := h.measure(t, tpm, "not-in-policy")
+	tpm.Close()
+	measuredAt := time.Now()
+	st = waitFor("failure on a file outside the policy", 10*time.Second, func(s agentStatus) bool { return s.State == "failed" })
+	if took := time.Since(measuredAt); took > 2*300*time.Millisecond+time.Second {
+		t.Logf("detected after %s", took)
+	}
+	if st.Reason != "policy_violation" || !strings.Contains(st.Detail, bad) {
+		t.Fatalf("failed with %q %q, want policy_violation naming %s", st.Reason, st.Detail, bad)
+	}
+
+	// Allow the file in a new policy version and readmit: attesting again.
+	allowed := extendPolicy(t, runPol, bad)
+	mustRun("policy", "add", "host-runtime", "--runtime", allowed)
+	mustRun("agent", "readmit", "host-1")
+	before = st.Attestations
+	st = waitFor("attestation after readmission", 30*time.Second, func(s agentStatus) bool {
+		return s.State == "attesting" && s.Attestations > before
+	})
+	if st.IMAEntries != 5 {
+		t.Errorf("ima_entries %d after readmission, want 5 (the list replayed from entry 0)", st.IMAEntries)
+	}
+
+	// PCR 10 extended with nothing in the log: the log no longer replays to
+	// the quote.
+	tpm = h.tpm(t)
+	d := sha256.Sum256([]byte("unlogged"))
+	if err := tpm.PCRExtend(ctx, 10, map[tpm2.TPMAlgID][]byte{tpm2.TPMAlgSHA256: d[:], tpm2.TPMAlgSHA1: d[:20]}); err != nil {
+		t.Fatal(err)
+	}
+	tpm.Close()
+	st = waitFor("failure on an unlogged PCR 10 extend", 10*time.Second, func(s agentStatus) bool { return s.State == "failed" })
+	if st.Reason != "invalid_evidence" {
+		t.Fatalf("failed with %q %q, want invalid_evidence", st.Reason, st.Detail)
+	}
+
+	// A reboot: the TPM resets, the host boots and measures afresh; after
+	// readmission the verifier takes the new boot log and IMA from entry 0.
+	if err := h.sw.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	h.boot(t)
+	mustRun("agent", "readmit", "host-1")
+	before = st.Attestations
+	st = waitFor("attestation after a reboot", 30*time.Second, func(s agentStatus) bool {
+		return s.State == "attesting" && s.Attestations >= before+2
+	})
+	if st.IMAEntries != 4 {
+		t.Errorf("ima_entries %d after the reboot, want 4 (the new boot's list)", st.IMAEntries)
+	}
+
+	// The agent dies: liveness fails it after three intervals.
+	ag.kill()
+	st = waitFor("liveness timeout", 10*time.Second, func(s agentStatus) bool { return s.State == "failed" })
+	if st.Reason != "liveness_timeout" {
+		t.Fatalf("failed with %q, want liveness_timeout", st.Reason)
+	}
+}
+
+// extendPolicy writes a copy of a Keylime runtime policy that also allows
+// the file at path (with its current digest).
+func extendPolicy(t *testing.T, policyFile, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(policyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pol map[string]any
+	if err := json.Unmarshal(b, &pol); err != nil {
+		t.Fatal(err)
+	}
+	content, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(content)
+	digests, _ := pol["digests"].(map[string]any)
+	if digests == nil {
+		digests = map[string]any{}
+		pol["digests"] = digests
+	}
+	digests[path] = []any{fmt.Sprintf("%x", sum)}
+	out := filepath.Join(t.TempDir(), "runtime-v2.json")
+	b, _ = json.Marshal(pol)
+	if err := os.WriteFile(out, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
