@@ -224,7 +224,12 @@ func (s *Service) Evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict,
 	if ak == nil {
 		ak, err = s.AKs.AK(ctx, a.ID)
 		if errors.Is(err, ErrNotEnrolled) {
-			return s.conclude(ctx, sl, a, Outcome{}, Fail(ReasonNotEnrolled, "ak_not_active", "%v", err), start)
+			// The registrar no longer vouches for this host: it fails (and
+			// its identities are revoked), and its evidence is refused.
+			if _, cerr := s.conclude(ctx, sl, a, Outcome{}, Fail(ReasonNotEnrolled, "ak_not_active", "%v", err), start); cerr != nil {
+				return wire.Verdict{}, cerr
+			}
+			return wire.Verdict{}, refuse(RefusedForbidden, "agent %q: %v", a.ID, err)
 		}
 		if err != nil {
 			return wire.Verdict{}, fmt.Errorf("fetch AK of %q: %w", a.ID, err)

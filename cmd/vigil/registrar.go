@@ -1,6 +1,9 @@
 package main
 
 import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -49,14 +52,27 @@ func registrarCommand() *cli.Command {
 			if policy.Mode == registrar.EKPolicyAny {
 				log.Warn("--ek-policy any: every EK is accepted without a check; use only for trials")
 			}
+			st := registrar.BoltStore{DB: db}
+			metrics := registrar.NewMetrics(st)
 			svc := &registrar.Service{
-				Store:        registrar.BoltStore{DB: db},
+				Store:        st,
+				OnRegister:   metrics.ObserveRegistration,
 				EKPolicy:     policy,
 				Log:          log,
 				ChallengeTTL: c.Duration("challenge-ttl"),
 			}
 			log.Info("starting", "ek_policy", policy.Mode, "data", c.String("data"))
-			return serveTLS(c.Context, log, c.String("listen"), cfg, registrar.Handler(svc), nil)
+			mux := http.NewServeMux()
+			mux.Handle("/", registrar.Handler(svc))
+			mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+			mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+				if _, err := st.List(r.Context()); err != nil {
+					http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+					return
+				}
+				w.Write([]byte("ok\n"))
+			})
+			return serveTLS(c.Context, log, c.String("listen"), cfg, mux, nil)
 		},
 	}
 }
