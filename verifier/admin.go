@@ -2,7 +2,9 @@ package verifier
 
 import (
 	"context"
+
 	"errors"
+	"github.com/vigil-attest/vigil/verifier/revocation"
 	"net/url"
 	"regexp"
 	"time"
@@ -112,16 +114,16 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 // trusted.
 func (s *Service) Readmit(ctx context.Context, id string) (Agent, error) {
 	var out Agent
-	err := s.Store.UpdateAgent(ctx, id, func(a *Agent) error {
+	err := s.Store.UpdateAgent(ctx, id, func(a *Agent) ([]revocation.Event, error) {
 		if a.State != StateFailed {
-			return refuse(RefusedConflict, "agent %q is %s, not failed", id, a.State)
+			return nil, refuse(RefusedConflict, "agent %q is %s, not failed", id, a.State)
 		}
 		a.State, a.Reason, a.Detail = StatePending, "", ""
 		a.FailedAt = time.Time{}
 		a.AdmittedAt = s.now().UTC()
 		a.Clock, a.BootChecked, a.IMAEntries, a.IMAState = nil, false, 0, nil
 		out = *a
-		return nil
+		return []revocation.Event{revocation.NewEvent(revocation.TypeReadmitted, a.AdmittedAt, eventData(*a, nil))}, nil
 	})
 	if errors.Is(err, ErrNotFound) {
 		return Agent{}, refuse(RefusedNotFound, "%v", err)
@@ -129,6 +131,7 @@ func (s *Service) Readmit(ctx context.Context, id string) (Agent, error) {
 	if err == nil {
 		s.slots.Delete(id)
 		s.log().Info("agent readmitted", "agent_id", id)
+		s.eventsRaised()
 	}
 	return out, err
 }
@@ -180,17 +183,17 @@ func (s *Service) failSilent(ctx context.Context, id string, now time.Time) erro
 	defer sl.mu.Unlock()
 	var failedAgent Agent
 	var f *Failure
-	err := s.Store.UpdateAgent(ctx, id, func(a *Agent) error {
+	err := s.Store.UpdateAgent(ctx, id, func(a *Agent) ([]revocation.Event, error) {
 		// Re-check under the agent's lock: evidence may have arrived.
 		last := s.lastHeard(*a)
 		deadline := last.Add(s.livenessWindow(*a))
 		if (a.State != StatePending && a.State != StateAttesting) || now.Before(deadline) {
-			return errNothingToDo
+			return nil, errNothingToDo
 		}
-		f = Fail(ReasonLivenessTimeout, "no_evidence", "no good evidence since %s (deadline %s)", last.UTC().Format(time.RFC3339), deadline.UTC().Format(time.RFC3339))
+		f = Fail(ReasonLivenessTimeout, "no_evidence", "no good evidence since %s (deadline %s)", last.UTC().Format(time.RFC3339Nano), deadline.UTC().Format(time.RFC3339Nano))
 		a.State, a.Reason, a.Detail, a.FailedAt = StateFailed, f.Reason, f.Error(), now
 		failedAgent = *a
-		return nil
+		return []revocation.Event{revocation.NewEvent(revocation.TypeRevoked, now, eventData(*a, f))}, nil
 	})
 	if errors.Is(err, errNothingToDo) || errors.Is(err, ErrNotFound) {
 		return nil
@@ -200,6 +203,7 @@ func (s *Service) failSilent(ctx context.Context, id string, now time.Time) erro
 	}
 	sl.asked = nil
 	s.log().Warn("attestation failed", "agent_id", id, "reason", f.Reason, "detail", f.Detail)
+	s.eventsRaised()
 	if s.OnVerdict != nil {
 		s.OnVerdict(failedAgent, f, 0)
 	}
@@ -263,4 +267,28 @@ func (s *Service) Status(ctx context.Context, id string) (Agent, error) {
 		return Agent{}, refuse(RefusedNotFound, "%v", err)
 	}
 	return a, err
+}
+
+// eventData describes agent a, and failure f if any, for an event.
+func eventData(a Agent, f *Failure) revocation.Data {
+	d := revocation.Data{
+		AgentID:        a.ID,
+		State:          string(a.State),
+		Identities:     append([]string{}, a.Identities...),
+		Attestations:   a.Attestations,
+		LastAttestedAt: a.LastAttestedAt,
+	}
+	if a.Clock != nil {
+		d.ResetCount, d.RestartCount = a.Clock.ResetCount, a.Clock.RestartCount
+	}
+	if f != nil {
+		d.Reason, d.Check, d.Detail = string(f.Reason), f.Check, f.Detail
+	}
+	return d
+}
+
+func (s *Service) eventsRaised() {
+	if s.OnEvents != nil {
+		s.OnEvents()
+	}
 }

@@ -8,13 +8,104 @@ import (
 
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/wire"
+	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
 const (
 	agentsCollection   = "verifier.agents"
 	policiesCollection = "verifier.policies"        // name → latest version
 	versionsCollection = "verifier.policy_versions" // name@version → every version
+	outboxCollection   = "verifier.outbox"          // event ID → event and its delivery status
 )
+
+// outboxRecord is an event with its delivery status per sink.
+type outboxRecord struct {
+	Event  revocation.Event                 `cbor:"event"`
+	Status map[string]revocation.SinkStatus `cbor:"status"`
+	// Done is set once every configured sink accepted the event.
+	Done bool `cbor:"done"`
+}
+
+func putEvents(tx store.Tx, events []revocation.Event) error {
+	for _, e := range events {
+		b, err := wire.Marshal(outboxRecord{Event: e, Status: map[string]revocation.SinkStatus{}})
+		if err != nil {
+			return err
+		}
+		if err := tx.Put(outboxCollection, e.ID, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PendingEvents implements revocation.Outbox.
+func (s BoltStore) PendingEvents(ctx context.Context, sinks []string) ([]revocation.Pending, error) {
+	var out []revocation.Pending
+	err := s.DB.View(ctx, func(tx store.Tx) error {
+		return tx.ForEach(outboxCollection, func(id string, b []byte) error {
+			var r outboxRecord
+			if err := decode("outbox event", id, b, &r); err != nil {
+				return err
+			}
+			if !r.Done || !deliveredToAll(r.Status, sinks) {
+				out = append(out, revocation.Pending{Event: r.Event, Status: r.Status})
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+func deliveredToAll(st map[string]revocation.SinkStatus, sinks []string) bool {
+	for _, s := range sinks {
+		if !st[s].Delivered {
+			return false
+		}
+	}
+	return true
+}
+
+// RecordDelivery implements revocation.Outbox.
+func (s BoltStore) RecordDelivery(ctx context.Context, eventID, sink string, st revocation.SinkStatus, sinks []string) error {
+	return s.DB.Update(ctx, func(tx store.Tx) error {
+		b := tx.Get(outboxCollection, eventID)
+		if b == nil {
+			return fmt.Errorf("outbox event %q: %w", eventID, ErrNotFound)
+		}
+		var r outboxRecord
+		if err := decode("outbox event", eventID, b, &r); err != nil {
+			return err
+		}
+		if r.Status == nil {
+			r.Status = map[string]revocation.SinkStatus{}
+		}
+		r.Status[sink] = st
+		r.Done = deliveredToAll(r.Status, sinks)
+		nb, err := wire.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return tx.Put(outboxCollection, eventID, nb)
+	})
+}
+
+// Deliveries returns every outbox event with its delivery status, for
+// operators and tests.
+func (s BoltStore) Deliveries(ctx context.Context) ([]revocation.Pending, error) {
+	var out []revocation.Pending
+	err := s.DB.View(ctx, func(tx store.Tx) error {
+		return tx.ForEach(outboxCollection, func(id string, b []byte) error {
+			var r outboxRecord
+			if err := decode("outbox event", id, b, &r); err != nil {
+				return err
+			}
+			out = append(out, revocation.Pending{Event: r.Event, Status: r.Status})
+			return nil
+		})
+	})
+	return out, err
+}
 
 // BoltStore is the Store on the embedded database.
 type BoltStore struct {
@@ -72,17 +163,20 @@ func (s BoltStore) CreateAgent(ctx context.Context, a Agent) error {
 	})
 }
 
-func (s BoltStore) SaveAgent(ctx context.Context, a Agent) error {
+func (s BoltStore) SaveAgent(ctx context.Context, a Agent, events ...revocation.Event) error {
 	return s.DB.Batch(ctx, func(tx store.Tx) error {
 		// A verdict must not resurrect an agent deleted meanwhile.
 		if tx.Get(agentsCollection, a.ID) == nil {
 			return fmt.Errorf("agent %q: %w", a.ID, ErrNotFound)
 		}
-		return putAgent(tx, a)
+		if err := putAgent(tx, a); err != nil {
+			return err
+		}
+		return putEvents(tx, events)
 	})
 }
 
-func (s BoltStore) UpdateAgent(ctx context.Context, id string, fn func(*Agent) error) error {
+func (s BoltStore) UpdateAgent(ctx context.Context, id string, fn func(*Agent) ([]revocation.Event, error)) error {
 	return s.DB.Update(ctx, func(tx store.Tx) error {
 		b := tx.Get(agentsCollection, id)
 		if b == nil {
@@ -92,10 +186,14 @@ func (s BoltStore) UpdateAgent(ctx context.Context, id string, fn func(*Agent) e
 		if err := decode("agent", id, b, &a); err != nil {
 			return err
 		}
-		if err := fn(&a); err != nil {
+		events, err := fn(&a)
+		if err != nil {
 			return err
 		}
-		return putAgent(tx, a)
+		if err := putAgent(tx, a); err != nil {
+			return err
+		}
+		return putEvents(tx, events)
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/internal/wire"
 	"github.com/vigil-attest/vigil/verifier/evidence"
+	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
 // ErrNotEnrolled is returned by an AKSource for an agent whose AK the
@@ -67,6 +68,9 @@ type Service struct {
 	// OnPolicyChange, if set, is told when a policy gets a new version or is
 	// deleted (to drop compiled copies).
 	OnPolicyChange func(name string)
+	// OnEvents, if set, is told when revocation events were stored (to
+	// wake the dispatcher).
+	OnEvents func()
 	// OnVerdict, if set, is told of every verdict (metrics).
 	OnVerdict func(a Agent, f *Failure, took time.Duration)
 
@@ -254,8 +258,17 @@ func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, 
 		next = a
 		next.State, next.Reason, next.Detail, next.FailedAt = StateFailed, f.Reason, f.Error(), start
 	}
-	if err := s.Store.SaveAgent(ctx, next); err != nil {
+	// Only the transition into failed raises a revocation: a failed agent
+	// is refused before it gets here, so this is that transition.
+	var events []revocation.Event
+	if f != nil {
+		events = append(events, revocation.NewEvent(revocation.TypeRevoked, start, eventData(next, f)))
+	}
+	if err := s.Store.SaveAgent(ctx, next, events...); err != nil {
 		return wire.Verdict{}, fmt.Errorf("store verdict of %q: %w", a.ID, err)
+	}
+	if len(events) > 0 {
+		s.eventsRaised()
 	}
 	took := s.now().Sub(start)
 	if s.OnVerdict != nil {

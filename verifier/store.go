@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
 // ErrNotFound is returned for an unknown agent or policy.
@@ -40,11 +42,14 @@ type Store interface {
 	ListAgents(ctx context.Context) ([]Agent, error)
 	// CreateAgent stores a new agent; ErrExists if the ID is taken.
 	CreateAgent(ctx context.Context, a Agent) error
-	// SaveAgent stores an agent's new record after a verdict. Many
-	// concurrent calls may share one commit; it returns once durable.
-	SaveAgent(ctx context.Context, a Agent) error
-	// UpdateAgent changes an agent atomically (operator actions).
-	UpdateAgent(ctx context.Context, id string, fn func(*Agent) error) error
+	// SaveAgent stores an agent's new record after a verdict, and the
+	// events the verdict raises, in one transaction: a failed agent never
+	// exists without its revocation event. Many concurrent calls may share
+	// one commit; it returns once durable.
+	SaveAgent(ctx context.Context, a Agent, events ...revocation.Event) error
+	// UpdateAgent changes an agent atomically (operator actions, liveness)
+	// and stores the events fn returns in the same transaction.
+	UpdateAgent(ctx context.Context, id string, fn func(*Agent) ([]revocation.Event, error)) error
 	DeleteAgent(ctx context.Context, id string) error
 
 	// PutPolicy stores p as the next version of its name and returns it.
@@ -53,4 +58,8 @@ type Store interface {
 	GetPolicy(ctx context.Context, name string) (Policy, error)
 	ListPolicies(ctx context.Context) ([]Policy, error)
 	DeletePolicy(ctx context.Context, name string) error
+
+	// The revocation outbox: events are added by SaveAgent and
+	// UpdateAgent, and drained by a revocation.Dispatcher.
+	revocation.Outbox
 }

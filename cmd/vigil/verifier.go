@@ -1,7 +1,10 @@
 package main
 
 import (
+	"crypto/tls"
 	"net/http"
+	"net/url"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -10,6 +13,7 @@ import (
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/registrar"
 	"github.com/vigil-attest/vigil/verifier"
+	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
 func verifierCommand() *cli.Command {
@@ -20,6 +24,11 @@ func verifierCommand() *cli.Command {
 		&cli.StringFlag{Name: "registrar", Usage: "registrar `URL`, where AKs are fetched"},
 		&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "default attestation interval for agents admitted without one"},
 		&cli.DurationFlag{Name: "liveness", Usage: "silence after which an agent fails (default: 3 of its intervals)"},
+		&cli.StringSliceFlag{Name: "webhook", Usage: "`URL` to post revocation events to (repeatable)"},
+		&cli.StringSliceFlag{Name: "webhook-secret-file", Usage: "`FILE` holding the whsec_ secret of the webhook at the same position (repeatable)"},
+		&cli.StringFlag{Name: "webhook-ca", Usage: "CA certificate `FILE` for webhook receivers with private certificates"},
+		&cli.DurationFlag{Name: "webhook-max-backoff", Value: 5 * time.Minute, Usage: "longest wait between delivery attempts"},
+		&cli.StringFlag{Name: "source", Usage: "CloudEvents source `URI` of this verifier (default: urn:vigil:verifier:HOSTNAME)"},
 	)
 	return &cli.Command{
 		Name:   "verifier",
@@ -70,9 +79,57 @@ func verifierCommand() *cli.Command {
 				OnEvidenceBytes: metrics.ObserveEvidenceBytes,
 			}))
 			mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+			sinks, err := webhookSinks(c)
+			if err != nil {
+				return err
+			}
+			disp := &revocation.Dispatcher{Outbox: st, Sinks: sinks, Log: log, MaxBackoff: c.Duration("webhook-max-backoff")}
+			disp.Init()
+			svc.OnEvents = disp.Wake
+			go disp.Run(c.Context)
 			go svc.RunLiveness(c.Context, time.Second)
 			log.Info("starting", "data", c.String("data"), "registrar", c.String("registrar"))
 			return serveTLS(c.Context, log, c.String("listen"), srvCfg, mux, nil)
 		},
 	}
+}
+
+// webhookSinks builds the webhook sinks from --webhook and
+// --webhook-secret-file, which pair up by position.
+func webhookSinks(c *cli.Context) ([]revocation.Sink, error) {
+	urls, secrets := c.StringSlice("webhook"), c.StringSlice("webhook-secret-file")
+	if len(urls) != len(secrets) {
+		return nil, badInputf("%d --webhook but %d --webhook-secret-file: give one secret file per webhook", len(urls), len(secrets))
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f := c.String("webhook-ca"); f != "" {
+		pool, err := tlsutil.LoadCAPool(f)
+		if err != nil {
+			return nil, badInputf("--webhook-ca: %v", err)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}, Timeout: 15 * time.Second}
+	source := c.String("source")
+	if source == "" {
+		host, _ := os.Hostname()
+		source = "urn:vigil:verifier:" + host
+	}
+	var sinks []revocation.Sink
+	for i, u := range urls {
+		pu, err := url.Parse(u)
+		if err != nil || pu.Scheme != "https" || pu.Host == "" {
+			return nil, badInputf("--webhook %q: want an https URL (revocations travel over TLS)", u)
+		}
+		b, err := os.ReadFile(secrets[i])
+		if err != nil {
+			return nil, badInputf("--webhook-secret-file: %v", err)
+		}
+		key, err := revocation.ParseSecret(string(b))
+		if err != nil {
+			return nil, badInputf("--webhook-secret-file %s: %v", secrets[i], err)
+		}
+		sinks = append(sinks, &revocation.Webhook{URL: u, Key: key, Source: source, Client: client})
+	}
+	return sinks, nil
 }

@@ -1,0 +1,201 @@
+package revocation
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+)
+
+// memOutbox is an in-memory Outbox for the dispatcher's own tests; the
+// verifier's store implements the real one and is tested with it.
+type memOutbox struct {
+	mu     sync.Mutex
+	events []Event
+	status map[string]map[string]SinkStatus
+}
+
+func (o *memOutbox) PendingEvents(_ context.Context, sinks []string) ([]Pending, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []Pending
+	for _, e := range o.events {
+		st := map[string]SinkStatus{}
+		done := true
+		for _, s := range sinks {
+			st[s] = o.status[e.ID][s]
+			done = done && st[s].Delivered
+		}
+		if !done {
+			out = append(out, Pending{Event: e, Status: st})
+		}
+	}
+	return out, nil
+}
+
+func (o *memOutbox) RecordDelivery(_ context.Context, id, sink string, st SinkStatus, _ []string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.status == nil {
+		o.status = map[string]map[string]SinkStatus{}
+	}
+	if o.status[id] == nil {
+		o.status[id] = map[string]SinkStatus{}
+	}
+	o.status[id][sink] = st
+	return nil
+}
+
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// receiver is a webhook receiver as an identity issuer would run it: it
+// checks the signature and the CloudEvents fields, and fails the first
+// `failures` deliveries.
+type receiver struct {
+	t        *testing.T
+	key      []byte
+	mu       sync.Mutex
+	failures int
+	ids      []string // webhook-id of every request
+	accepted []CloudEvent
+	badSig   int
+}
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ids = append(r.ids, req.Header.Get("webhook-id"))
+	if err := Verify(r.key, req.Header.Get("webhook-id"), req.Header.Get("webhook-timestamp"), req.Header.Get("webhook-signature"), body, time.Now(), 5*time.Minute); err != nil {
+		r.badSig++
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	if r.failures > 0 {
+		r.failures--
+		http.Error(w, "try later", http.StatusServiceUnavailable)
+		return
+	}
+	var ce CloudEvent
+	if err := json.Unmarshal(body, &ce); err != nil {
+		r.t.Errorf("body is not a CloudEvent: %v", err)
+	}
+	if ce.SpecVersion != "1.0" || ce.ID != req.Header.Get("webhook-id") || ce.Source == "" || ce.Type != TypeRevoked ||
+		ce.Subject != ce.Data.AgentID || ce.Time.IsZero() || len(ce.Data.Identities) == 0 || ce.Data.Reason == "" {
+		r.t.Errorf("CloudEvent fields: %+v", ce)
+	}
+	r.accepted = append(r.accepted, ce)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func newSink(t *testing.T, srv *httptest.Server, secret string) *Webhook {
+	key, err := ParseSecret(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Webhook{URL: srv.URL, Key: key, Source: "urn:vigil:verifier:test", Client: srv.Client()}
+}
+
+func testEvent() Event {
+	return NewEvent(TypeRevoked, time.Now(), Data{
+		AgentID: "web-1", State: "failed", Reason: "policy_violation", Check: "ima_not-in-policy",
+		Detail: "entry 6 /tmp/evil", Identities: []string{"spiffe://example.org/node/web-1"}, Attestations: 42,
+	})
+}
+
+func TestRetriedUntilAcceptedOnceWithTheSameID(t *testing.T) {
+	key, _ := ParseSecret(testSecret)
+	rcv := &receiver{t: t, key: key, failures: 2}
+	srv := httptest.NewTLSServer(rcv)
+	defer srv.Close()
+	ob := &memOutbox{events: []Event{testEvent()}}
+	d := &Dispatcher{Outbox: ob, Sinks: []Sink{newSink(t, srv, testSecret)}, MinBackoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	for {
+		rcv.mu.Lock()
+		n := len(rcv.accepted)
+		rcv.mu.Unlock()
+		if n > 0 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // room for a wrong duplicate
+	cancel()
+	<-done
+	rcv.mu.Lock()
+	defer rcv.mu.Unlock()
+	if len(rcv.accepted) != 1 {
+		t.Fatalf("accepted %d times, want exactly once", len(rcv.accepted))
+	}
+	if len(rcv.ids) != 3 {
+		t.Fatalf("%d requests, want 3 (two refused, one accepted)", len(rcv.ids))
+	}
+	for _, id := range rcv.ids {
+		if id != ob.events[0].ID {
+			t.Errorf("retry carried webhook-id %q, want %q", id, ob.events[0].ID)
+		}
+	}
+	st := ob.status[ob.events[0].ID][srv.URL]
+	if !st.Delivered || st.Attempts != 3 {
+		t.Errorf("delivery status %+v", st)
+	}
+}
+
+func TestWrongSecretIsDetectedByTheReceiver(t *testing.T) {
+	key, _ := ParseSecret(testSecret)
+	rcv := &receiver{t: t, key: key}
+	srv := httptest.NewTLSServer(rcv)
+	defer srv.Close()
+	other := "whsec_" + base64.StdEncoding.EncodeToString([]byte("another secret of enough length"))
+	ob := &memOutbox{events: []Event{testEvent()}}
+	d := &Dispatcher{Outbox: ob, Sinks: []Sink{newSink(t, srv, other)}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d.Once(context.Background())
+	if rcv.badSig != 1 || len(rcv.accepted) != 0 {
+		t.Fatalf("bad signatures %d, accepted %d", rcv.badSig, len(rcv.accepted))
+	}
+	if st := ob.status[ob.events[0].ID][srv.URL]; st.Delivered || st.LastError == "" || st.NextAttempt.IsZero() {
+		t.Errorf("a refused delivery recorded as %+v", st)
+	}
+}
+
+func TestSignatureIsStandardWebhooks(t *testing.T) {
+	// The Standard Webhooks reference example: secret, id, timestamp and
+	// payload from the specification's test vector.
+	key, err := ParseSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := Sign(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, []byte(`{"test": 2432232314}`))
+	if want := "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="; got != want {
+		t.Fatalf("signature %s, want %s", got, want)
+	}
+	now := time.Unix(1614265330, 0)
+	if err := Verify(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", "v1,bogus "+got, []byte(`{"test": 2432232314}`), now, time.Minute); err != nil {
+		t.Errorf("rotation list with the right signature refused: %v", err)
+	}
+	if err := Verify(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", got, []byte(`{"test": 2432232315}`), now, time.Minute); err == nil {
+		t.Error("altered body accepted")
+	}
+	if err := Verify(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", got, []byte(`{"test": 2432232314}`), now.Add(time.Hour), time.Minute); err == nil {
+		t.Error("stale timestamp accepted")
+	}
+}
+
+func TestParseSecretRefusesBadSecrets(t *testing.T) {
+	for _, s := range []string{"", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_not base64!", "whsec_c2hvcnQ="} {
+		if _, err := ParseSecret(s); err == nil {
+			t.Errorf("ParseSecret(%q) accepted", s)
+		}
+	}
+}
