@@ -41,6 +41,7 @@ func newApp() *cli.App {
 			imaCommand(),
 			quoteCommand(),
 			eventlogCommand(),
+			simCommand(),
 			// commands are registered here, one line each
 		},
 		OnUsageError: onUsageError,

@@ -2,6 +2,7 @@ package simhost
 
 import (
 	"context"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -104,12 +105,14 @@ func (e IMAEntry) Digests() Digests {
 }
 
 // AppendBinary appends the entry as binary_runtime_measurements holds it:
-// PCR, SHA-1 template digest, template name length and name, template data
+// PCR, the SHA-1 template digest (the one the kernel logs whatever the
+// banks), template name length and name, template data
 // length and data, all little-endian.
 func (e IMAEntry) AppendBinary(dst []byte) []byte {
 	td := e.TemplateData()
 	dst = binary.LittleEndian.AppendUint32(dst, IMAPCR)
-	dst = append(dst, digestsOf(td)[tpm2.TPMAlgSHA1]...)
+	th := sha1.Sum(td)
+	dst = append(dst, th[:]...)
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(templateName)))
 	dst = append(dst, templateName...)
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(td)))
@@ -121,7 +124,8 @@ func (e IMAEntry) AppendBinary(dst []byte) []byte {
 func (e IMAEntry) AppendASCII(dst []byte) []byte {
 	dst = append(dst, strconv.Itoa(IMAPCR)...)
 	dst = append(dst, ' ')
-	dst = hex.AppendEncode(dst, digestsOf(e.TemplateData())[tpm2.TPMAlgSHA1])
+	th := sha1.Sum(e.TemplateData())
+	dst = hex.AppendEncode(dst, th[:])
 	dst = append(dst, " "+templateName+" sha256:"...)
 	dst = hex.AppendEncode(dst, e.FileDigest)
 	dst = append(dst, ' ')
