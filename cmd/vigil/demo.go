@@ -17,6 +17,9 @@ func demoCommand() *cli.Command {
 			&cli.DurationFlag{Name: "tamper-after", Value: 10 * time.Second, Usage: "when one host runs a program its policy does not allow"},
 			&cli.DurationFlag{Name: "duration", Value: 20 * time.Second, Usage: "how long the demo runs"},
 			&cli.StringFlag{Name: "dir", Usage: "keep the demo's stores and certificates in `DIR` (default: a temporary directory, removed afterwards)"},
+			&cli.StringSliceFlag{Name: "webhook", Usage: "also post revocation events to `URL` (repeatable)"},
+			&cli.StringSliceFlag{Name: "webhook-secret-file", Usage: "`FILE` holding the whsec_ secret of the webhook at the same position"},
+			&cli.StringFlag{Name: "webhook-ca", Usage: "CA certificate `FILE` for webhook receivers with private certificates"},
 			&cli.BoolFlag{Name: "json", Usage: "print a machine-readable summary at the end"},
 		},
 		Action: func(c *cli.Context) error {
@@ -26,7 +29,12 @@ func demoCommand() *cli.Command {
 			if c.Duration("interval") < 100*time.Millisecond || c.Duration("duration") <= 0 || c.Duration("tamper-after") <= 0 {
 				return badInputf("--interval must be at least 100ms, --duration and --tamper-after positive")
 			}
+			sinks, err := webhookSinks(c)
+			if err != nil {
+				return err
+			}
 			opts := demo.Options{
+				Webhooks:    sinks,
 				Hosts:       c.Int("hosts"),
 				Interval:    c.Duration("interval"),
 				TamperAfter: c.Duration("tamper-after"),

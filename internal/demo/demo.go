@@ -2,6 +2,8 @@ package demo
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +29,7 @@ import (
 	"github.com/vigil-attest/vigil/verifier/bootlog"
 	"github.com/vigil-attest/vigil/verifier/bootpolicy"
 	"github.com/vigil-attest/vigil/verifier/evidence"
+	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
 // Options configure a demo run.
@@ -41,6 +44,9 @@ type Options struct {
 	// Dir holds the stores, logs and TLS files; empty means a temporary
 	// directory removed at the end.
 	Dir string
+	// Webhooks are extra revocation sinks, besides the receiver the demo
+	// runs itself.
+	Webhooks []revocation.Sink
 	// Out receives the narrative.
 	Out io.Writer
 }
@@ -76,6 +82,12 @@ type Summary struct {
 	// DetectionLatencyMS is the time from the tampering measurement to
 	// the verifier's failed verdict; -1 when it was not detected.
 	DetectionLatencyMS int64 `json:"detection_latency_ms"`
+	// RevocationsDelivered counts revocation events the demo's own
+	// receiver accepted with a valid signature.
+	RevocationsDelivered int `json:"revocations_delivered"`
+	// RevocationLatencyMS is from tampering to the receiver accepting the
+	// revocation; -1 when none arrived.
+	RevocationLatencyMS int64 `json:"revocation_latency_ms"`
 }
 
 // host is one simulated machine.
@@ -108,7 +120,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		fmt.Fprintf(out, format+"\n", args...)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	sum := Summary{Hosts: opts.Hosts, DetectionLatencyMS: -1, FailedHosts: map[string]string{}}
+	sum := Summary{Hosts: opts.Hosts, DetectionLatencyMS: -1, RevocationLatencyMS: -1, FailedHosts: map[string]string{}}
 
 	say("Vigil demo: %d simulated hosts, attesting every %s; one host runs an unknown program after %s.", opts.Hosts, opts.Interval, opts.TamperAfter)
 	say("Everything runs in this process, on 127.0.0.1, over TLS 1.3, with a soft TPM per host.")
@@ -149,6 +161,20 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	defer stopReg()
 	say("▶ registrar on %s: trusts only EKs certified by %q", regURL, "Vigil Demo TPM Manufacturer")
 
+	// The identity issuer's side: a webhook receiver that checks the
+	// Standard Webhooks signature before it acts.
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return sum, err
+	}
+	rcv := &receiver{key: secret, say: say}
+	rcvURL, stopRcv, err := serve(tlsDir, rcv)
+	if err != nil {
+		return sum, err
+	}
+	defer stopRcv()
+	say("▶ identity-issuer webhook receiver on %s (checks each event's HMAC signature)", rcvURL)
+
 	adminTLS, err := tlsutil.AdminClientConfig(tlsDir)
 	if err != nil {
 		return sum, err
@@ -177,9 +203,6 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 			}
 			if _, loaded := failedAt.LoadOrStore(a.ID, time.Now()); !loaded {
 				say("✗ %s FAILED: %s — %s", a.ID, f.Reason, f.Detail)
-				for _, id := range a.Identities {
-					say("    identity to revoke: %s", id)
-				}
 			}
 		},
 	}
@@ -190,6 +213,19 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	defer stopVer()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	caPool, err := tlsutil.LoadCAPool(filepath.Join(tlsDir, tlsutil.CACert))
+	if err != nil {
+		return sum, err
+	}
+	sinks := append([]revocation.Sink{&revocation.Webhook{
+		URL: rcvURL + "/revocations", Key: secret, Source: "urn:vigil:verifier:demo",
+		Client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: caPool, MinVersion: tls.VersionTLS13}}, Timeout: 10 * time.Second},
+	}}, opts.Webhooks...)
+	disp := &revocation.Dispatcher{Outbox: verStore, Sinks: sinks, Log: quiet, MinBackoff: 200 * time.Millisecond, MaxBackoff: 2 * time.Second}
+	disp.Init()
+	verSvc.OnEvents = disp.Wake
+	dispDone := make(chan struct{})
+	go func() { disp.Run(runCtx); close(dispDone) }()
 	go verSvc.RunLiveness(runCtx, opts.Interval/2)
 	say("▶ verifier on %s", verURL)
 
@@ -285,6 +321,7 @@ loop:
 	}
 	cancel()
 	wg.Wait()
+	<-dispDone
 
 	agents, err := verStore.ListAgents(context.Background())
 	if err != nil {
@@ -300,10 +337,15 @@ loop:
 	if v, ok := failedAt.Load(sum.TamperedHost); ok && !tampered.IsZero() {
 		sum.DetectionLatencyMS = v.(time.Time).Sub(tampered).Milliseconds()
 	}
+	if at, n := rcv.revoked(sum.TamperedHost); n > 0 && !tampered.IsZero() {
+		sum.RevocationsDelivered = n
+		sum.RevocationLatencyMS = at.Sub(tampered).Milliseconds()
+	}
 	say("")
 	say("Summary: %d hosts, %d good attestations, %d failed.", sum.Hosts, sum.Attestations, sum.Failed)
 	if sum.DetectionLatencyMS >= 0 {
-		say("The tampered host (%s) was caught %d ms after it ran the unknown program.", sum.TamperedHost, sum.DetectionLatencyMS)
+		say("The tampered host (%s) was caught %d ms after it ran the unknown program;", sum.TamperedHost, sum.DetectionLatencyMS)
+		say("its revocation reached the identity issuer %d ms after it (%d event delivered).", sum.RevocationLatencyMS, sum.RevocationsDelivered)
 	}
 	switch {
 	case sum.TamperedHost == "":
@@ -312,8 +354,58 @@ loop:
 		return sum, errors.New("the tampered host was not detected")
 	case sum.Failed != 1:
 		return sum, fmt.Errorf("%d hosts failed, want only the tampered one", sum.Failed)
+	case sum.RevocationsDelivered == 0:
+		return sum, errors.New("the revocation of the tampered host was not delivered")
 	}
 	return sum, nil
+}
+
+// receiver is the demo's identity issuer: it accepts revocation events
+// whose Standard Webhooks signature verifies.
+type receiver struct {
+	key []byte
+	say func(string, ...any)
+	mu  sync.Mutex
+	got map[string][]time.Time // agent ID → arrival of each revocation
+}
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if err := revocation.Verify(r.key, req.Header.Get("webhook-id"), req.Header.Get("webhook-timestamp"),
+		req.Header.Get("webhook-signature"), body, time.Now(), 5*time.Minute); err != nil {
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	var ce revocation.CloudEvent
+	if err := json.Unmarshal(body, &ce); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ce.Type == revocation.TypeRevoked {
+		if r.got == nil {
+			r.got = map[string][]time.Time{}
+		}
+		r.got[ce.Subject] = append(r.got[ce.Subject], time.Now())
+		r.say("⇒ identity issuer received %s for %s (event %s, signature verified): revoking %v",
+			ce.Type, ce.Subject, ce.ID, ce.Data.Identities)
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (r *receiver) revoked(agentID string) (time.Time, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ts := r.got[agentID]
+	if len(ts) == 0 {
+		return time.Time{}, 0
+	}
+	return ts[0], len(ts)
 }
 
 func newHost(ctx context.Context, dir string, n int, mfr *soft.Manufacturer) (*host, error) {

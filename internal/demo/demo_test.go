@@ -27,7 +27,7 @@ func TestDemoCatchesTheTamperedHost(t *testing.T) {
 	if sum.Enrolled != 3 || sum.Failed != 1 || sum.FailedHosts[sum.TamperedHost] != "policy_violation" {
 		t.Fatalf("summary %+v\n%s", sum, out.String())
 	}
-	if sum.Attestations < 6 || sum.DetectionLatencyMS < 0 {
+	if sum.Attestations < 6 || sum.DetectionLatencyMS < 0 || sum.RevocationsDelivered != 1 || sum.RevocationLatencyMS < sum.DetectionLatencyMS {
 		t.Errorf("summary %+v", sum)
 	}
 	if !strings.Contains(out.String(), "tmp-cryptominer") {
