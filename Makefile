@@ -30,5 +30,24 @@ lint:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
+# Every parser's fuzz target, each for FUZZRUNS inputs. (A count, not a
+# time: Go 1.26's fuzz coordinator can end a time-budgeted run with
+# "context deadline exceeded" and no crasher.)
+FUZZRUNS ?= 200000x
+FUZZ_TARGETS = \
+	./ima:FuzzParseASCII ./ima:FuzzParseBinary ./ima:FuzzParsePolicy \
+	./registrar:FuzzRegisterRequest ./verifier:FuzzEvidence \
+	./verifier/evidence:FuzzQuote ./verifier/evidence:FuzzParseAK ./verifier/evidence:FuzzDecodeMatchesGoTPM \
+	./verifier/bootlog:FuzzLog ./verifier/bootpolicy:FuzzParse \
+	./tpmsim/soft:FuzzParseState ./tpmsim/soft:FuzzActivateCredential ./tpmsim/soft:FuzzParseECCPoint \
+	./tpmsim/simhost:FuzzDetectFormat ./tpmsim/simhost:FuzzIMAEntry ./tpmsim/simhost:FuzzBootLog
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZRUNS) -fuzzminimizetime 3s $$pkg; \
+	done
+
 clean:
 	rm -rf bin
