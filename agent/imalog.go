@@ -105,7 +105,10 @@ func (l *imaLog) from(first uint64) ([]byte, uint64, error) {
 			}
 		}
 	}
-	if err := p.Err(); err != nil && end == 0 {
+	// A parse error after whole entries, or on the first new entry in steady
+	// state, is an entry the kernel is still writing: it is sent next time.
+	// At the very start of the list it means the file is not an IMA list.
+	if err := p.Err(); err != nil && end == 0 && l.entries == 0 {
 		return nil, 0, fmt.Errorf("IMA log %s: %w", l.path, err)
 	}
 	// A trailing entry cut by a concurrent append is read next time.

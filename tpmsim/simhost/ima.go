@@ -225,8 +225,11 @@ func (l IMALog) Init(ctx context.Context, t TPM) (IMAEntry, error) {
 // Append adds entries to the list and extends PCR 10 with each, entry by
 // entry, in the kernel's order: the entry is in the list before the PCR
 // holds it, so a reader may see the list run ahead of a quote, never
-// behind. Each entry is one write to a file opened with O_APPEND, so a
-// concurrent reader never sees half an entry written; an exclusive flock
+// behind. Each entry is one write to a file opened with O_APPEND, so
+// concurrent appenders never interleave; a concurrent reader can still
+// catch the tail of an entry being written (a write crossing a page is not
+// atomic for read()), so readers keep whole entries only, as the agent
+// does. An exclusive flock
 // keeps concurrent appenders' list order and extend order the same. The
 // list must exist (Init creates it).
 func (l IMALog) Append(ctx context.Context, t PCRExtender, entries ...IMAEntry) error {
