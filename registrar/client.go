@@ -2,14 +2,12 @@ package registrar
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 
-	"github.com/vigil-attest/vigil/internal/wire"
+	"github.com/vigil-attest/vigil/internal/adminapi"
 )
 
 // AdminClient calls the registrar's admin API. Its HTTP client must present
@@ -39,35 +37,14 @@ func (c *AdminClient) Delete(ctx context.Context, id string) error {
 }
 
 func (c *AdminClient) do(ctx context.Context, method, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.BaseURL, "/")+path, nil)
-	if err != nil {
-		return err
+	api := adminapi.Client{BaseURL: c.BaseURL, HTTP: c.HTTP}
+	err := api.Do(ctx, method, path, "", nil, out)
+	var e *adminapi.Error
+	if errors.As(err, &e) && e.Status == http.StatusNotFound {
+		return fmt.Errorf("registrar: %s %s: %w", method, path, ErrNotFound)
 	}
-	rsp, err := c.HTTP.Do(req)
-	if err != nil {
-		return fmt.Errorf("registrar: %w", err)
-	}
-	defer rsp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(rsp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("registrar: %w", err)
-	}
-	if rsp.StatusCode/100 != 2 {
-		var e wire.Error
-		msg := strings.TrimSpace(string(body))
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		if rsp.StatusCode == http.StatusNotFound {
-			return fmt.Errorf("registrar: %s %s: %w", method, path, ErrNotFound)
-		}
-		return fmt.Errorf("registrar: %s %s: %d %s", method, path, rsp.StatusCode, msg)
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("registrar: %s %s: bad JSON answer: %w", method, path, err)
 	}
 	return nil
 }

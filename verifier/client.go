@@ -1,16 +1,14 @@
 package verifier
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 
-	"github.com/vigil-attest/vigil/internal/wire"
+	"github.com/vigil-attest/vigil/internal/adminapi"
 )
 
 // AdminClient calls the verifier's admin API with an admin client
@@ -92,39 +90,14 @@ func (c *AdminClient) Readmit(ctx context.Context, id string) (AgentView, error)
 }
 
 func (c *AdminClient) do(ctx context.Context, method, path, ctype string, body []byte, out any) error {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
+	api := adminapi.Client{BaseURL: c.BaseURL, HTTP: c.HTTP}
+	err := api.Do(ctx, method, path, ctype, body, out)
+	var e *adminapi.Error
+	if errors.As(err, &e) {
+		return &APIError{Status: e.Status, Msg: e.Msg}
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.BaseURL, "/")+path, rd)
-	if err != nil {
-		return err
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	rsp, err := c.HTTP.Do(req)
 	if err != nil {
 		return fmt.Errorf("verifier: %w", err)
-	}
-	defer rsp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(rsp.Body, 512<<20))
-	if err != nil {
-		return fmt.Errorf("verifier: %w", err)
-	}
-	if rsp.StatusCode/100 != 2 {
-		var e wire.Error
-		msg := strings.TrimSpace(string(b))
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		return &APIError{Status: rsp.StatusCode, Msg: msg}
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("verifier: %s %s: bad JSON answer: %w", method, path, err)
 	}
 	return nil
 }
