@@ -21,7 +21,10 @@ import (
 type PolicyChecks struct {
 	Store Store
 
-	mu      sync.Mutex
+	// mu guards the compiled policies: read-locked on every verdict,
+	// write-locked only to compile a policy or forget one, so a new version
+	// can never be overwritten by a compile of the old one in flight.
+	mu      sync.RWMutex
 	runtime map[string]*ima.Policy
 	boot    map[string]*bootpolicy.Policy
 }
@@ -48,6 +51,12 @@ func CheckPolicy(kind PolicyKind, body []byte) error {
 }
 
 func (c *PolicyChecks) bootPolicy(name string) (*bootpolicy.Policy, error) {
+	c.mu.RLock()
+	p, ok := c.boot[name]
+	c.mu.RUnlock()
+	if ok {
+		return p, nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p, ok := c.boot[name]; ok {
@@ -60,7 +69,7 @@ func (c *PolicyChecks) bootPolicy(name string) (*bootpolicy.Policy, error) {
 	if stored.Kind != PolicyBoot {
 		return nil, fmt.Errorf("policy %q is a %s policy", name, stored.Kind)
 	}
-	p, err := bootpolicy.Parse(stored.Body)
+	p, err = bootpolicy.Parse(stored.Body)
 	if err != nil {
 		return nil, fmt.Errorf("boot policy %q: %w", name, err)
 	}
@@ -110,6 +119,12 @@ func evidenceFailure(r Reason, err error) *Failure {
 }
 
 func (c *PolicyChecks) runtimePolicy(name string) (*ima.Policy, error) {
+	c.mu.RLock()
+	p, ok := c.runtime[name]
+	c.mu.RUnlock()
+	if ok {
+		return p, nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p, ok := c.runtime[name]; ok {
@@ -122,7 +137,7 @@ func (c *PolicyChecks) runtimePolicy(name string) (*ima.Policy, error) {
 	if stored.Kind != PolicyRuntime {
 		return nil, fmt.Errorf("policy %q is a %s policy", name, stored.Kind)
 	}
-	p, err := ima.ParsePolicy(stored.Body)
+	p, err = ima.ParsePolicy(stored.Body)
 	if err != nil {
 		return nil, fmt.Errorf("runtime policy %q: %w", name, err)
 	}
