@@ -201,7 +201,7 @@ func (s *Service) failSilent(ctx context.Context, id string, now time.Time) erro
 	if err != nil {
 		return err
 	}
-	sl.asked = nil
+	sl.asked, sl.agent = nil, &failedAgent
 	s.log().Warn("attestation failed", "agent_id", id, "reason", f.Reason, "detail", f.Detail)
 	s.eventsRaised()
 	if s.OnVerdict != nil {

@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"os"
@@ -173,4 +174,17 @@ func TestEngineDecides(t *testing.T) {
 			t.Fatalf("fresh evidence after the reboot: %+v %v", out.Agent, out.Failure)
 		}
 	})
+}
+
+func TestMarshalSelectionIsTPMLPCRSelection(t *testing.T) {
+	for _, a := range []Agent{{RuntimePolicy: "r"}, {BootPolicy: "b"}, {RuntimePolicy: "r", BootPolicy: "b"}} {
+		sel := Selection(a)
+		if got, want := marshalSelection(sel), tpm2.Marshal(sel); !bytes.Equal(got, want) {
+			t.Errorf("%+v: marshalSelection %x, tpm2.Marshal %x", a, got, want)
+		}
+		back, err := tpm2.Unmarshal[tpm2.TPMLPCRSelection](marshalSelection(sel))
+		if err != nil || !sameSelection(*back, sel) {
+			t.Errorf("%+v: round trip %v", a, err)
+		}
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/internal/wire"
 	"github.com/vigil-attest/vigil/verifier/evidence"
 	"github.com/vigil-attest/vigil/verifier/revocation"
@@ -97,6 +96,41 @@ type slot struct {
 	asked   *Asked
 	expires time.Time
 	ak      *evidence.AK
+	// agent is the agent's record as last stored, written through on every
+	// verdict, so the hot path reads no store. Nil means load it.
+	agent *Agent
+}
+
+// lockAgent returns the agent's slot, locked, and its record. Unknown
+// agents get no slot: IDs nobody admitted must not grow the verifier's
+// memory.
+func (s *Service) lockAgent(ctx context.Context, id string) (*slot, Agent, error) {
+	sl := (*slot)(nil)
+	if v, ok := s.slots.Load(id); ok {
+		sl = v.(*slot)
+	} else {
+		if _, err := s.Store.GetAgent(ctx, id); err != nil {
+			return nil, Agent{}, s.loadError(id, err)
+		}
+		sl = s.slot(id)
+	}
+	sl.mu.Lock()
+	if sl.agent == nil {
+		a, err := s.Store.GetAgent(ctx, id)
+		if err != nil {
+			sl.mu.Unlock()
+			return nil, Agent{}, s.loadError(id, err)
+		}
+		sl.agent = &a
+	}
+	return sl, *sl.agent, nil
+}
+
+func (s *Service) loadError(id string, err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return refuse(RefusedForbidden, "agent %q is not admitted to this verifier", id)
+	}
+	return err
 }
 
 func (s *Service) slot(id string) *slot {
@@ -153,19 +187,14 @@ func (s *Service) nonceTTL(a Agent) time.Duration {
 // Challenge issues a fresh challenge to an agent. It replaces any earlier
 // one: only the newest challenge can be answered.
 func (s *Service) Challenge(ctx context.Context, req wire.ChallengeRequest) (wire.Challenge, error) {
-	a, err := s.Store.GetAgent(ctx, req.AgentID)
-	if errors.Is(err, ErrNotFound) {
-		return wire.Challenge{}, refuse(RefusedForbidden, "agent %q is not admitted to this verifier", req.AgentID)
-	}
+	sl, a, err := s.lockAgent(ctx, req.AgentID)
 	if err != nil {
 		return wire.Challenge{}, err
 	}
+	defer sl.mu.Unlock()
 	if a.State == StateFailed {
 		return wire.Challenge{}, refuse(RefusedForbidden, "agent %q failed (%s) and must be readmitted by an operator", a.ID, a.Reason)
 	}
-	sl := s.slot(a.ID)
-	sl.mu.Lock()
-	defer sl.mu.Unlock()
 	return s.issue(sl, a, req.Started)
 }
 
@@ -189,7 +218,7 @@ func (s *Service) issue(sl *slot, a Agent, full bool) (wire.Challenge, error) {
 	return wire.Challenge{
 		AgentID:      a.ID,
 		Nonce:        nonce,
-		PCRSelection: tpm2.Marshal(asked.Selection),
+		PCRSelection: marshalSelection(asked.Selection),
 		IMAOffset:    asked.IMAOffset,
 		WantIMA:      asked.WantIMA,
 		WantBootLog:  asked.WantBootLog,
@@ -202,17 +231,11 @@ func (s *Service) issue(sl *slot, a Agent, full bool) (wire.Challenge, error) {
 // and returns it with the next challenge.
 func (s *Service) Evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict, error) {
 	start := s.now()
-	sl := s.slot(ev.AgentID)
-	sl.mu.Lock()
-	defer sl.mu.Unlock()
-
-	a, err := s.Store.GetAgent(ctx, ev.AgentID)
-	if errors.Is(err, ErrNotFound) {
-		return wire.Verdict{}, refuse(RefusedForbidden, "agent %q is not admitted to this verifier", ev.AgentID)
-	}
+	sl, a, err := s.lockAgent(ctx, ev.AgentID)
 	if err != nil {
 		return wire.Verdict{}, err
 	}
+	defer sl.mu.Unlock()
 	if a.State == StateFailed {
 		return wire.Verdict{}, refuse(RefusedForbidden, "agent %q failed (%s) and must be readmitted by an operator", a.ID, a.Reason)
 	}
@@ -265,8 +288,10 @@ func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, 
 		events = append(events, revocation.NewEvent(revocation.TypeRevoked, start, eventData(next, f)))
 	}
 	if err := s.Store.SaveAgent(ctx, next, events...); err != nil {
+		sl.agent = nil // the store is the truth; reload it next time
 		return wire.Verdict{}, fmt.Errorf("store verdict of %q: %w", a.ID, err)
 	}
+	sl.agent = &next
 	if len(events) > 0 {
 		s.eventsRaised()
 	}
