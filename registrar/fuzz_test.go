@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/wire"
 )
@@ -28,27 +29,18 @@ func seedEK(t testing.TB) []byte {
 	return tpm2.Marshal(ek)
 }
 
+// seedAK is an AK public area from the agent's own template, with a fresh
+// RSA modulus.
 func seedAK(t testing.TB) []byte {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ak := tpm2.TPMTPublic{
-		Type:    tpm2.TPMAlgRSA,
-		NameAlg: tpm2.TPMAlgSHA256,
-		ObjectAttributes: tpm2.TPMAObject{
-			FixedTPM: true, FixedParent: true, SensitiveDataOrigin: true,
-			UserWithAuth: true, Restricted: true, SignEncrypt: true,
-		},
-		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgRSA, &tpm2.TPMSRSAParms{
-			Scheme: tpm2.TPMTRSAScheme{
-				Scheme:  tpm2.TPMAlgRSASSA,
-				Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgRSASSA, &tpm2.TPMSSigSchemeRSASSA{HashAlg: tpm2.TPMAlgSHA256}),
-			},
-			KeyBits: 2048,
-		}),
-		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: key.N.Bytes()}),
+	ak, err := agent.AKTemplate(tpm2.TPMAlgRSA)
+	if err != nil {
+		t.Fatal(err)
 	}
+	ak.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: key.N.Bytes()})
 	return tpm2.Marshal(ak)
 }
 
