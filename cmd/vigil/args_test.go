@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"slices"
 	"testing"
+
+	"github.com/urfave/cli/v2"
 )
 
 func TestHoistFlags(t *testing.T) {
@@ -29,5 +32,19 @@ func TestHoistFlags(t *testing.T) {
 		if got := hoistFlags(app, tc.in); !slices.Equal(got, tc.want) {
 			t.Errorf("hoistFlags(%q)\n got %q\nwant %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+func TestRequiredFlagErrorsExitTwo(t *testing.T) {
+	app := newApp()
+	app.Commands = append(app.Commands, &cli.Command{
+		Name:   "needs-x",
+		Flags:  []cli.Flag{&cli.StringFlag{Name: "x", Required: true}},
+		Action: func(*cli.Context) error { return nil },
+	})
+	var out bytes.Buffer
+	app.Writer, app.ErrWriter = &out, &out
+	if code := exitCode(app.Run([]string{"vigil", "needs-x"})); code != exitUsage {
+		t.Fatalf("missing required flag: exit %d, want 2", code)
 	}
 }

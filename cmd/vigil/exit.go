@@ -59,6 +59,11 @@ func exitCode(err error) int {
 	if errors.As(err, &e) {
 		return e.code
 	}
+	// urfave/cli reports flags declared Required through an unexported
+	// type that bypasses OnUsageError; it is a usage error all the same.
+	if fmt.Sprintf("%T", err) == "*cli.errRequiredFlags" {
+		return exitUsage
+	}
 	return exitFailure
 }
 
