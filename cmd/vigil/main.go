@@ -42,6 +42,7 @@ func newApp() *cli.App {
 			quoteCommand(),
 			eventlogCommand(),
 			simCommand(),
+			benchCommand(),
 			// commands are registered here, one line each
 		},
 		OnUsageError: onUsageError,

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"github.com/vigil-attest/vigil/agent"
+	"github.com/vigil-attest/vigil/internal/bench"
+)
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "measure the verifier's cost per verdict with a simulated fleet (soft TPMs) on loopback",
+		Description: "Starts a registrar (in this process) and a verifier (a child process, so that its CPU and memory\n" +
+			"are its own), manufactures --agents soft TPMs, enrolls and admits them with a runtime policy, and has\n" +
+			"each attest every --interval over its own keep-alive HTTPS connection, appending --ima-entries new IMA\n" +
+			"entries before each quote. After one warm-up interval it measures for --duration. Soft TPMs are a\n" +
+			"simulation: this measures Vigil, not hardware. Exit 1 when any error happened or an agent did not end\n" +
+			"attesting.",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "agents", Value: 100, Usage: "number of simulated hosts"},
+			&cli.DurationFlag{Name: "duration", Value: 20 * time.Second, Usage: "measurement window"},
+			&cli.IntFlag{Name: "ima-entries", Value: 20, Usage: "new IMA entries per attestation"},
+			&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "attestation interval of every host"},
+			&cli.StringFlag{Name: "ak-alg", Value: "rsa", Usage: "AK algorithm: rsa (RSA-2048) or ecc (P-256)"},
+			&cli.StringFlag{Name: "key-cache", Usage: "`DIR` of pre-generated RSA keys, kept across runs (default: vigil-bench-keys in the user cache directory)"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a pprof CPU profile of the verifier over the measurement window to `FILE`"},
+			&cli.BoolFlag{Name: "in-process", Usage: "run the verifier in this process (CPU and RSS are then the whole process's)"},
+			&cli.StringFlag{Name: "dir", Usage: "keep stores, certificates and host state in `DIR` (default: a temporary directory, removed afterwards)"},
+			&cli.StringFlag{Name: "vigil-binary", Hidden: true, Usage: "vigil binary to run the verifier from (default: this executable)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON (progress goes to standard error)"},
+		},
+		Subcommands: []*cli.Command{benchVerifierProcessCommand()},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return badInputf("bench takes no arguments, got %q", c.Args().First())
+			}
+			opts, err := benchOptions(c)
+			if err != nil {
+				return badInput(err)
+			}
+			opts.Progress = c.App.Writer
+			if c.Bool("json") {
+				opts.Progress = c.App.ErrWriter
+			}
+			sum, err := bench.Run(c.Context, opts)
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				if err := printJSON(c.App.Writer, sum); err != nil {
+					return err
+				}
+			} else {
+				printBenchSummary(c.App.Writer, sum)
+			}
+			return benchVerdict(sum, c.Bool("json"))
+		},
+	}
+}
+
+func benchOptions(c *cli.Context) (bench.Options, error) {
+	var opts bench.Options
+	switch {
+	case c.Int("agents") < 1:
+		return opts, errors.New("--agents must be at least 1")
+	case c.Duration("duration") < time.Second:
+		return opts, errors.New("--duration must be at least 1s")
+	case c.Duration("interval") < 100*time.Millisecond:
+		return opts, errors.New("--interval must be at least 100ms")
+	case c.Int("ima-entries") < 0 || c.Int("ima-entries") > 10000:
+		return opts, errors.New("--ima-entries must be between 0 and 10000")
+	}
+	akAlg, err := agent.ParseAlg(c.String("ak-alg"))
+	if err != nil {
+		return opts, fmt.Errorf("--ak-alg: %w", err)
+	}
+	opts = bench.Options{
+		Agents: c.Int("agents"), Duration: c.Duration("duration"), Interval: c.Duration("interval"),
+		IMAEntries: c.Int("ima-entries"), AKAlg: akAlg, KeyCacheDir: c.String("key-cache"),
+		CPUProfile: c.String("cpuprofile"), Dir: c.String("dir"),
+	}
+	if opts.KeyCacheDir == "" {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			cache = os.TempDir()
+		}
+		opts.KeyCacheDir = filepath.Join(cache, "vigil-bench-keys")
+	}
+	if !c.Bool("in-process") {
+		opts.VerifierExe = c.String("vigil-binary")
+		if opts.VerifierExe == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return opts, fmt.Errorf("cannot find this executable to run the verifier from (use --in-process): %w", err)
+			}
+			opts.VerifierExe = exe
+		}
+	} else if opts.CPUProfile != "" {
+		return opts, errors.New("--cpuprofile profiles the verifier process: it cannot be used with --in-process")
+	}
+	return opts, nil
+}
+
+// benchVerdict fails the command when the run was not clean, after the
+// summary has been printed.
+func benchVerdict(sum bench.Summary, asJSON bool) error {
+	var errs uint64
+	for _, n := range sum.Errors {
+		errs += n
+	}
+	if errs == 0 && sum.Attesting == sum.Agents && sum.Verdicts > 0 {
+		return nil
+	}
+	if asJSON {
+		return silentFailure
+	}
+	return failed(fmt.Errorf("bench: %d errors, %d of %d agents attesting at the end, %d verdicts", errs, sum.Attesting, sum.Agents, sum.Verdicts))
+}
+
+func printBenchSummary(w io.Writer, s bench.Summary) {
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "agents             %d (%d attesting at the end)\n", s.Agents, s.Attesting)
+	fmt.Fprintf(w, "AK / EK            %s / %s\n", s.AKAlg, s.EKAlg)
+	fmt.Fprintf(w, "load               %d new IMA entries per attestation, every %s\n", s.IMAEntries, time.Duration(s.IntervalMS)*time.Millisecond)
+	fmt.Fprintf(w, "policies           %s\n", s.Policies)
+	fmt.Fprintf(w, "window             %.1f s (after %.1f s of setup and a warm-up)\n", s.WindowSeconds, s.SetupSeconds)
+	fmt.Fprintf(w, "verdicts           %d (%.1f/s)\n", s.Verdicts, s.VerdictsPerSec)
+	l := s.LatencyMS
+	fmt.Fprintf(w, "verdict latency    p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms (evidence POST round trip)\n", l.P50, l.P90, l.P99, l.Max)
+	l = s.ServerLatencyMS
+	fmt.Fprintf(w, "  in the verifier  p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms (evidence received to verdict stored)\n", l.P50, l.P90, l.P99, l.Max)
+	if len(s.Errors) == 0 {
+		fmt.Fprintf(w, "errors             none\n")
+	} else {
+		fmt.Fprintf(w, "errors\n")
+		for _, k := range slices.Sorted(maps.Keys(s.Errors)) {
+			fmt.Fprintf(w, "  %-16s %d\n", k, s.Errors[k])
+		}
+	}
+	fmt.Fprintf(w, "verifier CPU       %.2f s, %.1f µs per verdict\n", s.CPUSeconds, s.CPUUSPerVerdict)
+	fmt.Fprintf(w, "verifier peak RSS  %.1f MB\n", s.RSSMB)
+	if s.LoadCPUSeconds > 0 {
+		fmt.Fprintf(w, "load generator CPU %.2f s (this process: soft TPMs, agents, registrar)\n", s.LoadCPUSeconds)
+	}
+	fmt.Fprintf(w, "CPU measured from  %s\n", s.CPUSource)
+	if s.CPUProfile != "" {
+		fmt.Fprintf(w, "CPU profile        %s (go tool pprof %s)\n", s.CPUProfile, s.CPUProfile)
+	}
+	fmt.Fprintf(w, "note               %s\n", strings.ReplaceAll(s.Note, ": ", ":\n                   "))
+}
+
+// benchVerifierProcessCommand is the verifier's side of `vigil bench`, run
+// by the bench as a child process so that the verifier's CPU and memory can
+// be read apart from the load generator's.
+func benchVerifierProcessCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "verifier-process",
+		Hidden: true,
+		Usage:  "(internal) the verifier under test, started by `vigil bench`",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data", Required: true},
+			&cli.StringFlag{Name: "tls-dir", Required: true},
+			&cli.StringFlag{Name: "registrar", Required: true},
+			&cli.DurationFlag{Name: "interval", Value: 2 * time.Second},
+		},
+		Action: func(c *cli.Context) error {
+			return bench.ChildMain(c.Context, bench.VerifierConfig{
+				DataDir: c.String("data"), TLSDir: c.String("tls-dir"),
+				RegistrarURL: c.String("registrar"), Interval: c.Duration("interval"),
+			}, c.App.Writer)
+		},
+	}
+}

@@ -1,0 +1,529 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/agent"
+	"github.com/vigil-attest/vigil/ima"
+	"github.com/vigil-attest/vigil/internal/store"
+	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/registrar"
+	"github.com/vigil-attest/vigil/tpmsim/simhost"
+	"github.com/vigil-attest/vigil/tpmsim/soft"
+	"github.com/vigil-attest/vigil/verifier"
+)
+
+// Options configure a bench run.
+type Options struct {
+	Agents int
+	// Duration is the measurement window, after every agent has been
+	// started and one interval of warm-up.
+	Duration time.Duration
+	Interval time.Duration
+	// IMAEntries is how many new IMA entries each host appends before
+	// each quote.
+	IMAEntries int
+	// AKAlg is tpm2.TPMAlgRSA or tpm2.TPMAlgECC.
+	AKAlg tpm2.TPMAlgID
+	// KeyCacheDir holds pre-generated RSA keys across runs; empty means a
+	// directory inside Dir (generated afresh, slow for RSA fleets).
+	KeyCacheDir string
+	// VerifierExe is the vigil binary to run the verifier from, as a child
+	// process (`VerifierExe bench verifier-process`), so that its CPU and
+	// memory are its own. Empty runs the verifier in this process, and the
+	// CPU and RSS reported are then the whole process's.
+	VerifierExe string
+	// CPUProfile, if set, receives a pprof CPU profile of the verifier over
+	// the measurement window (child process only).
+	CPUProfile string
+	// Dir holds stores, TLS files and host state; empty means a temporary
+	// directory removed at the end.
+	Dir string
+	// Progress receives progress lines; nil means none.
+	Progress io.Writer
+}
+
+func (o *Options) defaults() error {
+	if o.Agents <= 0 {
+		o.Agents = 100
+	}
+	if o.Duration <= 0 {
+		o.Duration = 20 * time.Second
+	}
+	if o.Interval <= 0 {
+		o.Interval = 2 * time.Second
+	}
+	if o.IMAEntries < 0 {
+		return fmt.Errorf("IMA entries per attestation: %d is negative", o.IMAEntries)
+	}
+	if o.AKAlg == 0 {
+		o.AKAlg = tpm2.TPMAlgRSA
+	}
+	if o.AKAlg != tpm2.TPMAlgRSA && o.AKAlg != tpm2.TPMAlgECC {
+		return fmt.Errorf("AK algorithm %#x: want RSA or ECC", o.AKAlg)
+	}
+	if o.CPUProfile != "" && o.VerifierExe == "" {
+		return errors.New("a CPU profile of the verifier needs the verifier in a child process")
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	return nil
+}
+
+// Summary is the outcome of a run, the `--json` output of `vigil bench`.
+type Summary struct {
+	Agents int `json:"agents"`
+	// Attesting counts agents the verifier had in state attesting at the
+	// end; States has every state's count.
+	Attesting  int            `json:"attesting"`
+	States     map[string]int `json:"states"`
+	AKAlg      string         `json:"ak_alg"`
+	EKAlg      string         `json:"ek_alg"`
+	IMAEntries int            `json:"ima_entries_per_attestation"`
+	IntervalMS int64          `json:"interval_ms"`
+	// Policies says what each verdict is checked against.
+	Policies string `json:"policies"`
+	// WindowSeconds is the length of the measurement window.
+	WindowSeconds  float64 `json:"window_seconds"`
+	Verdicts       uint64  `json:"verdicts"`
+	VerdictsPerSec float64 `json:"verdicts_per_sec"`
+	LatencyMS      Latency `json:"latency_ms"`
+	// ServerLatencyMS is the verifier's own time per verdict, from
+	// evidence received to verdict stored (waiting for the agent's lock and
+	// the store's group commit included); LatencyMS is what the agents see.
+	ServerLatencyMS Latency           `json:"server_latency_ms"`
+	Errors          map[string]uint64 `json:"errors"`
+	// CPUSeconds is the verifier's CPU time in the window and
+	// CPUUSPerVerdict that divided by the verdicts; CPUSource says whose
+	// CPU it is and how it was read.
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	CPUUSPerVerdict float64 `json:"cpu_us_per_verdict"`
+	CPUSource       string  `json:"cpu_source"`
+	// LoadCPUSeconds is the CPU the bench process itself (soft TPMs,
+	// agents, registrar) used in the window, when the verifier is a child.
+	LoadCPUSeconds float64 `json:"load_generator_cpu_seconds,omitempty"`
+	// RSSMB is the verifier's peak resident set size.
+	RSSMB        float64 `json:"rss_mb"`
+	SetupSeconds float64 `json:"setup_seconds"`
+	CPUProfile   string  `json:"cpu_profile,omitempty"`
+	Note         string  `json:"note"`
+}
+
+// note is said with every result: the numbers come from a machine the
+// verifier shares with its load.
+const note = "the load generator (soft TPMs, agents, registrar) shares this machine with the verifier: " +
+	"verdicts/s and latency are those of this machine under both loads; CPU per verdict is the figure that transfers"
+
+// poolSize is the number of distinct files the fleet measures; every
+// host's runtime policy lists them all.
+const poolSize = 512
+
+// Run runs the bench until it is done or ctx ends.
+func Run(ctx context.Context, opts Options) (Summary, error) {
+	if err := opts.defaults(); err != nil {
+		return Summary{}, err
+	}
+	setupStart := time.Now()
+	sum := Summary{
+		Agents: opts.Agents, AKAlg: agent.AlgName(opts.AKAlg), EKAlg: "ecc",
+		IMAEntries: opts.IMAEntries, IntervalMS: opts.Interval.Milliseconds(),
+		Policies: "runtime (IMA) policy only; no boot policy, so steady-state verdicts check quote + IMA",
+		Errors:   map[string]uint64{}, States: map[string]int{}, Note: note,
+	}
+	dir := opts.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "vigil-bench-")
+		if err != nil {
+			return sum, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	say := func(format string, args ...any) { fmt.Fprintf(opts.Progress, format+"\n", args...) }
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	workers := max(4, 4*runtime.NumCPU())
+
+	// Deployment: CA, simulated TPM maker, registrar (in this process).
+	tlsDir := filepath.Join(dir, "tls")
+	if err := tlsutil.InitDir(tlsDir, tlsutil.InitOptions{}); err != nil {
+		return sum, err
+	}
+	mfr, err := soft.NewManufacturer("Vigil Bench TPM Manufacturer")
+	if err != nil {
+		return sum, err
+	}
+	rootsDir := filepath.Join(dir, "ek-roots")
+	if err := os.MkdirAll(rootsDir, 0o700); err != nil {
+		return sum, err
+	}
+	if err := os.WriteFile(filepath.Join(rootsDir, "manufacturer.pem"), mfr.CertPEM(), 0o600); err != nil {
+		return sum, err
+	}
+	roots, inter, err := registrar.LoadEKRoots(rootsDir)
+	if err != nil {
+		return sum, err
+	}
+	regDB, err := store.Open(filepath.Join(dir, "registrar"))
+	if err != nil {
+		return sum, err
+	}
+	defer regDB.Close()
+	regSvc := &registrar.Service{Store: registrar.BoltStore{DB: regDB}, Log: quiet,
+		EKPolicy: registrar.EKPolicy{Mode: registrar.EKPolicyChain, Roots: roots, Intermediates: inter}}
+	regURL, stopReg, err := serveRegistrar(tlsDir, registrar.Handler(regSvc))
+	if err != nil {
+		return sum, err
+	}
+	defer stopReg()
+
+	// The verifier under test.
+	vcfg := VerifierConfig{DataDir: filepath.Join(dir, "verifier"), TLSDir: tlsDir, RegistrarURL: regURL, Interval: opts.Interval, Log: quiet}
+	var ver *verifierHandle
+	if opts.VerifierExe != "" {
+		ver, err = startChildVerifier(ctx, opts.VerifierExe, vcfg)
+		sum.CPUSource = "verifier child process (pid %d), utime+stime from /proc/PID/stat; peak RSS is its VmHWM"
+	} else {
+		ver, err = startInProcessVerifier(ctx, vcfg)
+		sum.CPUSource = "WHOLE bench process (getrusage): the verifier runs in-process with the load generator, so this overstates the verifier's CPU"
+	}
+	if err != nil {
+		return sum, err
+	}
+	defer ver.stop()
+	if ver.pid != 0 {
+		sum.CPUSource = fmt.Sprintf(sum.CPUSource, ver.pid)
+	}
+	say("vigil bench: %d agents, %s AKs, %d IMA entries per attestation, every %s, measuring for %s", opts.Agents, sum.AKAlg, opts.IMAEntries, opts.Interval, opts.Duration)
+	if ver.pid != 0 {
+		say("  registrar %s (in this process), verifier %s (child process %d, pprof %s/debug/pprof/)", regURL, ver.URL, ver.pid, ver.PProf)
+	} else {
+		say("  registrar %s and verifier %s, both in this process", regURL, ver.URL)
+	}
+
+	// Fleet: keys, hosts, the shared pool of measured files, one policy.
+	keysDir := opts.KeyCacheDir
+	if keysDir == "" {
+		keysDir = filepath.Join(dir, "keys")
+	}
+	keys, err := soft.NewKeyCache(keysDir)
+	if err != nil {
+		return sum, err
+	}
+	if opts.AKAlg == tpm2.TPMAlgRSA {
+		t := time.Now()
+		if err := keys.Prefill(ctx, opts.Agents, "ak0"); err != nil {
+			return sum, err
+		}
+		say("  RSA AK keys ready in %s (cache %s)", time.Since(t).Round(time.Millisecond), keysDir)
+	}
+	boot, err := simhost.NewBootLog(simhost.BootConfig{SecureBoot: true})
+	if err != nil {
+		return sum, err
+	}
+	bootPath := filepath.Join(dir, "binary_bios_measurements")
+	if err := os.WriteFile(bootPath, boot.Bytes(), 0o600); err != nil {
+		return sum, err
+	}
+	pool, err := makePool(filepath.Join(dir, "pool"))
+	if err != nil {
+		return sum, err
+	}
+	hosts := make([]*host, opts.Agents)
+	t := time.Now()
+	if err := parallel(ctx, opts.Agents, workers, func(i int) error {
+		h, err := newHost(ctx, dir, i, mfr, keys, boot)
+		hosts[i] = h
+		return err
+	}); err != nil {
+		return sum, fmt.Errorf("manufacture hosts: %w", err)
+	}
+	say("  %d soft TPMs manufactured and booted in %s", opts.Agents, time.Since(t).Round(time.Millisecond))
+
+	clientTLS, err := tlsutil.ClientConfig(filepath.Join(tlsDir, tlsutil.CACert), "", "")
+	if err != nil {
+		return sum, err
+	}
+	enrollHTTP := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS, MaxIdleConnsPerHost: workers}, Timeout: 30 * time.Second}
+	defer enrollHTTP.CloseIdleConnections()
+	t = time.Now()
+	if err := parallel(ctx, opts.Agents, workers, func(i int) error {
+		h := hosts[i]
+		e := &agent.Enroller{Open: h.open, DataDir: filepath.Join(h.dir, "agent"), RegistrarURL: regURL,
+			HTTP: enrollHTTP, AgentID: h.id, EKAlg: tpm2.TPMAlgECC, AKAlg: opts.AKAlg, Log: quiet}
+		if _, err := e.Enroll(ctx); err != nil {
+			return fmt.Errorf("enroll %s: %w", h.id, err)
+		}
+		return nil
+	}); err != nil {
+		return sum, err
+	}
+	say("  %d hosts enrolled (EK certificate checked, AK activated) in %s", opts.Agents, time.Since(t).Round(time.Millisecond))
+
+	adminTLS, err := tlsutil.AdminClientConfig(tlsDir)
+	if err != nil {
+		return sum, err
+	}
+	admin := &verifier.AdminClient{BaseURL: ver.URL, HTTP: &http.Client{
+		Transport: &http.Transport{TLSClientConfig: adminTLS, MaxIdleConnsPerHost: workers}, Timeout: time.Minute}}
+	polJSON, err := runtimePolicy(hosts[0], pool)
+	if err != nil {
+		return sum, err
+	}
+	if _, err := admin.AddPolicy(ctx, "bench-runtime", verifier.PolicyRuntime, polJSON); err != nil {
+		return sum, fmt.Errorf("add runtime policy: %w", err)
+	}
+	t = time.Now()
+	if err := parallel(ctx, opts.Agents, workers, func(i int) error {
+		h := hosts[i]
+		if _, err := admin.Admit(ctx, verifier.AdmitRequest{AgentID: h.id, RuntimePolicy: "bench-runtime",
+			Identities: []string{"spiffe://bench.vigil.example/node/" + h.id}, Interval: opts.Interval}); err != nil {
+			return fmt.Errorf("admit %s: %w", h.id, err)
+		}
+		h.http = agentClient(clientTLS)
+		h.att = &agent.Attester{Open: h.open, DataDir: filepath.Join(h.dir, "agent"), VerifierURL: ver.URL,
+			HTTP: h.http, BootLogPath: bootPath, IMALogPath: h.ima.Path, Log: quiet}
+		return h.att.Prepare()
+	}); err != nil {
+		return sum, err
+	}
+	say("  %d hosts admitted with a %d-file runtime policy in %s", opts.Agents, len(pool)+1, time.Since(t).Round(time.Millisecond))
+	sum.SetupSeconds = round(time.Since(setupStart).Seconds(), 1)
+
+	// Attest: start every host at its own phase within one interval, so the
+	// load is spread as it is in a fleet whose machines booted at
+	// different times.
+	rec := newRecorder()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		phase := time.Duration(int64(opts.Interval) * int64(i) / int64(len(hosts)))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.attestLoop(runCtx, ver.URL, pool, opts.IMAEntries, phase, opts.Interval, rec)
+		}()
+	}
+	stopAgents := func() {
+		cancel()
+		wg.Wait()
+		for _, h := range hosts {
+			h.http.CloseIdleConnections()
+		}
+	}
+	defer stopAgents()
+
+	// Warm-up: every host's first attestation (IMA list from entry 0, AK
+	// fetched from the registrar) is not steady state.
+	say("  warming up for %s (every host's first attestation)", 2*opts.Interval)
+	if !sleep(ctx, 2*opts.Interval) {
+		return sum, ctx.Err()
+	}
+
+	usage := func() (cpuUsage, error) {
+		if ver.pid != 0 {
+			return procUsage(ver.pid)
+		}
+		return selfUsage()
+	}
+	var prof chan error
+	if opts.CPUProfile != "" {
+		prof = make(chan error, 1)
+		go func() { prof <- fetchProfile(ctx, ver.PProf, opts.Duration, opts.CPUProfile) }()
+	}
+	u0, err := usage()
+	if err != nil {
+		return sum, err
+	}
+	self0, err := selfUsage()
+	if err != nil {
+		return sum, err
+	}
+	if _, err := ver.serverTimes(ctx); err != nil {
+		return sum, err
+	}
+	rec.setMeasuring(true)
+	winStart := time.Now()
+	progress := time.NewTicker(progressEvery(opts.Duration))
+	end := time.NewTimer(opts.Duration)
+	prev, prevAt := rec.snapshot(), winStart
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			progress.Stop()
+			return sum, ctx.Err()
+		case now := <-progress.C:
+			s := rec.snapshot()
+			say("  %5.1fs  %d verdicts (%.0f/s now), %d agents seen attesting, %d errors",
+				now.Sub(winStart).Seconds(), s.verdicts, float64(s.verdicts-prev.verdicts)/now.Sub(prevAt).Seconds(), s.goodAgents, s.errors)
+			prev, prevAt = s, now
+		case <-end.C:
+			break wait
+		}
+	}
+	progress.Stop()
+	rec.setMeasuring(false)
+	window := time.Since(winStart)
+	u1, err := usage()
+	if err != nil {
+		return sum, err
+	}
+	self1, err := selfUsage()
+	if err != nil {
+		return sum, err
+	}
+	if sum.ServerLatencyMS, err = ver.serverTimes(ctx); err != nil {
+		return sum, err
+	}
+	if prof != nil {
+		if err := <-prof; err != nil {
+			return sum, fmt.Errorf("CPU profile: %w", err)
+		}
+		sum.CPUProfile = opts.CPUProfile
+	}
+	stopAgents()
+
+	views, err := admin.List(context.WithoutCancel(ctx))
+	if err != nil {
+		return sum, fmt.Errorf("list agents: %w", err)
+	}
+	for _, v := range views {
+		sum.States[string(v.State)]++
+	}
+	sum.Attesting = sum.States[string(verifier.StateAttesting)]
+
+	snap := rec.snapshot()
+	sum.WindowSeconds = round(window.Seconds(), 3)
+	sum.Verdicts = snap.verdicts
+	sum.VerdictsPerSec = round(float64(snap.verdicts)/window.Seconds(), 1)
+	sum.LatencyMS = rec.latency()
+	rec.mu.Lock()
+	for k, n := range rec.errors {
+		sum.Errors[k] = n
+	}
+	rec.mu.Unlock()
+	cpu := u1.CPU - u0.CPU
+	sum.CPUSeconds = round(cpu.Seconds(), 3)
+	if snap.verdicts > 0 {
+		sum.CPUUSPerVerdict = round(float64(cpu.Microseconds())/float64(snap.verdicts), 1)
+	}
+	sum.RSSMB = round(float64(u1.PeakRSS)/(1<<20), 1)
+	if ver.pid != 0 {
+		sum.LoadCPUSeconds = round((self1.CPU - self0.CPU).Seconds(), 3)
+	}
+	return sum, nil
+}
+
+func progressEvery(d time.Duration) time.Duration {
+	return min(max(d/10, time.Second), 5*time.Second)
+}
+
+func round(x float64, places int) float64 {
+	p := math.Pow(10, float64(places))
+	return math.Round(x*p) / p
+}
+
+// makePool writes poolSize small distinct files and measures them once:
+// hosts append these entries, and the runtime policy lists them.
+func makePool(dir string) ([]simhost.IMAEntry, error) {
+	bin := filepath.Join(dir, "usr", "bin")
+	if err := os.MkdirAll(bin, 0o700); err != nil {
+		return nil, err
+	}
+	pool := make([]simhost.IMAEntry, poolSize)
+	for i := range pool {
+		p := filepath.Join(bin, fmt.Sprintf("tool-%03d", i))
+		if err := os.WriteFile(p, []byte(fmt.Sprintf("#!/bin/true tool %d\n", i)), 0o700); err != nil {
+			return nil, err
+		}
+		e, err := simhost.MeasureFile(p)
+		if err != nil {
+			return nil, err
+		}
+		pool[i] = e
+	}
+	return pool, nil
+}
+
+// runtimePolicy is `vigil policy create runtime` for a known-good host
+// that has run every file of the pool: boot_aggregate (the same for every
+// host, which all boot the same log) and the pool.
+func runtimePolicy(h *host, pool []simhost.IMAEntry) ([]byte, error) {
+	list, err := os.ReadFile(h.ima.Path)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range pool {
+		list = e.AppendBinary(list)
+	}
+	rp, err := ima.PolicyFromLog(list, ima.ParseOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return rp.JSON()
+}
+
+// fetchProfile saves the verifier's CPU profile over the next d.
+func fetchProfile(ctx context.Context, pprofURL string, d time.Duration, path string) error {
+	if pprofURL == "" {
+		return errors.New("the verifier serves no pprof endpoint")
+	}
+	secs := max(1, int(math.Round(d.Seconds())))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", pprofURL, secs), nil)
+	if err != nil {
+		return err
+	}
+	rsp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer rsp.Body.Close()
+	if rsp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(rsp.Body, 512))
+		return fmt.Errorf("%s: %s", rsp.Status, strings.TrimSpace(string(b)))
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, rsp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// serveRegistrar serves the registrar on 127.0.0.1 with TLS, as the demo
+// does.
+func serveRegistrar(tlsDir string, h http.Handler) (string, func(), error) {
+	cfg, err := tlsutil.ServerConfig(tlsDir)
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := netListenLoopback()
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second}
+	go srv.ServeTLS(ln, "", "")
+	return "https://" + ln.Addr().String(), func() {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(c)
+	}, nil
+}

@@ -1,0 +1,331 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vigil-attest/vigil/internal/store"
+	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/registrar"
+	"github.com/vigil-attest/vigil/verifier"
+)
+
+// VerifierConfig is what the bench's verifier is built from, in this process
+// or in a child.
+type VerifierConfig struct {
+	DataDir      string
+	TLSDir       string
+	RegistrarURL string
+	// Interval is the default attestation interval.
+	Interval time.Duration
+	Log      *slog.Logger
+}
+
+// Endpoints is what a started verifier tells the bench: where it serves
+// agents and admin calls, and where its pprof handlers are (plain HTTP on
+// loopback, only in a child process).
+type Endpoints struct {
+	URL   string `json:"url"`
+	PProf string `json:"pprof,omitempty"`
+}
+
+// ServeVerifier runs a verifier, built as `vigil verifier` builds it, on
+// 127.0.0.1 with TLS until ctx ends. It calls ready once both listeners are
+// up. With withPProf, it also serves net/http/pprof on a loopback port, so
+// the bench can profile the verifier alone.
+func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, ready func(Endpoints, *serverTimes)) error {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srvCfg, err := tlsutil.ServerConfig(cfg.TLSDir)
+	if err != nil {
+		return err
+	}
+	adminCfg, err := tlsutil.AdminClientConfig(cfg.TLSDir)
+	if err != nil {
+		return err
+	}
+	db, err := store.Open(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	st := verifier.BoltStore{DB: db}
+	metrics := verifier.NewMetrics(st)
+	server := newServerTimes()
+	checks := &verifier.PolicyChecks{Store: st}
+	svc := &verifier.Service{
+		Store:          st,
+		Engine:         &verifier.Engine{Boot: checks, Runtime: checks},
+		OnPolicyChange: checks.Forget,
+		AKs: verifier.RegistrarAKs{Client: &registrar.AdminClient{
+			BaseURL: cfg.RegistrarURL,
+			HTTP:    &http.Client{Transport: &http.Transport{TLSClientConfig: adminCfg}, Timeout: 10 * time.Second},
+		}},
+		Log:             log,
+		DefaultInterval: cfg.Interval,
+		OnVerdict: func(a verifier.Agent, f *verifier.Failure, took time.Duration) {
+			metrics.ObserveVerdict(a, f, took)
+			server.observe(took)
+		},
+	}
+	h := verifier.Handler(svc, verifier.HandlerOptions{
+		CheckPolicy:     verifier.CheckPolicy,
+		OnEvidenceBytes: metrics.ObserveEvidenceBytes,
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	// The same server settings as `vigil verifier`: a 5-minute idle
+	// timeout keeps every agent's connection open between attestations.
+	srv := &http.Server{Handler: h, TLSConfig: srvCfg, ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	ep := Endpoints{URL: "https://" + ln.Addr().String()}
+	var servers []*http.Server
+	errc := make(chan error, 2)
+	servers = append(servers, srv)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	if withPProf {
+		pln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("POST /bench/server-times", func(w http.ResponseWriter, r *http.Request) {
+			json.NewEncoder(w).Encode(server.take())
+		})
+		psrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, psrv)
+		ep.PProf = "http://" + pln.Addr().String()
+		go func() { errc <- psrv.Serve(pln) }()
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go svc.RunLiveness(runCtx, time.Second)
+	ready(ep, server)
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+	}
+	shut, cancelShut := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelShut()
+	for _, s := range servers {
+		s.Shutdown(shut)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// verifierHandle is the bench's view of the verifier under test.
+type verifierHandle struct {
+	Endpoints
+	// pid is the child's process ID, 0 when the verifier runs in this
+	// process.
+	pid  int
+	stop func()
+	// stderr keeps the child's last output for error reports.
+	stderr *tailBuffer
+	// server is the in-process verifier's own verdict times.
+	server *serverTimes
+}
+
+// serverTimes takes the verifier's own verdict times (evidence received to
+// verdict stored) since the last call: from the in-process verifier, or from
+// the child over its loopback debug port.
+func (v *verifierHandle) serverTimes(ctx context.Context) (Latency, error) {
+	if v.server != nil {
+		return v.server.take(), nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, v.PProf+"/bench/server-times", nil)
+	if err != nil {
+		return Latency{}, err
+	}
+	rsp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return Latency{}, err
+	}
+	defer rsp.Body.Close()
+	var l Latency
+	if rsp.StatusCode != http.StatusOK {
+		return l, fmt.Errorf("verifier server times: %s", rsp.Status)
+	}
+	return l, json.NewDecoder(io.LimitReader(rsp.Body, 1<<20)).Decode(&l)
+}
+
+// serverTimes collects the verifier's own verdict times.
+type serverTimes struct {
+	mu sync.Mutex
+	l  []time.Duration
+}
+
+func newServerTimes() *serverTimes { return &serverTimes{} }
+
+func (s *serverTimes) observe(d time.Duration) {
+	s.mu.Lock()
+	s.l = append(s.l, d)
+	s.mu.Unlock()
+}
+
+// take returns the distribution so far and starts afresh.
+func (s *serverTimes) take() Latency {
+	s.mu.Lock()
+	l := s.l
+	s.l = nil
+	s.mu.Unlock()
+	return percentiles(l)
+}
+
+// startChildVerifier runs the verifier as `exe bench verifier-process …`
+// and waits for it to report its endpoints on standard output.
+func startChildVerifier(ctx context.Context, exe string, cfg VerifierConfig) (*verifierHandle, error) {
+	cmd := exec.Command(exe, "bench", "verifier-process",
+		"--data", cfg.DataDir, "--tls-dir", cfg.TLSDir, "--registrar", cfg.RegistrarURL,
+		"--interval", cfg.Interval.String())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	tail := &tailBuffer{max: 8 << 10}
+	cmd.Stderr = tail
+	// The child must not outlive the bench, whatever happens to the bench.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start verifier process %s: %w", exe, err)
+	}
+	done := make(chan struct{})
+	var waitErr error
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default:
+			}
+		}
+		waitErr = cmd.Wait()
+		close(done)
+	}()
+	stop := func() {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	h := &verifierHandle{pid: cmd.Process.Pid, stop: stop, stderr: tail}
+	select {
+	case line := <-lines:
+		if err := json.Unmarshal([]byte(line), &h.Endpoints); err != nil || h.URL == "" {
+			stop()
+			return nil, fmt.Errorf("verifier process: unexpected first line %q", line)
+		}
+		return h, nil
+	case <-done:
+		return nil, fmt.Errorf("verifier process exited (%v): %s", waitErr, strings.TrimSpace(tail.String()))
+	case <-time.After(30 * time.Second):
+		stop()
+		return nil, errors.New("verifier process did not start within 30s")
+	case <-ctx.Done():
+		stop()
+		return nil, ctx.Err()
+	}
+}
+
+// startInProcessVerifier runs the verifier in this process (tests, or when
+// no vigil binary is at hand).
+func startInProcessVerifier(ctx context.Context, cfg VerifierConfig) (*verifierHandle, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	eps := make(chan Endpoints, 1)
+	errc := make(chan error, 1)
+	var server *serverTimes
+	go func() {
+		errc <- ServeVerifier(ctx, cfg, false, func(e Endpoints, st *serverTimes) {
+			server = st
+			eps <- e
+		})
+	}()
+	select {
+	case e := <-eps:
+		var once sync.Once
+		return &verifierHandle{Endpoints: e, server: server, stop: func() {
+			once.Do(func() {
+				cancel()
+				<-errc
+			})
+		}}, nil
+	case err := <-errc:
+		cancel()
+		return nil, err
+	}
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf bytes.Buffer
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf.Write(p)
+	if over := t.buf.Len() - t.max; over > 0 {
+		t.buf.Next(over)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	if t == nil {
+		return ""
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.buf.String()
+}
+
+// ChildMain is the body of the hidden `vigil bench verifier-process`: it
+// serves the verifier and announces its endpoints as one JSON line on out.
+func ChildMain(ctx context.Context, cfg VerifierConfig, out io.Writer) error {
+	return ServeVerifier(ctx, cfg, true, func(e Endpoints, _ *serverTimes) {
+		b, _ := json.Marshal(e)
+		fmt.Fprintf(out, "%s\n", b)
+		if f, ok := out.(*os.File); ok {
+			f.Sync()
+		}
+	})
+}
+
+func netListenLoopback() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
