@@ -99,7 +99,9 @@ func (h *host) attestLoop(ctx context.Context, verifierURL string, pool []simhos
 			next = &ch
 		}
 		if err := h.measure(ctx, pool, k); err != nil {
-			rec.fail(errorKind("measure", err))
+			if ctx.Err() == nil {
+				rec.fail(errorKind("measure", err))
+			}
 			return
 		}
 		ev, err := h.att.Collect(ctx, *next)

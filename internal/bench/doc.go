@@ -1,0 +1,43 @@
+// Package bench is `vigil bench`: it measures what one verifier costs per
+// verdict when a fleet attests to it, so that people sizing a deployment can
+// run it on their own machine.
+//
+// The model. A run builds a whole deployment on loopback: a private CA, a
+// simulated TPM manufacturer, a registrar (in this process) and the verifier
+// under test, then N simulated hosts. Each host is a soft TPM
+// (tpmsim/soft) booted with the same simulated measured boot (tpmsim/simhost)
+// and an IMA list of its own. Hosts enroll through the agent's own Enroller
+// (EK certificate checked against the manufacturer, AK activated) and are
+// admitted with one runtime policy listing a pool of files; no boot policy is
+// set, so a steady-state verdict is a quote check plus an incremental IMA
+// check, which is what a verifier spends its life doing. Each host then
+// attests every interval over its own keep-alive HTTPS connection, as a
+// fleet of separate machines would, and appends K new entries (files in the
+// policy) to its IMA list before each quote. The evidence is built by the
+// agent's own Attester.Collect; only the loop around it is the bench's, so
+// that it can time each verdict and add the new entries.
+//
+// Fleet start-up is cheap: EKs are ECC (tens of microseconds each), and RSA
+// AKs come from a soft.KeyCache that survives runs. Nothing the registrar or
+// verifier checks is skipped: every EK certificate, activation, quote and
+// IMA entry is checked as in production.
+//
+// What is measured, and how honestly. Hosts start at phases spread over one
+// interval; after two intervals of warm-up (every host's first attestation
+// reads its list from entry 0 and makes the verifier fetch its AK) the
+// window opens. Verdicts and latencies count only inside the window.
+// Latency is the agent's evidence round trip; the verifier's own time
+// (evidence received to verdict stored) is reported beside it, because on a
+// shared machine the difference is the load generator's queueing, not the
+// verifier's. The verifier runs as a child process (the hidden
+// `vigil bench verifier-process`), so its CPU is its own: utime+stime from
+// /proc/PID/stat at both ends of the window, and its peak RSS is VmHWM. The
+// load generator (soft TPM signatures, agents, registrar) still shares the
+// machine's cores, so verdicts/s and latency are this machine's under both
+// loads; CPU per verdict is the figure that transfers. With the verifier in
+// this process (tests, --in-process) the CPU reported is the whole process's
+// and says so.
+//
+// The child also serves net/http/pprof on a loopback port, so a run can
+// profile the verifier alone over exactly the window (Options.CPUProfile).
+package bench
