@@ -15,6 +15,7 @@ import (
 
 	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/ima"
+	"github.com/vigil-attest/vigil/internal/testenv"
 	"github.com/vigil-attest/vigil/tpmsim"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
@@ -223,7 +224,7 @@ func TestSimCLIText(t *testing.T) {
 func TestSimCLIInProcessSimulator(t *testing.T) {
 	sim, err := tpmsim.OpenSimulator()
 	if err != nil {
-		t.Skipf("no in-process simulator: %v", err)
+		testenv.Missing(t, "no in-process simulator: "+err.Error())
 	}
 	sim.Close()
 	ctx := context.Background()

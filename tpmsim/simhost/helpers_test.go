@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/vigil-attest/vigil/agent"
+	"github.com/vigil-attest/vigil/internal/testenv"
 	"github.com/vigil-attest/vigil/tpmsim"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
@@ -60,7 +61,7 @@ func openSimulator(t testing.TB) simhost.TPM {
 	sim, err := tpmsim.OpenSimulator()
 	if err != nil {
 		if strings.Contains(err.Error(), "cgo") {
-			t.Skipf("simulator: %v", err)
+			testenv.Missing(t, "in-process simulator: "+err.Error())
 		}
 		t.Fatal(err)
 	}
