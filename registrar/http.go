@@ -1,15 +1,13 @@
 package registrar
 
 import (
-	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"time"
 
-	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/internal/httpapi"
 	"github.com/vigil-attest/vigil/internal/wire"
 )
 
@@ -64,7 +62,7 @@ func Handler(svc *Service) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+PathRegister, func(w http.ResponseWriter, r *http.Request) {
 		var req wire.RegisterRequest
-		if !readCBOR(w, r, &req) {
+		if !httpapi.ReadCBOR(w, r, wire.MaxMessage, http.StatusBadRequest, &req) {
 			return
 		}
 		rsp, err := svc.Register(r.Context(), req)
@@ -72,13 +70,13 @@ func Handler(svc *Service) http.Handler {
 	})
 	mux.HandleFunc("POST "+PathActivate, func(w http.ResponseWriter, r *http.Request) {
 		var req wire.ActivateRequest
-		if !readCBOR(w, r, &req) {
+		if !httpapi.ReadCBOR(w, r, wire.MaxMessage, http.StatusBadRequest, &req) {
 			return
 		}
 		rsp, err := svc.Activate(r.Context(), req)
 		writeCBOR(w, svc.log(), rsp, err)
 	})
-	mux.HandleFunc("GET "+PathAgents, admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathAgents, httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		recs, err := svc.Store.List(r.Context())
 		if err != nil {
 			writeJSONError(w, svc.log(), err)
@@ -88,60 +86,29 @@ func Handler(svc *Service) http.Handler {
 		for _, rec := range recs {
 			views = append(views, View(rec))
 		}
-		writeJSON(w, http.StatusOK, views)
+		httpapi.WriteJSON(w, http.StatusOK, views)
 	}))
-	mux.HandleFunc("GET "+PathAgents+"/{id}", admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathAgents+"/{id}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		rec, err := svc.Store.Get(r.Context(), r.PathValue("id"))
 		if err != nil {
 			writeJSONError(w, svc.log(), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, View(rec))
+		httpapi.WriteJSON(w, http.StatusOK, View(rec))
 	}))
-	mux.HandleFunc("DELETE "+PathAgents+"/{id}", admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("DELETE "+PathAgents+"/{id}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		if err := svc.Store.Delete(r.Context(), id); err != nil {
 			writeJSONError(w, svc.log(), err)
 			return
 		}
-		svc.log().Info("agent deleted by operator", "agent_id", id, "operator", operator(r))
+		svc.log().Info("agent deleted by operator", "agent_id", id, "operator", httpapi.Operator(r))
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
 	return mux
-}
-
-type operatorKey struct{}
-
-func operator(r *http.Request) string {
-	s, _ := r.Context().Value(operatorKey{}).(string)
-	return s
-}
-
-// admin refuses requests without a verified admin client certificate.
-func admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		who, err := tlsutil.AdminIdentity(r)
-		if err != nil {
-			writeJSON(w, http.StatusUnauthorized, wire.Error{Error: err.Error()})
-			return
-		}
-		h(w, r.WithContext(context.WithValue(r.Context(), operatorKey{}, who)))
-	}
-}
-
-func readCBOR(w http.ResponseWriter, r *http.Request, v any) bool {
-	if ct := r.Header.Get("Content-Type"); ct != wire.ContentType {
-		writeCBORStatus(w, http.StatusUnsupportedMediaType, wire.Error{Error: "Content-Type must be " + wire.ContentType})
-		return false
-	}
-	if err := wire.Read(r.Body, wire.MaxMessage, v); err != nil {
-		writeCBORStatus(w, http.StatusBadRequest, wire.Error{Error: err.Error()})
-		return false
-	}
-	return true
 }
 
 func status(err error) int {
@@ -168,31 +135,12 @@ func publicMessage(log *slog.Logger, err error) string {
 
 func writeCBOR(w http.ResponseWriter, log *slog.Logger, v any, err error) {
 	if err != nil {
-		writeCBORStatus(w, status(err), wire.Error{Error: publicMessage(log, err)})
+		httpapi.WriteCBOR(w, status(err), wire.Error{Error: publicMessage(log, err)})
 		return
 	}
-	writeCBORStatus(w, http.StatusOK, v)
-}
-
-func writeCBORStatus(w http.ResponseWriter, code int, v any) {
-	b, err := wire.Marshal(v)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", wire.ContentType)
-	w.WriteHeader(code)
-	w.Write(b)
+	httpapi.WriteCBOR(w, http.StatusOK, v)
 }
 
 func writeJSONError(w http.ResponseWriter, log *slog.Logger, err error) {
-	writeJSON(w, status(err), wire.Error{Error: publicMessage(log, err)})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	httpapi.WriteJSON(w, status(err), wire.Error{Error: publicMessage(log, err)})
 }

@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/internal/httpapi"
 	"github.com/vigil-attest/vigil/internal/wire"
 )
 
@@ -44,7 +44,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+wire.PathChallenge, func(w http.ResponseWriter, r *http.Request) {
 		var req wire.ChallengeRequest
-		if !readCBOR(w, r, wire.MaxMessage, &req) {
+		if !httpapi.ReadCBOR(w, r, wire.MaxMessage, http.StatusRequestEntityTooLarge, &req) {
 			return
 		}
 		ch, err := s.Challenge(r.Context(), req)
@@ -53,10 +53,10 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	mux.HandleFunc("POST "+wire.PathEvidence, func(w http.ResponseWriter, r *http.Request) {
 		var ev wire.Evidence
 		if r.ContentLength > maxEvidence {
-			writeCBORStatus(w, http.StatusRequestEntityTooLarge, wire.Error{Error: "evidence over the size limit"})
+			httpapi.WriteCBOR(w, http.StatusRequestEntityTooLarge, wire.Error{Error: "evidence over the size limit"})
 			return
 		}
-		if !readCBOR(w, r, maxEvidence, &ev) {
+		if !httpapi.ReadCBOR(w, r, maxEvidence, http.StatusRequestEntityTooLarge, &ev) {
 			return
 		}
 		if opts.OnEvidenceBytes != nil {
@@ -66,11 +66,11 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 		writeCBOR(w, s.log(), v, err)
 	})
 
-	mux.HandleFunc("GET "+PathAgents, admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathAgents, httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		agents, err := s.Store.ListAgents(r.Context())
 		writeJSONResult(w, s.log(), http.StatusOK, views(agents), err)
 	}))
-	mux.HandleFunc("POST "+PathAgents, admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+PathAgents, httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		var req AdmitRequest
 		if !readJSON(w, r, &req) {
 			return
@@ -78,46 +78,46 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 		a, err := s.Admit(r.Context(), req)
 		writeJSONResult(w, s.log(), http.StatusCreated, view(a), err)
 	}))
-	mux.HandleFunc("GET "+PathAgents+"/{id}", admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathAgents+"/{id}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		a, err := s.Status(r.Context(), r.PathValue("id"))
 		writeJSONResult(w, s.log(), http.StatusOK, view(a), err)
 	}))
-	mux.HandleFunc("DELETE "+PathAgents+"/{id}", admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("DELETE "+PathAgents+"/{id}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		err := s.Remove(r.Context(), r.PathValue("id"))
 		writeJSONResult(w, s.log(), http.StatusOK, map[string]any{"agent_id": r.PathValue("id"), "state": StateDeleted}, err)
 	}))
-	mux.HandleFunc("POST "+PathAgents+"/{id}/readmit", admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+PathAgents+"/{id}/readmit", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		a, err := s.Readmit(r.Context(), r.PathValue("id"))
 		writeJSONResult(w, s.log(), http.StatusOK, view(a), err)
 	}))
 
-	mux.HandleFunc("GET "+PathPolicies, admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathPolicies, httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		ps, err := s.Store.ListPolicies(r.Context())
 		if ps == nil {
 			ps = []Policy{}
 		}
 		writeJSONResult(w, s.log(), http.StatusOK, ps, err)
 	}))
-	mux.HandleFunc("PUT "+PathPolicies+"/{name}", admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("PUT "+PathPolicies+"/{name}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		kind := PolicyKind(r.URL.Query().Get("kind"))
 		body, err := io.ReadAll(io.LimitReader(r.Body, MaxPolicy+1))
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, wire.Error{Error: err.Error()})
+			httpapi.WriteJSON(w, http.StatusBadRequest, wire.Error{Error: err.Error()})
 			return
 		}
 		if len(body) > MaxPolicy {
-			writeJSON(w, http.StatusRequestEntityTooLarge, wire.Error{Error: "policy over the size limit"})
+			httpapi.WriteJSON(w, http.StatusRequestEntityTooLarge, wire.Error{Error: "policy over the size limit"})
 			return
 		}
 		p, err := s.AddPolicy(r.Context(), opts.CheckPolicy, r.PathValue("name"), kind, body)
 		p.Body = nil
 		writeJSONResult(w, s.log(), http.StatusCreated, p, err)
 	}))
-	mux.HandleFunc("GET "+PathPolicies+"/{name}", admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathPolicies+"/{name}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.Store.GetPolicy(r.Context(), r.PathValue("name"))
 		writeJSONResult(w, s.log(), http.StatusOK, p, err)
 	}))
-	mux.HandleFunc("DELETE "+PathPolicies+"/{name}", admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("DELETE "+PathPolicies+"/{name}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		err := s.DeletePolicy(r.Context(), r.PathValue("name"))
 		writeJSONResult(w, s.log(), http.StatusOK, map[string]any{"name": r.PathValue("name"), "deleted": true}, err)
 	}))
@@ -151,16 +151,6 @@ func views(as []Agent) []AgentView {
 	return out
 }
 
-func admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if _, err := tlsutil.AdminIdentity(r); err != nil {
-			writeJSON(w, http.StatusUnauthorized, wire.Error{Error: err.Error()})
-			return
-		}
-		h(w, r)
-	}
-}
-
 func status(err error) int {
 	var ref *Refusal
 	switch {
@@ -191,46 +181,19 @@ func message(log *slog.Logger, err error) string {
 	return err.Error()
 }
 
-func readCBOR(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
-	if r.Header.Get("Content-Type") != wire.ContentType {
-		writeCBORStatus(w, http.StatusUnsupportedMediaType, wire.Error{Error: "Content-Type must be " + wire.ContentType})
-		return false
-	}
-	if err := wire.Read(r.Body, limit, v); err != nil {
-		code := http.StatusBadRequest
-		if errors.Is(err, wire.ErrTooLarge) {
-			code = http.StatusRequestEntityTooLarge
-		}
-		writeCBORStatus(w, code, wire.Error{Error: err.Error()})
-		return false
-	}
-	return true
-}
-
 func writeCBOR(w http.ResponseWriter, log *slog.Logger, v any, err error) {
 	if err != nil {
-		writeCBORStatus(w, status(err), wire.Error{Error: message(log, err)})
+		httpapi.WriteCBOR(w, status(err), wire.Error{Error: message(log, err)})
 		return
 	}
-	writeCBORStatus(w, http.StatusOK, v)
-}
-
-func writeCBORStatus(w http.ResponseWriter, code int, v any) {
-	b, err := wire.Marshal(v)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", wire.ContentType)
-	w.WriteHeader(code)
-	w.Write(b)
+	httpapi.WriteCBOR(w, http.StatusOK, v)
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(io.LimitReader(r.Body, wire.MaxMessage))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeJSON(w, http.StatusBadRequest, wire.Error{Error: "bad JSON: " + err.Error()})
+		httpapi.WriteJSON(w, http.StatusBadRequest, wire.Error{Error: "bad JSON: " + err.Error()})
 		return false
 	}
 	return true
@@ -238,16 +201,8 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 
 func writeJSONResult(w http.ResponseWriter, log *slog.Logger, code int, v any, err error) {
 	if err != nil {
-		writeJSON(w, status(err), wire.Error{Error: message(log, err)})
+		httpapi.WriteJSON(w, status(err), wire.Error{Error: message(log, err)})
 		return
 	}
-	writeJSON(w, code, v)
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	httpapi.WriteJSON(w, code, v)
 }

@@ -1,0 +1,77 @@
+// Package httpapi holds what the registrar's and the verifier's HTTP
+// handlers share: reading agent messages (CBOR, bounded, strictly decoded),
+// writing CBOR and JSON answers, and guarding admin endpoints with the
+// deployment's client certificates.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/internal/wire"
+)
+
+// ReadCBOR decodes an agent message of at most limit bytes into v. On bad
+// input it answers (415 for another content type, tooLarge for an oversize
+// body, 400 for the rest, naming the field) and returns false.
+func ReadCBOR(w http.ResponseWriter, r *http.Request, limit int64, tooLarge int, v any) bool {
+	if r.Header.Get("Content-Type") != wire.ContentType {
+		WriteCBOR(w, http.StatusUnsupportedMediaType, wire.Error{Error: "Content-Type must be " + wire.ContentType})
+		return false
+	}
+	if err := wire.Read(r.Body, limit, v); err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, wire.ErrTooLarge) {
+			code = tooLarge
+		}
+		WriteCBOR(w, code, wire.Error{Error: err.Error()})
+		return false
+	}
+	return true
+}
+
+// WriteCBOR answers an agent.
+func WriteCBOR(w http.ResponseWriter, code int, v any) {
+	b, err := wire.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", wire.ContentType)
+	w.WriteHeader(code)
+	w.Write(b)
+}
+
+// WriteJSON answers an operator.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+type operatorKey struct{}
+
+// Admin refuses requests without a verified admin client certificate
+// (401) and passes the operator's name on in the request context.
+func Admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		who, err := tlsutil.AdminIdentity(r)
+		if err != nil {
+			WriteJSON(w, http.StatusUnauthorized, wire.Error{Error: err.Error()})
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), operatorKey{}, who)))
+	}
+}
+
+// Operator is the admin certificate's subject behind a request Admin let
+// through.
+func Operator(r *http.Request) string {
+	s, _ := r.Context().Value(operatorKey{}).(string)
+	return s
+}
