@@ -164,6 +164,8 @@ func status(err error) int {
 			return http.StatusNotFound
 		case RefusedConflict:
 			return http.StatusConflict
+		case RefusedUnavailable:
+			return http.StatusServiceUnavailable
 		}
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound

@@ -124,3 +124,34 @@ func FuzzEvidence(f *testing.F) {
 		}
 	})
 }
+
+// unreachableAKs is a registrar that cannot be reached.
+type unreachableAKs struct{}
+
+func (unreachableAKs) AK(context.Context, string) (*evidence.AK, error) {
+	return nil, context.DeadlineExceeded
+}
+
+func TestRegistrarOutageIs503NotAFailure(t *testing.T) {
+	svc, h := newTestService(t)
+	svc.AKs = unreachableAKs{}
+	ctx := context.Background()
+	if _, err := svc.AddPolicy(ctx, CheckPolicy, "rt", PolicyRuntime, []byte(`{"meta":{"version":1},"digests":{}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Admit(ctx, AdmitRequest{AgentID: "a", RuntimePolicy: "rt", Interval: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := svc.Challenge(ctx, wire.ChallengeRequest{AgentID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, _ := wire.Marshal(wire.Evidence{AgentID: "a", Nonce: ch.Nonce})
+	if rec := post(h, wire.PathEvidence, ev); rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("evidence while the registrar is unreachable: %d, want 503", rec.Code)
+	}
+	a, err := svc.Status(ctx, "a")
+	if err != nil || a.State != StatePending {
+		t.Fatalf("agent after a registrar outage: %s, %v; want still pending", a.State, err)
+	}
+}

@@ -28,10 +28,11 @@ type RefusalKind int
 
 // Refusal kinds, mapped to HTTP statuses by the transport.
 const (
-	RefusedInvalid   RefusalKind = iota + 1 // 400
-	RefusedForbidden                        // 403
-	RefusedNotFound                         // 404
-	RefusedConflict                         // 409
+	RefusedInvalid     RefusalKind = iota + 1 // 400
+	RefusedForbidden                          // 403
+	RefusedNotFound                           // 404
+	RefusedConflict                           // 409
+	RefusedUnavailable                        // 503: try again later
 )
 
 // Refusal is a request the service will not act on.
@@ -259,7 +260,10 @@ func (s *Service) Evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict,
 			return wire.Verdict{}, refuse(RefusedForbidden, "agent %q: %v", a.ID, err)
 		}
 		if err != nil {
-			return wire.Verdict{}, fmt.Errorf("fetch AK of %q: %w", a.ID, err)
+			// The registrar is slow or down: the agent did nothing wrong and
+			// retries; its liveness window keeps running meanwhile.
+			s.log().Warn("cannot fetch AK from the registrar", "agent_id", a.ID, "err", err)
+			return wire.Verdict{}, refuse(RefusedUnavailable, "the verifier cannot reach the registrar for agent %q's AK; retry", a.ID)
 		}
 		sl.ak = ak
 	}
