@@ -164,7 +164,7 @@ func sleep(ctx context.Context, d time.Duration) {
 
 func (a *Attester) challenge(ctx context.Context, started bool) (wire.Challenge, error) {
 	var ch wire.Challenge
-	err := postCBOR(ctx, a.HTTP, a.VerifierURL+wire.PathChallenge, wire.ChallengeRequest{AgentID: a.agentID, Started: started}, &ch)
+	err := PostCBOR(ctx, a.HTTP, a.VerifierURL+wire.PathChallenge, wire.ChallengeRequest{AgentID: a.agentID, Started: started}, &ch)
 	return ch, err
 }
 
@@ -253,13 +253,16 @@ func (a *Attester) attestOnce(ctx context.Context, ch wire.Challenge) (wire.Verd
 		return wire.Verdict{}, err
 	}
 	var v wire.Verdict
-	if err := postCBOR(ctx, a.HTTP, a.VerifierURL+wire.PathEvidence, ev, &v); err != nil {
+	if err := PostCBOR(ctx, a.HTTP, a.VerifierURL+wire.PathEvidence, ev, &v); err != nil {
 		return wire.Verdict{}, err
 	}
 	return v, nil
 }
 
-func postCBOR(ctx context.Context, client *http.Client, url string, req, rsp any) error {
+// PostCBOR sends an agent message and decodes the answer: a CBOR body, a
+// CBOR answer, and a non-200 answer as a *RefusedError with the server's
+// reason.
+func PostCBOR(ctx context.Context, client *http.Client, url string, req, rsp any) error {
 	body, err := wire.Marshal(req)
 	if err != nil {
 		return err

@@ -227,28 +227,7 @@ func (e *Enroller) activate(ctx context.Context, ak AKBlob, reg wire.RegisterRes
 }
 
 func (e *Enroller) post(ctx context.Context, path string, req, rsp any) error {
-	body, err := wire.Marshal(req)
-	if err != nil {
-		return err
-	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(e.RegistrarURL, "/")+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	hreq.Header.Set("Content-Type", wire.ContentType)
-	hrsp, err := e.HTTP.Do(hreq)
-	if err != nil {
-		return err
-	}
-	defer hrsp.Body.Close()
-	if hrsp.StatusCode != http.StatusOK {
-		var werr wire.Error
-		if err := wire.Read(hrsp.Body, wire.MaxMessage, &werr); err == nil && werr.Error != "" {
-			return &RefusedError{Status: hrsp.StatusCode, Msg: werr.Error}
-		}
-		return &RefusedError{Status: hrsp.StatusCode, Msg: hrsp.Status}
-	}
-	return wire.Read(hrsp.Body, wire.MaxMessage, rsp)
+	return PostCBOR(ctx, e.HTTP, strings.TrimRight(e.RegistrarURL, "/")+path, req, rsp)
 }
 
 // RefusedError is a server's refusal (a 4xx or 5xx answer).

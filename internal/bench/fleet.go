@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -89,7 +88,7 @@ func (h *host) attestLoop(ctx context.Context, verifierURL string, pool []simhos
 	for ctx.Err() == nil {
 		if next == nil {
 			var ch wire.Challenge
-			if err := postCBOR(ctx, h.http, verifierURL+wire.PathChallenge, wire.ChallengeRequest{AgentID: h.id, Started: started}, &ch); err != nil {
+			if err := agent.PostCBOR(ctx, h.http, verifierURL+wire.PathChallenge, wire.ChallengeRequest{AgentID: h.id, Started: started}, &ch); err != nil {
 				if ctx.Err() == nil {
 					rec.fail(errorKind("challenge", err))
 				}
@@ -115,7 +114,7 @@ func (h *host) attestLoop(ctx context.Context, verifierURL string, pool []simhos
 		}
 		start := time.Now()
 		var v wire.Verdict
-		err = postCBOR(ctx, h.http, verifierURL+wire.PathEvidence, ev, &v)
+		err = agent.PostCBOR(ctx, h.http, verifierURL+wire.PathEvidence, ev, &v)
 		took := time.Since(start)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -149,33 +148,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-// postCBOR is the agent's request: a CBOR body, a CBOR answer, refusals
-// as agent.RefusedError.
-func postCBOR(ctx context.Context, client *http.Client, url string, req, rsp any) error {
-	body, err := wire.Marshal(req)
-	if err != nil {
-		return err
-	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	hreq.Header.Set("Content-Type", wire.ContentType)
-	hrsp, err := client.Do(hreq)
-	if err != nil {
-		return err
-	}
-	defer hrsp.Body.Close()
-	if hrsp.StatusCode != http.StatusOK {
-		var werr wire.Error
-		if err := wire.Read(hrsp.Body, wire.MaxMessage, &werr); err == nil && werr.Error != "" {
-			return &agent.RefusedError{Status: hrsp.StatusCode, Msg: werr.Error}
-		}
-		return &agent.RefusedError{Status: hrsp.StatusCode, Msg: hrsp.Status}
-	}
-	return wire.Read(hrsp.Body, wire.MaxMessage, rsp)
 }
 
 // agentClient is one host's HTTP client: its own transport, so its own
