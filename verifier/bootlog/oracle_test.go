@@ -3,6 +3,7 @@ package bootlog_test
 import (
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -80,12 +81,12 @@ func goEventlogLogs(t *testing.T) []realLog {
 	}
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/google/go-eventlog").Output()
 	if err != nil || len(strings.TrimSpace(string(out))) == 0 {
-		t.Skipf("go-eventlog module source not found: %v", err)
+		testenv.Missing(t, fmt.Sprintf("go-eventlog module source not found: %v", err))
 	}
 	src := filepath.Join(strings.TrimSpace(string(out)), "tpmeventlog", "replay_test.go")
 	f, err := parser.ParseFile(token.NewFileSet(), src, nil, 0)
 	if err != nil {
-		t.Skipf("go-eventlog's replay_test.go: %v", err)
+		testenv.Missing(t, fmt.Sprintf("go-eventlog's replay_test.go: %v", err))
 	}
 	var logs []realLog
 	ast.Inspect(f, func(n ast.Node) bool {
