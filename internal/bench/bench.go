@@ -18,9 +18,8 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/ima"
-	"github.com/vigil-attest/vigil/internal/store"
+	"github.com/vigil-attest/vigil/internal/loopback"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
-	"github.com/vigil-attest/vigil/registrar"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
 	"github.com/vigil-attest/vigil/verifier"
@@ -158,37 +157,12 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	workers := max(4, 4*runtime.NumCPU())
 
 	// Deployment: CA, simulated TPM maker, registrar (in this process).
-	tlsDir := filepath.Join(dir, "tls")
-	if err := tlsutil.InitDir(tlsDir, tlsutil.InitOptions{}); err != nil {
-		return sum, err
-	}
-	mfr, err := soft.NewManufacturer("Vigil Bench TPM Manufacturer")
+	dep, err := loopback.Start(dir, "Vigil Bench TPM Manufacturer", quiet)
 	if err != nil {
 		return sum, err
 	}
-	rootsDir := filepath.Join(dir, "ek-roots")
-	if err := os.MkdirAll(rootsDir, 0o700); err != nil {
-		return sum, err
-	}
-	if err := os.WriteFile(filepath.Join(rootsDir, "manufacturer.pem"), mfr.CertPEM(), 0o600); err != nil {
-		return sum, err
-	}
-	roots, inter, err := registrar.LoadEKRoots(rootsDir)
-	if err != nil {
-		return sum, err
-	}
-	regDB, err := store.Open(filepath.Join(dir, "registrar"))
-	if err != nil {
-		return sum, err
-	}
-	defer regDB.Close()
-	regSvc := &registrar.Service{Store: registrar.BoltStore{DB: regDB}, Log: quiet,
-		EKPolicy: registrar.EKPolicy{Mode: registrar.EKPolicyChain, Roots: roots, Intermediates: inter}}
-	regURL, stopReg, err := serveRegistrar(tlsDir, registrar.Handler(regSvc))
-	if err != nil {
-		return sum, err
-	}
-	defer stopReg()
+	defer dep.Close()
+	tlsDir, mfr, regURL := dep.TLSDir, dep.Manufacturer, dep.RegistrarURL
 
 	// The verifier under test.
 	vcfg := VerifierConfig{DataDir: filepath.Join(dir, "verifier"), TLSDir: tlsDir, RegistrarURL: regURL, Interval: opts.Interval, Log: quiet}
@@ -510,20 +484,3 @@ func fetchProfile(ctx context.Context, pprofURL string, d time.Duration, path st
 
 // serveRegistrar serves the registrar on 127.0.0.1 with TLS, as the demo
 // does.
-func serveRegistrar(tlsDir string, h http.Handler) (string, func(), error) {
-	cfg, err := tlsutil.ServerConfig(tlsDir)
-	if err != nil {
-		return "", nil, err
-	}
-	ln, err := netListenLoopback()
-	if err != nil {
-		return "", nil, err
-	}
-	srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second}
-	go srv.ServeTLS(ln, "", "")
-	return "https://" + ln.Addr().String(), func() {
-		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(c)
-	}, nil
-}

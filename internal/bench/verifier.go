@@ -327,5 +327,3 @@ func ChildMain(ctx context.Context, cfg VerifierConfig, out io.Writer) error {
 		}
 	})
 }
-
-func netListenLoopback() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/ima"
+	"github.com/vigil-attest/vigil/internal/loopback"
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/registrar"
@@ -126,39 +126,13 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	say("Everything runs in this process, on 127.0.0.1, over TLS 1.3, with a soft TPM per host.")
 	say("")
 
-	tlsDir := filepath.Join(dir, "tls")
-	if err := tlsutil.InitDir(tlsDir, tlsutil.InitOptions{}); err != nil {
+	dep, err := loopback.Start(dir, "Vigil Demo TPM Manufacturer", quiet)
+	if err != nil {
 		return sum, err
 	}
+	defer dep.Close()
+	tlsDir, mfr, regURL := dep.TLSDir, dep.Manufacturer, dep.RegistrarURL
 	say("▶ created a private CA for the deployment (%s)", tlsDir)
-
-	mfr, err := soft.NewManufacturer("Vigil Demo TPM Manufacturer")
-	if err != nil {
-		return sum, err
-	}
-	rootsDir := filepath.Join(dir, "ek-roots")
-	if err := os.MkdirAll(rootsDir, 0o700); err != nil {
-		return sum, err
-	}
-	if err := os.WriteFile(filepath.Join(rootsDir, "manufacturer.pem"), mfr.CertPEM(), 0o600); err != nil {
-		return sum, err
-	}
-	roots, inter, err := registrar.LoadEKRoots(rootsDir)
-	if err != nil {
-		return sum, err
-	}
-	regDB, err := store.Open(filepath.Join(dir, "registrar"))
-	if err != nil {
-		return sum, err
-	}
-	defer regDB.Close()
-	regSvc := &registrar.Service{Store: registrar.BoltStore{DB: regDB}, Log: quiet,
-		EKPolicy: registrar.EKPolicy{Mode: registrar.EKPolicyChain, Roots: roots, Intermediates: inter}}
-	regURL, stopReg, err := serve(tlsDir, registrar.Handler(regSvc))
-	if err != nil {
-		return sum, err
-	}
-	defer stopReg()
 	say("▶ registrar on %s: trusts only EKs certified by %q", regURL, "Vigil Demo TPM Manufacturer")
 
 	// The identity issuer's side: a webhook receiver that checks the
@@ -168,7 +142,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		return sum, err
 	}
 	rcv := &receiver{key: secret, say: say}
-	rcvURL, stopRcv, err := serve(tlsDir, rcv)
+	rcvURL, stopRcv, err := loopback.Serve(tlsDir, rcv)
 	if err != nil {
 		return sum, err
 	}
@@ -206,7 +180,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 			}
 		},
 	}
-	verURL, stopVer, err := serve(tlsDir, verifier.Handler(verSvc, verifier.HandlerOptions{CheckPolicy: verifier.CheckPolicy}))
+	verURL, stopVer, err := loopback.Serve(tlsDir, verifier.Handler(verSvc, verifier.HandlerOptions{CheckPolicy: verifier.CheckPolicy}))
 	if err != nil {
 		return sum, err
 	}
@@ -529,22 +503,4 @@ func bootPolicy(log []byte) ([]byte, error) {
 		return nil, err
 	}
 	return json.MarshalIndent(bootpolicy.FromState(st), "", "  ")
-}
-
-func serve(tlsDir string, h http.Handler) (string, func(), error) {
-	cfg, err := tlsutil.ServerConfig(tlsDir)
-	if err != nil {
-		return "", nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second}
-	go srv.ServeTLS(ln, "", "")
-	return "https://" + ln.Addr().String(), func() {
-		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(c)
-	}, nil
 }
