@@ -90,23 +90,6 @@ func (s BoltStore) RecordDelivery(ctx context.Context, eventID, sink string, st 
 	})
 }
 
-// Deliveries returns every outbox event with its delivery status, for
-// operators and tests.
-func (s BoltStore) Deliveries(ctx context.Context) ([]revocation.Pending, error) {
-	var out []revocation.Pending
-	err := s.DB.View(ctx, func(tx store.Tx) error {
-		return tx.ForEach(outboxCollection, func(id string, b []byte) error {
-			var r outboxRecord
-			if err := decode("outbox event", id, b, &r); err != nil {
-				return err
-			}
-			out = append(out, revocation.Pending{Event: r.Event, Status: r.Status})
-			return nil
-		})
-	})
-	return out, err
-}
-
 // BoltStore is the Store on the embedded database.
 type BoltStore struct {
 	DB *store.DB
