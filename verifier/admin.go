@@ -2,12 +2,13 @@ package verifier
 
 import (
 	"context"
-
 	"errors"
-	"github.com/vigil-attest/vigil/verifier/revocation"
+	"fmt"
 	"net/url"
 	"regexp"
 	"time"
+
+	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
 // PolicyCheck validates a policy body of a kind before it is stored, so a
@@ -98,13 +99,19 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 		State:         StatePending,
 		AdmittedAt:    s.now().UTC(),
 	}
-	if err := s.Store.CreateAgent(ctx, a); err != nil {
+	sl := &slot{}
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if err := s.createAgent(ctx, a); err != nil {
 		if errors.Is(err, ErrExists) {
 			return Agent{}, refuse(RefusedConflict, "%v", err)
 		}
 		return Agent{}, err
 	}
-	s.slots.Delete(a.ID)
+	// A fresh slot: a request that still holds the slot of an agent once
+	// deleted under this ID finds that one marked removed.
+	s.set(sl, a)
+	s.slots.Store(a.ID, sl)
 	s.log().Info("agent admitted", "agent_id", a.ID, "runtime_policy", a.RuntimePolicy, "boot_policy", a.BootPolicy)
 	return a, nil
 }
@@ -113,8 +120,11 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 // complete (boot log, IMA from entry 0): nothing from before the failure is
 // trusted.
 func (s *Service) Readmit(ctx context.Context, id string) (Agent, error) {
+	sl := s.slot(id)
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
 	var out Agent
-	err := s.Store.UpdateAgent(ctx, id, func(a *Agent) ([]revocation.Event, error) {
+	err := s.updateAgent(ctx, sl, id, func(a *Agent) ([]revocation.Event, error) {
 		if a.State != StateFailed {
 			return nil, refuse(RefusedConflict, "agent %q is %s, not failed", id, a.State)
 		}
@@ -126,14 +136,17 @@ func (s *Service) Readmit(ctx context.Context, id string) (Agent, error) {
 		return []revocation.Event{revocation.NewEvent(revocation.TypeReadmitted, a.AdmittedAt, eventData(*a, nil))}, nil
 	})
 	if errors.Is(err, ErrNotFound) {
+		s.forget(id, sl)
 		return Agent{}, refuse(RefusedNotFound, "%v", err)
 	}
-	if err == nil {
-		s.slots.Delete(id)
-		s.log().Info("agent readmitted", "agent_id", id)
-		s.eventsRaised()
+	if err != nil {
+		return Agent{}, err
 	}
-	return out, err
+	sl.asked, sl.ak = nil, nil
+	s.set(sl, out)
+	s.log().Info("agent readmitted", "agent_id", id)
+	s.eventsRaised()
+	return out, nil
 }
 
 // Remove deletes an agent from the verifier.
@@ -141,49 +154,100 @@ func (s *Service) Remove(ctx context.Context, id string) error {
 	sl := s.slot(id)
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
+	s.persistMu.RLock()
 	err := s.Store.DeleteAgent(ctx, id)
+	if err == nil || errors.Is(err, ErrNotFound) {
+		sl.gen.Add(1)
+	}
+	s.persistMu.RUnlock()
 	if errors.Is(err, ErrNotFound) {
+		s.forget(id, sl)
 		return refuse(RefusedNotFound, "%v", err)
 	}
-	if err == nil {
-		s.slots.Delete(id)
-		s.log().Info("agent deleted", "agent_id", id)
+	if err != nil {
+		return err
 	}
-	return err
+	s.forget(id, sl)
+	s.log().Info("agent deleted", "agent_id", id)
+	return nil
+}
+
+// forget drops an agent's slot; the caller holds sl.mu. A request still
+// holding the slot finds it removed.
+func (s *Service) forget(id string, sl *slot) {
+	sl.removed, sl.dirty, sl.agent, sl.asked = true, false, nil, nil
+	sl.deadline.Store(0)
+	s.slots.CompareAndDelete(id, sl)
+}
+
+// createAgent stores a new agent, ordered with checkpoints.
+func (s *Service) createAgent(ctx context.Context, a Agent) error {
+	s.persistMu.RLock()
+	defer s.persistMu.RUnlock()
+	return s.Store.CreateAgent(ctx, a)
+}
+
+// updateAgent changes an agent's stored record synchronously; the caller
+// holds sl.mu. The change applies to the newest record — the slot's, which
+// may be ahead of the store — and supersedes any pending checkpoint of it.
+func (s *Service) updateAgent(ctx context.Context, sl *slot, id string, fn func(*Agent) ([]revocation.Event, error)) error {
+	if sl.agent == nil {
+		a, err := s.Store.GetAgent(ctx, id)
+		if err != nil {
+			return err
+		}
+		s.set(sl, a)
+	}
+	a := *sl.agent
+	events, err := fn(&a)
+	if err != nil {
+		return err
+	}
+	return s.saveSync(ctx, sl, a, events)
 }
 
 // CheckLiveness fails every pending or attesting agent that has sent no
-// good evidence within its liveness window. It returns how many
-// it failed.
+// good evidence within its liveness window. It returns how many it
+// failed. Deadlines are kept in memory, so a sweep reads no store.
 func (s *Service) CheckLiveness(ctx context.Context) (int, error) {
-	agents, err := s.Store.ListAgents(ctx)
-	if err != nil {
+	if err := s.Load(ctx); err != nil {
 		return 0, err
 	}
 	now := s.now()
+	var due []string
+	s.slots.Range(func(k, v any) bool {
+		if d := v.(*slot).deadline.Load(); d != 0 && now.UnixNano() >= d {
+			due = append(due, k.(string))
+		}
+		return true
+	})
 	failed := 0
-	for _, a := range agents {
-		if a.State != StatePending && a.State != StateAttesting {
-			continue
-		}
-		if now.Before(s.lastHeard(a).Add(s.livenessWindow(a))) {
-			continue
-		}
-		if err := s.failSilent(ctx, a.ID, now); err != nil {
+	for _, id := range due {
+		ok, err := s.failSilent(ctx, id, now)
+		if err != nil {
 			return failed, err
 		}
-		failed++
+		if ok {
+			failed++
+		}
 	}
 	return failed, nil
 }
 
-func (s *Service) failSilent(ctx context.Context, id string, now time.Time) error {
-	sl := s.slot(id)
+func (s *Service) failSilent(ctx context.Context, id string, now time.Time) (bool, error) {
+	v, ok := s.slots.Load(id)
+	if !ok {
+		return false, nil
+	}
+	sl := v.(*slot)
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
+	if sl.removed {
+		return false, nil
+	}
 	var failedAgent Agent
 	var f *Failure
-	err := s.Store.UpdateAgent(ctx, id, func(a *Agent) ([]revocation.Event, error) {
+	err := s.updateAgent(ctx, sl, id, func(a *Agent) ([]revocation.Event, error) {
 		// Re-check under the agent's lock: evidence may have arrived.
 		last := s.lastHeard(*a)
 		deadline := last.Add(s.livenessWindow(*a))
@@ -195,19 +259,24 @@ func (s *Service) failSilent(ctx context.Context, id string, now time.Time) erro
 		failedAgent = *a
 		return []revocation.Event{revocation.NewEvent(revocation.TypeRevoked, now, eventData(*a, f))}, nil
 	})
-	if errors.Is(err, errNothingToDo) || errors.Is(err, ErrNotFound) {
-		return nil
+	if errors.Is(err, errNothingToDo) {
+		return false, nil
+	}
+	if errors.Is(err, ErrNotFound) {
+		s.forget(id, sl)
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
-	sl.asked, sl.agent = nil, &failedAgent
+	sl.asked = nil
+	s.set(sl, failedAgent)
 	s.log().Warn("attestation failed", "agent_id", id, "reason", f.Reason, "detail", f.Detail)
 	s.eventsRaised()
 	if s.OnVerdict != nil {
 		s.OnVerdict(failedAgent, f, 0)
 	}
-	return nil
+	return true, nil
 }
 
 var errNothingToDo = errors.New("nothing to do")
@@ -225,18 +294,51 @@ func (s *Service) lastHeard(a Agent) time.Time {
 	return last
 }
 
-// RunLiveness checks liveness every period until ctx ends.
-func (s *Service) RunLiveness(ctx context.Context, period time.Duration) {
+// Run does the service's background work until ctx ends: it loads every
+// agent, fails silent ones every LivenessEvery, and writes checkpoints
+// every CheckpointEvery. When ctx ends it writes a last checkpoint and
+// returns; stop serving requests first, and close the store after.
+//
+// What a checkpoint defers is only the progress of an agent that keeps
+// attesting: its counters, last quote clock, and how far its IMA list is
+// verified. A crash loses at most CheckpointEvery of that progress, and
+// nothing of it is trust: the restarted verifier asks each agent for its
+// IMA list from the last stored offset, replays it again, and counts
+// liveness from its own start. Failures, state changes, and operators'
+// actions are stored before they are answered.
+func (s *Service) Run(ctx context.Context) error {
 	s.started()
-	t := time.NewTicker(period)
-	defer t.Stop()
+	if err := s.Load(ctx); err != nil {
+		return fmt.Errorf("load agents: %w", err)
+	}
+	every := s.LivenessEvery
+	if every <= 0 {
+		every = time.Second
+	}
+	live := time.NewTicker(every)
+	defer live.Stop()
+	var flush <-chan time.Time
+	if s.CheckpointEvery > 0 {
+		t := time.NewTicker(s.CheckpointEvery)
+		defer t.Stop()
+		flush = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			return
-		case <-t.C:
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if _, err := s.Checkpoint(final); err != nil {
+				return fmt.Errorf("last checkpoint: %w", err)
+			}
+			return nil
+		case <-live.C:
 			if _, err := s.CheckLiveness(ctx); err != nil && ctx.Err() == nil {
 				s.log().Error("liveness check", "err", err)
+			}
+		case <-flush:
+			if _, err := s.Checkpoint(ctx); err != nil && ctx.Err() == nil {
+				s.log().Error("checkpoint", "err", err)
 			}
 		}
 	}
@@ -260,13 +362,42 @@ func (s *Service) DeletePolicy(ctx context.Context, name string) error {
 	return nil
 }
 
-// Status is an agent's record as operators see it.
+// Status is an agent's record as operators see it: the newest, which may
+// be ahead of the store by one checkpoint.
 func (s *Service) Status(ctx context.Context, id string) (Agent, error) {
+	if v, ok := s.slots.Load(id); ok {
+		sl := v.(*slot)
+		sl.mu.Lock()
+		a, ok := sl.agent, !sl.removed
+		sl.mu.Unlock()
+		if a != nil && ok {
+			return *a, nil
+		}
+	}
 	a, err := s.Store.GetAgent(ctx, id)
 	if errors.Is(err, ErrNotFound) {
 		return Agent{}, refuse(RefusedNotFound, "%v", err)
 	}
 	return a, err
+}
+
+// Agents lists every agent's newest record.
+func (s *Service) Agents(ctx context.Context) ([]Agent, error) {
+	stored, err := s.Store.ListAgents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i, a := range stored {
+		if v, ok := s.slots.Load(a.ID); ok {
+			sl := v.(*slot)
+			sl.mu.Lock()
+			if sl.agent != nil && !sl.removed {
+				stored[i] = *sl.agent
+			}
+			sl.mu.Unlock()
+		}
+	}
+	return stored, nil
 }
 
 // eventData describes agent a, and failure f if any, for an event.

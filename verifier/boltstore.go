@@ -159,6 +159,23 @@ func (s BoltStore) SaveAgent(ctx context.Context, a Agent, events ...revocation.
 	})
 }
 
+func (s BoltStore) Checkpoint(ctx context.Context, agents []Agent) error {
+	if len(agents) == 0 {
+		return nil
+	}
+	return s.DB.Update(ctx, func(tx store.Tx) error {
+		for _, a := range agents {
+			if tx.Get(agentsCollection, a.ID) == nil {
+				continue // deleted meanwhile
+			}
+			if err := putAgent(tx, a); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 func (s BoltStore) UpdateAgent(ctx context.Context, id string, fn func(*Agent) ([]revocation.Event, error)) error {
 	return s.DB.Update(ctx, func(tx store.Tx) error {
 		b := tx.Get(agentsCollection, id)

@@ -67,7 +67,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	})
 
 	mux.HandleFunc("GET "+PathAgents, httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
-		agents, err := s.Store.ListAgents(r.Context())
+		agents, err := s.Agents(r.Context())
 		writeJSONResult(w, s.log(), http.StatusOK, views(agents), err)
 	}))
 	mux.HandleFunc("POST "+PathAgents, httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Metrics are the verifier's Prometheus metrics, on a registry of their own.
@@ -13,6 +14,10 @@ type Metrics struct {
 	verdicts *prometheus.CounterVec
 	latency  prometheus.Histogram
 	evidence prometheus.Histogram
+
+	checkpoints       *prometheus.CounterVec
+	checkpointRecords prometheus.Counter
+	checkpointTime    prometheus.Histogram
 }
 
 // NewMetrics registers the verifier's metrics, including the number of
@@ -35,7 +40,25 @@ func NewMetrics(st Store) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(512, 4, 10),
 		}),
 	}
-	m.Registry.MustRegister(m.verdicts, m.latency, m.evidence, agentsByState{st})
+	m.checkpoints = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_verifier_checkpoints_total",
+		Help: "Checkpoints of attesting agents' progress, by result (ok, error).",
+	}, []string{"result"})
+	m.checkpointRecords = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "vigil_verifier_checkpoint_records_total",
+		Help: "Agent records written by checkpoints.",
+	})
+	m.checkpointTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "vigil_verifier_checkpoint_seconds",
+		Help:    "Time to write one checkpoint.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
+	// The process collector gives the verifier's own CPU seconds and
+	// resident memory, which is what sizing a deployment (and vigil bench
+	// against an external verifier) needs.
+	m.Registry.MustRegister(m.verdicts, m.latency, m.evidence, agentsByState{st},
+		m.checkpoints, m.checkpointRecords, m.checkpointTime,
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	return m
 }
 
@@ -49,6 +72,17 @@ func (m *Metrics) ObserveVerdict(a Agent, f *Failure, took time.Duration) {
 	if took > 0 {
 		m.latency.Observe(took.Seconds())
 	}
+}
+
+// ObserveCheckpoint is a Service.OnCheckpoint hook.
+func (m *Metrics) ObserveCheckpoint(records int, took time.Duration, err error) {
+	if err != nil {
+		m.checkpoints.WithLabelValues("error").Inc()
+		return
+	}
+	m.checkpoints.WithLabelValues("ok").Inc()
+	m.checkpointRecords.Add(float64(records))
+	m.checkpointTime.Observe(took.Seconds())
 }
 
 // ObserveEvidenceBytes is a HandlerOptions.OnEvidenceBytes hook.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vigil-attest/vigil/internal/wire"
@@ -73,8 +74,29 @@ type Service struct {
 	OnEvents func()
 	// OnVerdict, if set, is told of every verdict (metrics).
 	OnVerdict func(a Agent, f *Failure, took time.Duration)
+	// OnCheckpoint, if set, is told of every checkpoint (metrics).
+	OnCheckpoint func(records int, took time.Duration, err error)
+
+	// CheckpointEvery is how often the progress of attesting agents is
+	// written to the store. Zero stores every verdict before answering it.
+	// See Run for what is and is not deferred.
+	CheckpointEvery time.Duration
+	// LivenessEvery is how often Run looks for silent agents (default 1s).
+	LivenessEvery time.Duration
 
 	slots sync.Map // agent ID → *slot
+
+	// persistMu orders checkpoints against synchronous writes: a write
+	// that must be durable before its answer (a failure, a state change,
+	// an operator's action) holds it shared; a checkpoint's commit holds
+	// it exclusively, so a checkpoint can never land a record older than
+	// one written synchronously.
+	persistMu sync.RWMutex
+	dirtyMu   sync.Mutex
+	dirty     map[*slot]struct{}
+
+	warmMu sync.Mutex
+	warmed bool
 
 	startOnce sync.Once
 	startedAt time.Time
@@ -89,17 +111,40 @@ func (s *Service) started() time.Time {
 	return s.startedAt
 }
 
-// slot is the in-memory, per-agent part of the service: the outstanding
-// challenge and the cached AK. Its mutex orders one agent's requests; no
-// lock spans agents.
+// slot is the in-memory, per-agent part of the service: the agent's
+// current record, the outstanding challenge and the cached AK. Its mutex
+// orders one agent's requests; no lock spans agents.
 type slot struct {
 	mu      sync.Mutex
 	asked   *Asked
 	expires time.Time
 	ak      *evidence.AK
-	// agent is the agent's record as last stored, written through on every
-	// verdict, so the hot path reads no store. Nil means load it.
+	// agent is the agent's current record. It is the truth while the
+	// verifier runs: verdicts change it here and the store follows,
+	// synchronously or at the next checkpoint. Nil means load it.
 	agent *Agent
+	// dirty is set when agent has changed since it was stored.
+	dirty bool
+	// removed is set when the agent was deleted while a request held
+	// this slot.
+	removed bool
+	// gen counts synchronous writes of this agent's record. A checkpoint
+	// drops a copy taken before the latest one.
+	gen atomic.Uint64
+	// deadline is when the agent fails for silence (Unix nanoseconds),
+	// zero when it is not watched (failed). Atomic so the liveness sweep
+	// reads it without waiting for a request in progress.
+	deadline atomic.Int64
+}
+
+// set makes a the slot's record; the caller holds sl.mu.
+func (s *Service) set(sl *slot, a Agent) {
+	sl.agent = &a
+	if a.State == StatePending || a.State == StateAttesting {
+		sl.deadline.Store(s.lastHeard(a).Add(s.livenessWindow(a)).UnixNano())
+	} else {
+		sl.deadline.Store(0)
+	}
 }
 
 // lockAgent returns the agent's slot, locked, and its record. Unknown
@@ -116,15 +161,127 @@ func (s *Service) lockAgent(ctx context.Context, id string) (*slot, Agent, error
 		sl = s.slot(id)
 	}
 	sl.mu.Lock()
+	if sl.removed {
+		sl.mu.Unlock()
+		return nil, Agent{}, s.loadError(id, ErrNotFound)
+	}
 	if sl.agent == nil {
 		a, err := s.Store.GetAgent(ctx, id)
 		if err != nil {
 			sl.mu.Unlock()
 			return nil, Agent{}, s.loadError(id, err)
 		}
-		sl.agent = &a
+		s.set(sl, a)
 	}
 	return sl, *sl.agent, nil
+}
+
+// saveSync stores agent a's record and events before returning; the
+// caller holds sl.mu.
+func (s *Service) saveSync(ctx context.Context, sl *slot, a Agent, events []revocation.Event) error {
+	s.persistMu.RLock()
+	defer s.persistMu.RUnlock()
+	if err := s.Store.SaveAgent(ctx, a, events...); err != nil {
+		return err
+	}
+	sl.gen.Add(1)
+	sl.dirty = false
+	return nil
+}
+
+// markDirty queues agent a's record for the next checkpoint; the caller
+// holds sl.mu.
+func (s *Service) markDirty(sl *slot) {
+	if sl.dirty {
+		return
+	}
+	sl.dirty = true
+	s.dirtyMu.Lock()
+	if s.dirty == nil {
+		s.dirty = make(map[*slot]struct{})
+	}
+	s.dirty[sl] = struct{}{}
+	s.dirtyMu.Unlock()
+}
+
+// Checkpoint writes the records changed since the last checkpoint in one
+// transaction and returns how many it wrote.
+func (s *Service) Checkpoint(ctx context.Context) (int, error) {
+	start := s.now()
+	s.dirtyMu.Lock()
+	set := s.dirty
+	s.dirty = nil
+	s.dirtyMu.Unlock()
+	if len(set) == 0 {
+		return 0, nil
+	}
+	type copied struct {
+		sl  *slot
+		gen uint64
+	}
+	records := make([]Agent, 0, len(set))
+	from := make([]copied, 0, len(set))
+	for sl := range set {
+		sl.mu.Lock()
+		if sl.dirty && sl.agent != nil && !sl.removed {
+			records = append(records, *sl.agent)
+			from = append(from, copied{sl, sl.gen.Load()})
+		}
+		sl.dirty = false
+		sl.mu.Unlock()
+	}
+	s.persistMu.Lock()
+	kept := records[:0]
+	keptFrom := from[:0]
+	for i, c := range from {
+		if c.sl.gen.Load() == c.gen {
+			kept = append(kept, records[i])
+			keptFrom = append(keptFrom, c)
+		}
+	}
+	err := s.Store.Checkpoint(ctx, kept)
+	s.persistMu.Unlock()
+	if err != nil {
+		// Nothing was written: the records are dirty again, unless a
+		// synchronous write has superseded them meanwhile.
+		for _, c := range keptFrom {
+			c.sl.mu.Lock()
+			if c.sl.gen.Load() == c.gen && !c.sl.removed {
+				s.markDirty(c.sl)
+			}
+			c.sl.mu.Unlock()
+		}
+	}
+	if s.OnCheckpoint != nil {
+		s.OnCheckpoint(len(kept), s.now().Sub(start), err)
+	}
+	return len(kept), err
+}
+
+// Load reads every stored agent into memory, once: liveness is watched
+// from memory, and an agent that never calls must still be failed. Run
+// loads if this was not called; calling it first makes a store that cannot
+// be read stop the verifier before it serves.
+func (s *Service) Load(ctx context.Context) error {
+	s.warmMu.Lock()
+	defer s.warmMu.Unlock()
+	if s.warmed {
+		return nil
+	}
+	agents, err := s.Store.ListAgents(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range agents {
+		sl := s.slot(a.ID)
+		sl.mu.Lock()
+		if sl.agent == nil && !sl.removed {
+			s.set(sl, a)
+		}
+		sl.mu.Unlock()
+	}
+	s.warmed = true
+	return nil
 }
 
 func (s *Service) loadError(id string, err error) error {
@@ -291,11 +448,18 @@ func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, 
 	if f != nil {
 		events = append(events, revocation.NewEvent(revocation.TypeRevoked, start, eventData(next, f)))
 	}
-	if err := s.Store.SaveAgent(ctx, next, events...); err != nil {
-		sl.agent = nil // the store is the truth; reload it next time
-		return wire.Verdict{}, fmt.Errorf("store verdict of %q: %w", a.ID, err)
+	// A failure or a change of state is durable before it is answered;
+	// the progress of an agent that keeps attesting waits for the next
+	// checkpoint.
+	if f != nil || next.State != a.State || s.CheckpointEvery <= 0 {
+		if err := s.saveSync(ctx, sl, next, events); err != nil {
+			sl.agent, sl.dirty = nil, false // the store is the truth; reload it next time
+			return wire.Verdict{}, fmt.Errorf("store verdict of %q: %w", a.ID, err)
+		}
+	} else {
+		s.markDirty(sl)
 	}
-	sl.agent = &next
+	s.set(sl, next)
 	if len(events) > 0 {
 		s.eventsRaised()
 	}

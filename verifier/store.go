@@ -47,6 +47,11 @@ type Store interface {
 	// exists without its revocation event. Many concurrent calls may share
 	// one commit; it returns once durable.
 	SaveAgent(ctx context.Context, a Agent, events ...revocation.Event) error
+	// Checkpoint stores the records of many agents in one transaction: the
+	// progress of agents that kept attesting (counters, clock, IMA offset)
+	// since the last checkpoint. Records of agents no longer stored are
+	// dropped, not recreated.
+	Checkpoint(ctx context.Context, agents []Agent) error
 	// UpdateAgent changes an agent atomically (operator actions, liveness)
 	// and stores the events fn returns in the same transaction.
 	UpdateAgent(ctx context.Context, id string, fn func(*Agent) ([]revocation.Event, error)) error

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"net/http"
 	"net/url"
@@ -24,6 +25,7 @@ func verifierCommand() *cli.Command {
 		&cli.StringFlag{Name: "registrar", Usage: "registrar `URL`, where AKs are fetched"},
 		&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "default attestation interval for agents admitted without one"},
 		&cli.DurationFlag{Name: "liveness", Usage: "silence after which an agent fails (default: 3 of its intervals)"},
+		&cli.DurationFlag{Name: "checkpoint", Value: time.Second, Usage: "how often attesting agents' progress is stored; failures and state changes are stored at once (0: every verdict at once)"},
 		&cli.StringSliceFlag{Name: "webhook", Usage: "`URL` to post revocation events to (repeatable)"},
 		&cli.StringSliceFlag{Name: "webhook-secret-file", Usage: "`FILE` holding the whsec_ secret of the webhook at the same position (repeatable)"},
 		&cli.StringFlag{Name: "webhook-ca", Usage: "CA certificate `FILE` for webhook receivers with private certificates"},
@@ -71,7 +73,15 @@ func verifierCommand() *cli.Command {
 				Log:             log,
 				DefaultInterval: c.Duration("interval"),
 				Liveness:        c.Duration("liveness"),
+				CheckpointEvery: c.Duration("checkpoint"),
 				OnVerdict:       metrics.ObserveVerdict,
+				OnCheckpoint:    metrics.ObserveCheckpoint,
+			}
+			if c.Duration("checkpoint") < 0 {
+				return badInputf("--checkpoint %s: must not be negative", c.Duration("checkpoint"))
+			}
+			if err := svc.Load(c.Context); err != nil {
+				return err
 			}
 			mux := http.NewServeMux()
 			mux.Handle("/", verifier.Handler(svc, verifier.HandlerOptions{
@@ -87,9 +97,19 @@ func verifierCommand() *cli.Command {
 			disp.Init()
 			svc.OnEvents = disp.Wake
 			go disp.Run(c.Context)
-			go svc.RunLiveness(c.Context, time.Second)
+			runCtx, stopRun := context.WithCancel(c.Context)
+			defer stopRun()
+			ran := make(chan error, 1)
+			go func() { ran <- svc.Run(runCtx) }()
 			log.Info("starting", "data", c.String("data"), "registrar", c.String("registrar"))
-			return serveTLS(c.Context, log, c.String("listen"), srvCfg, mux, nil)
+			err = serveTLS(c.Context, log, c.String("listen"), srvCfg, mux, nil)
+			// Requests have stopped: the last checkpoint goes in before the
+			// store closes.
+			stopRun()
+			if rerr := <-ran; rerr != nil && err == nil {
+				err = rerr
+			}
+			return err
 		},
 	}
 }

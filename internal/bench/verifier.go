@@ -80,6 +80,9 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 		}},
 		Log:             log,
 		DefaultInterval: cfg.Interval,
+		// vigil verifier's default.
+		CheckpointEvery: time.Second,
+		OnCheckpoint:    metrics.ObserveCheckpoint,
 		OnVerdict: func(a verifier.Agent, f *verifier.Failure, took time.Duration) {
 			metrics.ObserveVerdict(a, f, took)
 			server.observe(took)
@@ -122,7 +125,8 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go svc.RunLiveness(runCtx, time.Second)
+	ran := make(chan error, 1)
+	go func() { ran <- svc.Run(runCtx) }()
 	ready(ep, server)
 	select {
 	case err = <-errc:
@@ -132,6 +136,10 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 	defer cancelShut()
 	for _, s := range servers {
 		s.Shutdown(shut)
+	}
+	cancel()
+	if rerr := <-ran; rerr != nil && err == nil {
+		err = rerr
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil

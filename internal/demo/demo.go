@@ -170,6 +170,8 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 			HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: adminTLS}, Timeout: 10 * time.Second}}},
 		Log:             quiet,
 		DefaultInterval: opts.Interval,
+		LivenessEvery:   opts.Interval / 2,
+		CheckpointEvery: time.Second,
 		OnVerdict: func(a verifier.Agent, f *verifier.Failure, _ time.Duration) {
 			if f == nil {
 				verdicts.Add(1)
@@ -200,7 +202,9 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	verSvc.OnEvents = disp.Wake
 	dispDone := make(chan struct{})
 	go func() { disp.Run(runCtx); close(dispDone) }()
-	go verSvc.RunLiveness(runCtx, opts.Interval/2)
+	ran := make(chan error, 1)
+	go func() { ran <- verSvc.Run(runCtx) }()
+	defer func() { cancel(); <-ran }() // the last checkpoint before the store closes
 	say("▶ verifier on %s", verURL)
 
 	clientTLS, err := tlsutil.ClientConfig(filepath.Join(tlsDir, tlsutil.CACert), "", "")
