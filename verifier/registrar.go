@@ -2,8 +2,11 @@ package verifier
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
+	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/registrar"
@@ -15,6 +18,20 @@ import (
 // credential activation is no AK at all.
 type RegistrarAKs struct {
 	Client *registrar.AdminClient
+}
+
+// NewRegistrarAKs fetches AKs from the registrar at baseURL with the
+// deployment's admin client certificate. Its connections stay open for
+// reuse: a verifier starting with a fleet fetches thousands of AKs at once,
+// and a TLS handshake per fetch would cost more than the fetch.
+func NewRegistrarAKs(baseURL string, admin *tls.Config) RegistrarAKs {
+	return RegistrarAKs{Client: &registrar.AdminClient{
+		BaseURL: baseURL,
+		HTTP: &http.Client{
+			Transport: &http.Transport{TLSClientConfig: admin, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second},
+			Timeout:   10 * time.Second,
+		},
+	}}
 }
 
 // AK implements AKSource.

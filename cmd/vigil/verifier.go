@@ -12,7 +12,6 @@ import (
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
-	"github.com/vigil-attest/vigil/registrar"
 	"github.com/vigil-attest/vigil/verifier"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
@@ -63,13 +62,10 @@ func verifierCommand() *cli.Command {
 			metrics := verifier.NewMetrics(st)
 			checks := &verifier.PolicyChecks{Store: st}
 			svc := &verifier.Service{
-				Store:          st,
-				Engine:         &verifier.Engine{Boot: checks, Runtime: checks},
-				OnPolicyChange: checks.Forget,
-				AKs: verifier.RegistrarAKs{Client: &registrar.AdminClient{
-					BaseURL: c.String("registrar"),
-					HTTP:    &http.Client{Transport: &http.Transport{TLSClientConfig: adminCfg}, Timeout: 10 * time.Second},
-				}},
+				Store:           st,
+				Engine:          &verifier.Engine{Boot: checks, Runtime: checks},
+				OnPolicyChange:  checks.Forget,
+				AKs:             verifier.NewRegistrarAKs(c.String("registrar"), adminCfg),
 				Log:             log,
 				DefaultInterval: c.Duration("interval"),
 				Liveness:        c.Duration("liveness"),

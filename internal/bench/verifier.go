@@ -21,7 +21,6 @@ import (
 
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
-	"github.com/vigil-attest/vigil/registrar"
 	"github.com/vigil-attest/vigil/verifier"
 )
 
@@ -71,13 +70,10 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 	server := newServerTimes()
 	checks := &verifier.PolicyChecks{Store: st}
 	svc := &verifier.Service{
-		Store:          st,
-		Engine:         &verifier.Engine{Boot: checks, Runtime: checks},
-		OnPolicyChange: checks.Forget,
-		AKs: verifier.RegistrarAKs{Client: &registrar.AdminClient{
-			BaseURL: cfg.RegistrarURL,
-			HTTP:    &http.Client{Transport: &http.Transport{TLSClientConfig: adminCfg}, Timeout: 10 * time.Second},
-		}},
+		Store:           st,
+		Engine:          &verifier.Engine{Boot: checks, Runtime: checks},
+		OnPolicyChange:  checks.Forget,
+		AKs:             verifier.NewRegistrarAKs(cfg.RegistrarURL, adminCfg),
 		Log:             log,
 		DefaultInterval: cfg.Interval,
 		// vigil verifier's default.

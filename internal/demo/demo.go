@@ -22,7 +22,6 @@ import (
 	"github.com/vigil-attest/vigil/internal/loopback"
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
-	"github.com/vigil-attest/vigil/registrar"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
 	"github.com/vigil-attest/vigil/verifier"
@@ -163,11 +162,10 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	var verdicts atomic.Uint64
 	failedAt := sync.Map{} // agent ID → time.Time
 	verSvc := &verifier.Service{
-		Store:          verStore,
-		Engine:         &verifier.Engine{Boot: checks, Runtime: checks},
-		OnPolicyChange: checks.Forget,
-		AKs: verifier.RegistrarAKs{Client: &registrar.AdminClient{BaseURL: regURL,
-			HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: adminTLS}, Timeout: 10 * time.Second}}},
+		Store:           verStore,
+		Engine:          &verifier.Engine{Boot: checks, Runtime: checks},
+		OnPolicyChange:  checks.Forget,
+		AKs:             verifier.NewRegistrarAKs(regURL, adminTLS),
 		Log:             quiet,
 		DefaultInterval: opts.Interval,
 		LivenessEvery:   opts.Interval / 2,
