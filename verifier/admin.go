@@ -112,6 +112,9 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 	// deleted under this ID finds that one marked removed.
 	s.set(sl, a)
 	s.slots.Store(a.ID, sl)
+	if bg := s.background.Load(); bg != nil {
+		go s.prefetchAK(*bg, a.ID)
+	}
 	s.log().Info("agent admitted", "agent_id", a.ID, "runtime_policy", a.RuntimePolicy, "boot_policy", a.BootPolicy)
 	return a, nil
 }
@@ -143,6 +146,7 @@ func (s *Service) Readmit(ctx context.Context, id string) (Agent, error) {
 		return Agent{}, err
 	}
 	sl.asked, sl.ak = nil, nil
+	sl.akEpoch++
 	s.set(sl, out)
 	s.log().Info("agent readmitted", "agent_id", id)
 	s.eventsRaised()
@@ -311,6 +315,15 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.Load(ctx); err != nil {
 		return fmt.Errorf("load agents: %w", err)
 	}
+	s.background.Store(&ctx)
+	var ids []string
+	s.slots.Range(func(k, _ any) bool {
+		ids = append(ids, k.(string))
+		return true
+	})
+	prefetched := make(chan struct{})
+	go func() { s.prefetchAKs(ctx, ids); close(prefetched) }()
+	defer func() { <-prefetched }()
 	every := s.LivenessEvery
 	if every <= 0 {
 		every = time.Second

@@ -83,6 +83,9 @@ type Service struct {
 	CheckpointEvery time.Duration
 	// LivenessEvery is how often Run looks for silent agents (default 1s).
 	LivenessEvery time.Duration
+	// AKFetches bounds the AK fetches in flight to the registrar (default
+	// 16): a verifier starting with a fleet must not storm it.
+	AKFetches int
 
 	slots sync.Map // agent ID → *slot
 
@@ -97,6 +100,12 @@ type Service struct {
 
 	warmMu sync.Mutex
 	warmed bool
+	// background is Run's context, for work that outlives a request
+	// (fetching an admitted agent's AK ahead of its first evidence).
+	background atomic.Pointer[context.Context]
+
+	akOnce sync.Once
+	akSem  chan struct{}
 
 	startOnce sync.Once
 	startedAt time.Time
@@ -128,6 +137,9 @@ type slot struct {
 	// removed is set when the agent was deleted while a request held
 	// this slot.
 	removed bool
+	// akEpoch moves when ak is dropped, so an AK fetched before that is
+	// not cached after it.
+	akEpoch uint64
 	// gen counts synchronous writes of this agent's record. A checkpoint
 	// drops a copy taken before the latest one.
 	gen atomic.Uint64
@@ -256,6 +268,85 @@ func (s *Service) Checkpoint(ctx context.Context) (int, error) {
 		s.OnCheckpoint(len(kept), s.now().Sub(start), err)
 	}
 	return len(kept), err
+}
+
+// fetchAK asks the registrar for an agent's AK, with at most AKFetches
+// fetches in flight.
+func (s *Service) fetchAK(ctx context.Context, id string) (*evidence.AK, error) {
+	sem := s.akSemaphore()
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-sem }()
+	return s.AKs.AK(ctx, id)
+}
+
+// running tells whether Run has started its background work.
+func (s *Service) running() bool { return s.background.Load() != nil }
+
+func (s *Service) akSemaphore() chan struct{} {
+	s.akOnce.Do(func() {
+		n := s.AKFetches
+		if n <= 0 {
+			n = 16
+		}
+		s.akSem = make(chan struct{}, n)
+	})
+	return s.akSem
+}
+
+// prefetchAKs caches the AKs of agents that will attest, ahead of their
+// evidence: the first attestations of a fleet (after admission, or after a
+// verifier restart) then do not each wait for the registrar. A failed fetch
+// is only logged; the agent's evidence fetches again.
+func (s *Service) prefetchAKs(ctx context.Context, ids []string) {
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range cap(s.akSemaphore()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range work {
+				s.prefetchAK(ctx, id)
+			}
+		}()
+	}
+	defer wg.Wait()
+	defer close(work)
+	for _, id := range ids {
+		select {
+		case work <- id:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *Service) prefetchAK(ctx context.Context, id string) {
+	v, ok := s.slots.Load(id)
+	if !ok {
+		return
+	}
+	sl := v.(*slot)
+	sl.mu.Lock()
+	need := sl.ak == nil && !sl.removed && sl.agent != nil && sl.agent.State != StateFailed
+	epoch := sl.akEpoch
+	sl.mu.Unlock()
+	if !need {
+		return
+	}
+	ak, err := s.fetchAK(ctx, id)
+	if err != nil {
+		s.log().Debug("AK prefetch", "agent_id", id, "err", err)
+		return
+	}
+	sl.mu.Lock()
+	if sl.ak == nil && !sl.removed && sl.akEpoch == epoch {
+		sl.ak = ak
+	}
+	sl.mu.Unlock()
 }
 
 // Load reads every stored agent into memory, once: liveness is watched
@@ -407,7 +498,7 @@ func (s *Service) Evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict,
 
 	ak := sl.ak
 	if ak == nil {
-		ak, err = s.AKs.AK(ctx, a.ID)
+		ak, err = s.fetchAK(ctx, a.ID)
 		if errors.Is(err, ErrNotEnrolled) {
 			// The registrar no longer vouches for this host: it fails (and
 			// its identities are revoked), and its evidence is refused.
@@ -427,7 +518,7 @@ func (s *Service) Evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict,
 	out := s.Engine.Check(a, ak, *asked, ev, start)
 	if out.Failure != nil && out.Failure.Check == string(evidence.ReasonBadSignature) {
 		// The agent may have enrolled a new AK since it was cached.
-		if fresh, err := s.AKs.AK(ctx, a.ID); err == nil && string(fresh.Name) != string(ak.Name) {
+		if fresh, err := s.fetchAK(ctx, a.ID); err == nil && string(fresh.Name) != string(ak.Name) {
 			sl.ak = fresh
 			out = s.Engine.Check(a, fresh, *asked, ev, start)
 		}

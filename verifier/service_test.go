@@ -25,13 +25,18 @@ import (
 
 // fleetAKs serves the AKs of the test hosts.
 type fleetAKs struct {
-	mu   sync.Mutex
-	keys map[string]*evidence.AK
+	mu      sync.Mutex
+	keys    map[string]*evidence.AK
+	fetches map[string]int
 }
 
 func (f *fleetAKs) AK(_ context.Context, id string) (*evidence.AK, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.fetches == nil {
+		f.fetches = map[string]int{}
+	}
+	f.fetches[id]++
 	if k, ok := f.keys[id]; ok {
 		return k, nil
 	}
@@ -449,6 +454,65 @@ func TestCheckpointsRaceVerdicts(t *testing.T) {
 				t.Errorf("%s: stored %d attestations / %d entries, memory %d / %d, want %d attestations (%v)",
 					h.id, stored.Attestations, stored.IMAEntries, mem.Attestations, mem.IMAEntries, rounds+1, err)
 			}
+		}
+	}
+}
+
+func (f *fleetAKs) fetched(id string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fetches[id]
+}
+
+// waitFetched waits until every host's AK was fetched once.
+func (f *fleet) waitFetched(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, h := range f.hosts {
+		for f.aks.fetched(h.id) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: AK not prefetched", h.id)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// AKs are fetched ahead of the first evidence, on admission and for every
+// agent a restarted verifier loads, and the evidence then fetches none.
+func TestAKsPrefetched(t *testing.T) {
+	ctx := context.Background()
+	f := newFleet(t, 3, 0)
+	svc := f.service(time.Hour)
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- svc.Run(runCtx) }()
+	for !svc.running() {
+		time.Sleep(time.Millisecond)
+	}
+	f.admitAll(t, svc)
+	f.waitFetched(t)
+	for _, h := range f.hosts {
+		mustAttest(t, svc, h, true)
+		if n := f.aks.fetched(h.id); n != 1 {
+			t.Errorf("%s: AK fetched %d times, want once (on admission)", h.id, n)
+		}
+	}
+	stop()
+	if err := <-ran; err != nil {
+		t.Fatal(err)
+	}
+
+	f.aks.fetches = nil
+	restarted := f.service(time.Hour)
+	runCtx, stop = context.WithCancel(ctx)
+	defer stop()
+	go func() { ran <- restarted.Run(runCtx) }()
+	f.waitFetched(t)
+	for _, h := range f.hosts {
+		mustAttest(t, restarted, h, false)
+		if n := f.aks.fetched(h.id); n != 1 {
+			t.Errorf("%s: AK fetched %d times after the restart, want once (on load)", h.id, n)
 		}
 	}
 }
