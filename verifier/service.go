@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/internal/wire"
 	"github.com/vigil-attest/vigil/verifier/evidence"
 	"github.com/vigil-attest/vigil/verifier/revocation"
@@ -140,6 +141,10 @@ type slot struct {
 	// akEpoch moves when ak is dropped, so an AK fetched before that is
 	// not cached after it.
 	akEpoch uint64
+	// selection and its marshalled form depend only on the agent's
+	// policies, which do not change while it is admitted: made once.
+	selection    tpm2.TPMLPCRSelection
+	selectionRaw []byte
 	// gen counts synchronous writes of this agent's record. A checkpoint
 	// drops a copy taken before the latest one.
 	gen atomic.Uint64
@@ -453,9 +458,13 @@ func (s *Service) issue(sl *slot, a Agent, full bool) (wire.Challenge, error) {
 	if _, err := rand.Read(nonce); err != nil {
 		return wire.Challenge{}, err
 	}
+	if sl.selectionRaw == nil {
+		sl.selection = Selection(a)
+		sl.selectionRaw = marshalSelection(sl.selection)
+	}
 	asked := &Asked{
 		Nonce:     nonce,
-		Selection: Selection(a),
+		Selection: sl.selection,
 		WantIMA:   a.RuntimePolicy != "",
 	}
 	if !full && a.Clock != nil {
@@ -467,7 +476,7 @@ func (s *Service) issue(sl *slot, a Agent, full bool) (wire.Challenge, error) {
 	return wire.Challenge{
 		AgentID:      a.ID,
 		Nonce:        nonce,
-		PCRSelection: marshalSelection(asked.Selection),
+		PCRSelection: sl.selectionRaw,
 		IMAOffset:    asked.IMAOffset,
 		WantIMA:      asked.WantIMA,
 		WantBootLog:  asked.WantBootLog,
@@ -527,7 +536,6 @@ func (s *Service) Evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict,
 }
 
 func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, f *Failure, start time.Time) (wire.Verdict, error) {
-	log := s.log().With("agent_id", a.ID)
 	next := out.Agent
 	if f != nil && out.Agent.ID == "" {
 		next = a
@@ -560,14 +568,16 @@ func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, 
 	}
 	v := wire.Verdict{AgentID: a.ID, State: string(next.State)}
 	if f != nil {
-		log.Warn("attestation failed", "reason", f.Reason, "check", f.Check, "detail", f.Detail)
+		s.log().Warn("attestation failed", "agent_id", a.ID, "reason", f.Reason, "check", f.Check, "detail", f.Detail)
 		v.Reason, v.Detail = string(f.Reason), f.Detail
 		return v, nil
 	}
 	if out.Reboot {
-		log.Info("reboot detected: asking for the boot log and the IMA list from its start")
-	} else {
-		log.Debug("attestation passed", "attestations", next.Attestations, "ima_entries", next.IMAEntries)
+		s.log().Info("reboot detected: asking for the boot log and the IMA list from its start", "agent_id", a.ID)
+	} else if log := s.log(); log.Enabled(ctx, slog.LevelDebug) {
+		// Checked first: building the arguments costs allocations on every
+		// verdict even when the level is off.
+		log.Debug("attestation passed", "agent_id", a.ID, "attestations", next.Attestations, "ima_entries", next.IMAEntries)
 	}
 	ch, err := s.issue(sl, next, out.Reboot)
 	if err != nil {
