@@ -137,8 +137,10 @@ func putAgent(tx store.Tx, a Agent) error {
 	return tx.Put(agentsCollection, a.ID, b)
 }
 
+// CreateAgent is a group commit too: admitting a fleet is thousands of
+// concurrent creates, each otherwise an fsync of its own.
 func (s BoltStore) CreateAgent(ctx context.Context, a Agent) error {
-	return s.DB.Update(ctx, func(tx store.Tx) error {
+	return s.DB.Batch(ctx, func(tx store.Tx) error {
 		if tx.Get(agentsCollection, a.ID) != nil {
 			return fmt.Errorf("agent %q: %w", a.ID, ErrExists)
 		}
