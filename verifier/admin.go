@@ -394,6 +394,25 @@ func (s *Service) Status(ctx context.Context, id string) (Agent, error) {
 	return a, err
 }
 
+// CountStates counts agents by state, from memory: a scrape every few
+// seconds must not decode the whole store.
+func (s *Service) CountStates(ctx context.Context) (map[State]int, error) {
+	if err := s.Load(ctx); err != nil {
+		return nil, err
+	}
+	counts := map[State]int{}
+	s.slots.Range(func(_, v any) bool {
+		sl := v.(*slot)
+		sl.mu.Lock()
+		if sl.agent != nil && !sl.removed {
+			counts[sl.agent.State]++
+		}
+		sl.mu.Unlock()
+		return true
+	})
+	return counts, nil
+}
+
 // Agents lists every agent's newest record.
 func (s *Service) Agents(ctx context.Context) ([]Agent, error) {
 	stored, err := s.Store.ListAgents(ctx)

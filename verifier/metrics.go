@@ -21,9 +21,14 @@ type Metrics struct {
 	checkpointTime    prometheus.Histogram
 }
 
+// StateCounter counts agents by state at scrape time.
+type StateCounter interface {
+	CountStates(ctx context.Context) (map[State]int, error)
+}
+
 // NewMetrics registers the verifier's metrics, including the number of
-// agents by state, read from the store at scrape time.
-func NewMetrics(st Store) *Metrics {
+// agents by state, counted at scrape time.
+func NewMetrics(agents StateCounter) *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -58,7 +63,7 @@ func NewMetrics(st Store) *Metrics {
 	// The process collector gives the verifier's own CPU seconds and
 	// resident memory, which is what sizing a deployment (and vigil bench
 	// against an external verifier) needs.
-	m.Registry.MustRegister(m.verdicts, m.latency, m.evidence, agentsByState{st},
+	m.Registry.MustRegister(m.verdicts, m.latency, m.evidence, agentsByState{agents},
 		m.checkpoints, m.checkpointRecords, m.checkpointTime,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	return m
@@ -91,7 +96,7 @@ func (m *Metrics) ObserveCheckpoint(records int, took time.Duration, err error) 
 func (m *Metrics) ObserveEvidenceBytes(n int) { m.evidence.Observe(float64(n)) }
 
 // agentsByState counts agents by state when scraped.
-type agentsByState struct{ st Store }
+type agentsByState struct{ agents StateCounter }
 
 var agentsDesc = prometheus.NewDesc("vigil_verifier_agents", "Admitted agents by state.", []string{"state"}, nil)
 
@@ -100,16 +105,12 @@ func (c agentsByState) Describe(ch chan<- *prometheus.Desc) { ch <- agentsDesc }
 func (c agentsByState) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	agents, err := c.st.ListAgents(ctx)
+	counts, err := c.agents.CountStates(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(agentsDesc, err)
 		return
 	}
-	counts := map[State]int{StatePending: 0, StateAttesting: 0, StateFailed: 0}
-	for _, a := range agents {
-		counts[a.State]++
-	}
-	for s, n := range counts {
-		ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(n), string(s))
+	for _, s := range []State{StatePending, StateAttesting, StateFailed} {
+		ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(counts[s]), string(s))
 	}
 }

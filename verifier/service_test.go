@@ -516,3 +516,55 @@ func TestAKsPrefetched(t *testing.T) {
 		}
 	}
 }
+
+func TestMetricsCountStatesFromMemory(t *testing.T) {
+	f := newFleet(t, 3, 0)
+	svc := f.service(time.Hour)
+	m := NewMetrics(svc)
+	svc.OnVerdict = m.ObserveVerdict
+	f.admitAll(t, svc)
+	mustAttest(t, svc, f.hosts[0], true)
+	mustAttest(t, svc, f.hosts[1], true)
+	f.hosts[1].appendBad(t)
+	if v, err := f.hosts[1].attest(t, svc, false); err != nil || v.State != string(StateFailed) {
+		t.Fatalf("tampered host: %+v, %v", v, err)
+	}
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	seen := map[string]bool{}
+	for _, fam := range families {
+		seen[fam.GetName()] = true
+		for _, mt := range fam.GetMetric() {
+			label := ""
+			for _, l := range mt.GetLabel() {
+				label += l.GetName() + "=" + l.GetValue() + ","
+			}
+			switch fam.GetName() {
+			case "vigil_verifier_agents":
+				got["agents:"+label] = mt.GetGauge().GetValue()
+			case "vigil_verifier_verdicts_total":
+				got["verdicts:"+label] = mt.GetCounter().GetValue()
+			}
+		}
+	}
+	want := map[string]float64{
+		"agents:state=pending,":                         1,
+		"agents:state=attesting,":                       1,
+		"agents:state=failed,":                          1,
+		"verdicts:reason=,result=pass,":                 2,
+		"verdicts:reason=policy_violation,result=fail,": 1,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
+	for _, name := range []string{"process_cpu_seconds_total", "process_resident_memory_bytes", "go_goroutines"} {
+		if !seen[name] {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+}

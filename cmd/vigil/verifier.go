@@ -59,7 +59,6 @@ func verifierCommand() *cli.Command {
 			}
 			defer db.Close()
 			st := verifier.BoltStore{DB: db}
-			metrics := verifier.NewMetrics(st)
 			checks := &verifier.PolicyChecks{Store: st}
 			svc := &verifier.Service{
 				Store:           st,
@@ -70,9 +69,9 @@ func verifierCommand() *cli.Command {
 				DefaultInterval: c.Duration("interval"),
 				Liveness:        c.Duration("liveness"),
 				CheckpointEvery: c.Duration("checkpoint"),
-				OnVerdict:       metrics.ObserveVerdict,
-				OnCheckpoint:    metrics.ObserveCheckpoint,
 			}
+			metrics := verifier.NewMetrics(svc)
+			svc.OnVerdict, svc.OnCheckpoint = metrics.ObserveVerdict, metrics.ObserveCheckpoint
 			if c.Duration("checkpoint") < 0 {
 				return badInputf("--checkpoint %s: must not be negative", c.Duration("checkpoint"))
 			}

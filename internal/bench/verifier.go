@@ -66,7 +66,6 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 	}
 	defer db.Close()
 	st := verifier.BoltStore{DB: db}
-	metrics := verifier.NewMetrics(st)
 	server := newServerTimes()
 	checks := &verifier.PolicyChecks{Store: st}
 	svc := &verifier.Service{
@@ -78,11 +77,12 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 		DefaultInterval: cfg.Interval,
 		// vigil verifier's default.
 		CheckpointEvery: time.Second,
-		OnCheckpoint:    metrics.ObserveCheckpoint,
-		OnVerdict: func(a verifier.Agent, f *verifier.Failure, took time.Duration) {
-			metrics.ObserveVerdict(a, f, took)
-			server.observe(took)
-		},
+	}
+	metrics := verifier.NewMetrics(svc)
+	svc.OnCheckpoint = metrics.ObserveCheckpoint
+	svc.OnVerdict = func(a verifier.Agent, f *verifier.Failure, took time.Duration) {
+		metrics.ObserveVerdict(a, f, took)
+		server.observe(took)
 	}
 	h := verifier.Handler(svc, verifier.HandlerOptions{
 		CheckPolicy:     verifier.CheckPolicy,
