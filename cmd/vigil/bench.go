@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,13 +20,19 @@ import (
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
-		Usage: "measure the verifier's cost per verdict with a simulated fleet (soft TPMs) on loopback",
+		Usage: "measure the verifier's cost per verdict with a simulated fleet (soft TPMs), on loopback or against a running verifier",
 		Description: "Starts a registrar (in this process) and a verifier (a child process, so that its CPU and memory\n" +
 			"are its own), manufactures --agents soft TPMs, enrolls and admits them with a runtime policy, and has\n" +
 			"each attest every --interval over its own keep-alive HTTPS connection, appending --ima-entries new IMA\n" +
-			"entries before each quote. After one warm-up interval it measures for --duration. Soft TPMs are a\n" +
+			"entries before each quote. After two warm-up intervals it measures for --duration. Soft TPMs are a\n" +
 			"simulation: this measures Vigil, not hardware. Exit 1 when any error happened or an agent did not end\n" +
-			"attesting.",
+			"attesting.\n\n" +
+			"With --verifier URL it starts no service: it benchmarks the verifier already running at URL. Hosts enroll\n" +
+			"at --registrar (the registrar that verifier fetches AKs from) with EK certificates from the simulated\n" +
+			"manufacturer in --ek-ca (made by `vigil bench ek-ca DIR`, given to the registrar as --ek-roots DIR), and\n" +
+			"are admitted with the admin certificate in --tls-dir. The verifier's CPU comes from /proc/PID/stat with\n" +
+			"--verifier-pid, else from process_cpu_seconds_total on its /metrics (else, on this machine, from the\n" +
+			"process found listening on its port). The run's agents and policy are deleted from both at the end.",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "agents", Value: 100, Usage: "number of simulated hosts"},
 			&cli.DurationFlag{Name: "duration", Value: 20 * time.Second, Usage: "measurement window"},
@@ -36,10 +43,15 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a pprof CPU profile of the verifier over the measurement window to `FILE`"},
 			&cli.BoolFlag{Name: "in-process", Usage: "run the verifier in this process (CPU and RSS are then the whole process's)"},
 			&cli.StringFlag{Name: "dir", Usage: "keep stores, certificates and host state in `DIR` (default: a temporary directory, removed afterwards)"},
+			&cli.StringFlag{Name: "verifier", Usage: "benchmark the verifier already running at `URL` instead of starting one"},
+			&cli.StringFlag{Name: "registrar", Usage: "with --verifier: the registrar at `URL` that verifier fetches AKs from; hosts enroll there"},
+			&cli.StringFlag{Name: "tls-dir", Usage: "with --verifier: `DIR` made by `vigil ca init` for that deployment (CA and admin certificate)"},
+			&cli.StringFlag{Name: "ek-ca", Usage: "with --verifier: `DIR` made by `vigil bench ek-ca`, the simulated TPM manufacturer the registrar has as --ek-roots (default: a new one, which only --ek-policy any accepts)"},
+			&cli.IntFlag{Name: "verifier-pid", Usage: "with --verifier: the verifier's process `ID` on this machine, to read its CPU and peak RSS (VmHWM) from /proc (default: its /metrics)"},
 			&cli.StringFlag{Name: "vigil-binary", Hidden: true, Usage: "vigil binary to run the verifier from (default: this executable)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON (progress goes to standard error)"},
 		},
-		Subcommands: []*cli.Command{benchVerifierProcessCommand()},
+		Subcommands: []*cli.Command{benchEKCACommand(), benchVerifierProcessCommand()},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return badInputf("bench takes no arguments, got %q", c.Args().First())
@@ -53,6 +65,10 @@ func benchCommand() *cli.Command {
 				opts.Progress = c.App.ErrWriter
 			}
 			sum, err := bench.Run(c.Context, opts)
+			var usage *bench.UsageError
+			if errors.As(err, &usage) {
+				return badInput(err)
+			}
 			if err != nil {
 				return err
 			}
@@ -96,6 +112,31 @@ func benchOptions(c *cli.Context) (bench.Options, error) {
 		}
 		opts.KeyCacheDir = filepath.Join(cache, "vigil-bench-keys")
 	}
+	if u := c.String("verifier"); u != "" {
+		switch {
+		case c.String("registrar") == "":
+			return opts, errors.New("--verifier needs --registrar: the registrar that verifier fetches AKs from, where the hosts enroll")
+		case c.String("tls-dir") == "":
+			return opts, errors.New("--verifier needs --tls-dir: the deployment's CA and admin certificate (`vigil ca init`)")
+		case c.Bool("in-process"):
+			return opts, errors.New("--verifier benchmarks a verifier already running: it cannot be used with --in-process")
+		case c.IsSet("verifier-pid") && c.Int("verifier-pid") < 1:
+			return opts, errors.New("--verifier-pid must be a process ID")
+		}
+		for _, f := range []string{"verifier", "registrar"} {
+			if pu, err := url.Parse(c.String(f)); err != nil || pu.Scheme != "https" || pu.Host == "" {
+				return opts, fmt.Errorf("--%s %q: want https://HOST:PORT", f, c.String(f))
+			}
+		}
+		opts.VerifierURL, opts.RegistrarURL, opts.TLSDir = u, c.String("registrar"), c.String("tls-dir")
+		opts.EKCADir, opts.VerifierPID = c.String("ek-ca"), c.Int("verifier-pid")
+		return opts, nil
+	}
+	for _, f := range []string{"registrar", "tls-dir", "ek-ca", "verifier-pid"} {
+		if c.IsSet(f) {
+			return opts, fmt.Errorf("--%s describes an external deployment: it needs --verifier URL", f)
+		}
+	}
 	if !c.Bool("in-process") {
 		opts.VerifierExe = c.String("vigil-binary")
 		if opts.VerifierExe == "" {
@@ -130,6 +171,7 @@ func benchVerdict(sum bench.Summary, asJSON bool) error {
 func printBenchSummary(w io.Writer, s bench.Summary) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "agents             %d (%d attesting at the end)\n", s.Agents, s.Attesting)
+	fmt.Fprintf(w, "verifier           %s (%s); registrar %s\n", s.VerifierURL, s.VerifierMode, s.RegistrarURL)
 	fmt.Fprintf(w, "AK / EK            %s / %s\n", s.AKAlg, s.EKAlg)
 	fmt.Fprintf(w, "load               %d new IMA entries per attestation, every %s\n", s.IMAEntries, time.Duration(s.IntervalMS)*time.Millisecond)
 	fmt.Fprintf(w, "policies           %s\n", s.Policies)
@@ -139,6 +181,7 @@ func printBenchSummary(w io.Writer, s bench.Summary) {
 	fmt.Fprintf(w, "verdict latency    p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms (evidence POST round trip)\n", l.P50, l.P90, l.P99, l.Max)
 	l = s.ServerLatencyMS
 	fmt.Fprintf(w, "  in the verifier  p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms (evidence received to verdict stored)\n", l.P50, l.P90, l.P99, l.Max)
+	fmt.Fprintf(w, "                   (%s)\n", s.ServerLatencySource)
 	if len(s.Errors) == 0 {
 		fmt.Fprintf(w, "errors             none\n")
 	} else {
@@ -148,15 +191,49 @@ func printBenchSummary(w io.Writer, s bench.Summary) {
 		}
 	}
 	fmt.Fprintf(w, "verifier CPU       %.2f s, %.1f µs per verdict\n", s.CPUSeconds, s.CPUUSPerVerdict)
-	fmt.Fprintf(w, "verifier peak RSS  %.1f MB\n", s.RSSMB)
+	fmt.Fprintf(w, "verifier peak RSS  %.1f MB (%s)\n", s.RSSMB, s.RSSSource)
 	if s.LoadCPUSeconds > 0 {
-		fmt.Fprintf(w, "load generator CPU %.2f s (this process: soft TPMs, agents, registrar)\n", s.LoadCPUSeconds)
+		what := "soft TPMs, agents, registrar"
+		if s.VerifierMode == "external" {
+			what = "soft TPMs, agents"
+		}
+		fmt.Fprintf(w, "load generator CPU %.2f s (this process: %s)\n", s.LoadCPUSeconds, what)
 	}
 	fmt.Fprintf(w, "CPU measured from  %s\n", s.CPUSource)
 	if s.CPUProfile != "" {
 		fmt.Fprintf(w, "CPU profile        %s (go tool pprof %s)\n", s.CPUProfile, s.CPUProfile)
 	}
 	fmt.Fprintf(w, "note               %s\n", strings.ReplaceAll(s.Note, ": ", ":\n                   "))
+}
+
+// benchEKCACommand makes the simulated TPM manufacturer an external
+// registrar must trust for `vigil bench --verifier` to enroll its hosts.
+func benchEKCACommand() *cli.Command {
+	return &cli.Command{
+		Name:      "ek-ca",
+		Usage:     "create the simulated TPM manufacturer CA for benchmarking an external deployment",
+		ArgsUsage: "DIR",
+		Description: "Writes DIR/" + bench.EKCACert + " (the CA certificate: start the registrar with --ek-roots DIR) and\n" +
+			"DIR/" + bench.EKCAKey + " (its key, which `vigil bench --ek-ca DIR` issues the soft TPMs' EK certificates\n" +
+			"with; --ek-roots skips subdirectories, so the registrar never reads it). Refuses to overwrite. Soft TPMs\n" +
+			"are a simulation: never give this CA to a registrar that enrolls real machines.",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"}},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return badInputf("usage: vigil bench ek-ca DIR")
+			}
+			dir := c.Args().First()
+			if err := bench.InitEKCA(dir); err != nil {
+				return badInput(err)
+			}
+			cert, key := filepath.Join(dir, bench.EKCACert), filepath.Join(dir, bench.EKCAKey)
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, map[string]any{"dir": dir, "certificate": cert, "key": key})
+			}
+			fmt.Fprintf(c.App.Writer, "created a simulated TPM manufacturer: %s (give the registrar --ek-roots %s), key %s\n", cert, dir, key)
+			return nil
+		},
+	}
 }
 
 // benchVerifierProcessCommand is the verifier's side of `vigil bench`, run

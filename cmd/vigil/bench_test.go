@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -75,9 +77,139 @@ func TestBenchUsageErrorsExitTwo(t *testing.T) {
 		{"bench", "extra-argument"},
 		{"bench", "--in-process", "--cpuprofile", filepath.Join(t.TempDir(), "p")},
 		{"bench", "verifier-process"},
+		// External mode: --verifier needs its registrar and TLS directory,
+		// and the external flags need --verifier.
+		{"bench", "--verifier", "https://127.0.0.1:8891"},
+		{"bench", "--verifier", "https://127.0.0.1:8891", "--registrar", "https://127.0.0.1:8890"},
+		{"bench", "--verifier", "https://127.0.0.1:8891", "--tls-dir", t.TempDir()},
+		{"bench", "--verifier", "http://127.0.0.1:8891", "--registrar", "https://127.0.0.1:8890", "--tls-dir", t.TempDir()},
+		{"bench", "--verifier", "https://127.0.0.1:8891", "--registrar", "127.0.0.1:8890", "--tls-dir", t.TempDir()},
+		{"bench", "--verifier", "https://127.0.0.1:8891", "--registrar", "https://127.0.0.1:8890", "--tls-dir", t.TempDir(), "--in-process"},
+		{"bench", "--verifier", "https://127.0.0.1:8891", "--registrar", "https://127.0.0.1:8890", "--tls-dir", t.TempDir(), "--verifier-pid", "0"},
+		{"bench", "--verifier", "https://127.0.0.1:8891", "--registrar", "https://127.0.0.1:8890", "--tls-dir", t.TempDir(), "--verifier-pid", "many"},
+		// A TLS directory without the CA is found out before any network call.
+		{"bench", "--verifier", "https://127.0.0.1:8891", "--registrar", "https://127.0.0.1:8890", "--tls-dir", t.TempDir()},
+		{"bench", "--registrar", "https://127.0.0.1:8890"},
+		{"bench", "--tls-dir", t.TempDir()},
+		{"bench", "--ek-ca", t.TempDir()},
+		{"bench", "--verifier-pid", "1"},
+		{"bench", "ek-ca"},
+		{"bench", "ek-ca", "a", "b"},
 	} {
 		if out, code := run(t, ctx, args...); code != exitUsage {
 			t.Errorf("vigil %s: exit %d, want 2\n%s", strings.Join(args, " "), code, out)
 		}
+	}
+}
+
+// TestBenchExternalVerifier benchmarks a registrar and a verifier started
+// by hand (as processes, with `vigil ca init` and `vigil bench ek-ca` files),
+// reading the verifier's CPU once from /proc (--verifier-pid) and once from
+// its /metrics; every run's agents end attesting with no error, and are
+// gone from both services afterwards.
+func TestBenchExternalVerifier(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a fleet for a few seconds")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	tlsDir, ekCA := filepath.Join(dir, "tls"), filepath.Join(dir, "ek-ca")
+	if _, code := run(t, ctx, "ca", "init", tlsDir); code != exitOK {
+		t.Fatalf("ca init: exit %d", code)
+	}
+	out, code := run(t, ctx, "bench", "ek-ca", ekCA, "--json")
+	if code != exitOK {
+		t.Fatalf("bench ek-ca: exit %d", code)
+	}
+	var made struct{ Certificate, Key string }
+	if err := json.Unmarshal([]byte(out), &made); err != nil || made.Certificate != filepath.Join(ekCA, bench.EKCACert) {
+		t.Fatalf("bench ek-ca --json: %q (%v)", out, err)
+	}
+	if _, code := run(t, ctx, "bench", "ek-ca", ekCA); code != exitUsage {
+		t.Errorf("second bench ek-ca: exit %d, want 2", code)
+	}
+
+	regAddr, verAddr := freeAddr(t), freeAddr(t)
+	regURL, verURL := "https://"+regAddr, "https://"+verAddr
+	startProcess(t, nil, "registrar", "--data", filepath.Join(dir, "registrar"), "--tls-dir", tlsDir,
+		"--listen", regAddr, "--ek-roots", ekCA, "--log-level", "warn")
+	ver := startProcess(t, nil, "verifier", "--data", filepath.Join(dir, "verifier"), "--tls-dir", tlsDir,
+		"--listen", verAddr, "--registrar", regURL, "--log-level", "warn",
+		// Under the race detector the load generator can be slow enough for
+		// a first attestation to outlast three short intervals.
+		"--liveness", "1m")
+	waitHealthy(t, tlsDir, regURL)
+	waitHealthy(t, tlsDir, verURL)
+
+	external := []string{"bench", "--verifier", verURL, "--registrar", regURL, "--tls-dir", tlsDir, "--ek-ca", ekCA,
+		"--agents", "6", "--duration", "2s", "--interval", "250ms", "--ak-alg", "ecc", "--key-cache", t.TempDir(), "--json"}
+	pid := strconv.Itoa(ver.cmd.Process.Pid)
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		source string
+	}{
+		{"proc", []string{"--verifier-pid", pid}, "external verifier process " + pid},
+		{"metrics", nil, "process_cpu_seconds_total from its /metrics"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code := run(t, ctx, append(append([]string{}, external...), tc.args...)...)
+			if code != exitOK {
+				t.Fatalf("exit %d, want 0; output:\n%s", code, out)
+			}
+			var sum bench.Summary
+			if err := json.Unmarshal([]byte(out), &sum); err != nil {
+				t.Fatalf("summary is not JSON: %v\n%s", err, out)
+			}
+			if len(sum.Errors) != 0 {
+				t.Errorf("errors: %v", sum.Errors)
+			}
+			if sum.Agents != 6 || sum.Attesting != 6 || sum.States["attesting"] != 6 {
+				t.Errorf("%d of %d agents attesting at the end, want 6 of 6 (states %v)", sum.Attesting, sum.Agents, sum.States)
+			}
+			if sum.VerifierMode != "external" || sum.VerifierURL != verURL || sum.RegistrarURL != regURL {
+				t.Errorf("mode %q, verifier %q, registrar %q", sum.VerifierMode, sum.VerifierURL, sum.RegistrarURL)
+			}
+			if sum.Verdicts == 0 || sum.LatencyMS.Max <= 0 {
+				t.Errorf("no verdicts measured: %+v", sum)
+			}
+			if sum.CPUSeconds <= 0 || sum.CPUUSPerVerdict <= 0 || sum.RSSMB <= 0 {
+				t.Errorf("verifier CPU %v s, %v µs per verdict, RSS %v MB: want figures > 0", sum.CPUSeconds, sum.CPUUSPerVerdict, sum.RSSMB)
+			}
+			if !strings.Contains(sum.CPUSource, tc.source) {
+				t.Errorf("cpu_source %q, want it to say %q", sum.CPUSource, tc.source)
+			}
+			if sum.ServerLatencyMS.Max <= 0 || !strings.Contains(sum.ServerLatencySource, "histogram") {
+				t.Errorf("server latency %+v from %q", sum.ServerLatencyMS, sum.ServerLatencySource)
+			}
+			var raw map[string]any
+			json.Unmarshal([]byte(out), &raw)
+			for _, k := range []string{"agents", "verdicts", "verdicts_per_sec", "cpu_us_per_verdict", "latency_ms", "errors", "rss_mb", "ak_alg"} {
+				if _, ok := raw[k]; !ok {
+					t.Errorf("summary lacks %q", k)
+				}
+			}
+		})
+	}
+
+	// The runs took their agents and policies away with them.
+	tenant := []string{"tenant", "--tls-dir", tlsDir, "--registrar", regURL, "--verifier", verURL}
+	for _, list := range [][]string{{"agent", "list"}, {"registrar", "list"}, {"policy", "list"}} {
+		out, code := run(t, ctx, append(append(append([]string{}, tenant...), list...), "--json")...)
+		var items []any
+		if code != exitOK || json.Unmarshal([]byte(out), &items) != nil || len(items) != 0 {
+			t.Errorf("tenant %s after the runs: exit %d, %s", strings.Join(list, " "), code, out)
+		}
+	}
+
+	// The verifier serves no pprof: a profile cannot be had, and the bench
+	// says so before making any host.
+	out, code = run(t, ctx, append(append([]string{}, external...), "--cpuprofile", filepath.Join(dir, "p.pprof"))...)
+	if code != exitUsage {
+		t.Errorf("--cpuprofile of an external verifier without pprof: exit %d, want 2\n%s", code, out)
+	}
+	// --verifier-pid must be the process on the verifier's port.
+	if _, code := run(t, ctx, append(append([]string{}, external...), "--verifier-pid", strconv.Itoa(os.Getpid()))...); code != exitUsage {
+		t.Errorf("--verifier-pid of another process: exit %d, want 2", code)
 	}
 }

@@ -13,13 +13,14 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/ima"
-	"github.com/vigil-attest/vigil/internal/loopback"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/registrar"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
 	"github.com/vigil-attest/vigil/verifier"
@@ -45,8 +46,28 @@ type Options struct {
 	// memory are its own. Empty runs the verifier in this process, and the
 	// CPU and RSS reported are then the whole process's.
 	VerifierExe string
+	// VerifierURL, when set, is a verifier already running (external
+	// mode): no registrar or verifier is started; hosts enroll at
+	// RegistrarURL, which must be the registrar that verifier fetches AKs
+	// from, and are admitted with the admin certificate of TLSDir (made by
+	// `vigil ca init`, whose CA signed both services' certificates). The
+	// run's agents and policy are removed from both at the end.
+	VerifierURL  string
+	RegistrarURL string
+	TLSDir       string
+	// EKCADir is the simulated manufacturer (InitEKCA) whose certificate
+	// the external registrar has among its EK roots. Empty means a new
+	// manufacturer, which only a registrar with EK policy "any" accepts.
+	EKCADir string
+	// VerifierPID is the external verifier's process on this machine, whose
+	// CPU and VmHWM are read from /proc. 0 means read
+	// process_cpu_seconds_total and process_resident_memory_bytes from its
+	// /metrics, or, if it exports none and runs here, /proc for the process
+	// found listening on its port.
+	VerifierPID int
 	// CPUProfile, if set, receives a pprof CPU profile of the verifier over
-	// the measurement window (child process only).
+	// the measurement window (child process, or an external verifier that
+	// serves /debug/pprof/).
 	CPUProfile string
 	// Dir holds stores, TLS files and host state; empty means a temporary
 	// directory removed at the end.
@@ -74,8 +95,22 @@ func (o *Options) defaults() error {
 	if o.AKAlg != tpm2.TPMAlgRSA && o.AKAlg != tpm2.TPMAlgECC {
 		return fmt.Errorf("AK algorithm %#x: want RSA or ECC", o.AKAlg)
 	}
-	if o.CPUProfile != "" && o.VerifierExe == "" {
-		return errors.New("a CPU profile of the verifier needs the verifier in a child process")
+	if o.VerifierURL != "" {
+		switch {
+		case o.RegistrarURL == "":
+			return errors.New("an external verifier needs the registrar it fetches AKs from (RegistrarURL)")
+		case o.TLSDir == "":
+			return errors.New("an external verifier needs the TLS directory of its deployment (TLSDir)")
+		case o.VerifierExe != "":
+			return errors.New("an external verifier and a child-process verifier are exclusive")
+		case o.VerifierPID < 0:
+			return fmt.Errorf("verifier PID %d is negative", o.VerifierPID)
+		}
+	} else if o.RegistrarURL != "" || o.TLSDir != "" || o.EKCADir != "" || o.VerifierPID != 0 {
+		return errors.New("RegistrarURL, TLSDir, EKCADir and VerifierPID describe an external verifier: set VerifierURL")
+	}
+	if o.CPUProfile != "" && o.VerifierExe == "" && o.VerifierURL == "" {
+		return errors.New("a CPU profile of the verifier needs the verifier in a child process or external")
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
@@ -88,12 +123,17 @@ type Summary struct {
 	Agents int `json:"agents"`
 	// Attesting counts agents the verifier had in state attesting at the
 	// end; States has every state's count.
-	Attesting  int            `json:"attesting"`
-	States     map[string]int `json:"states"`
-	AKAlg      string         `json:"ak_alg"`
-	EKAlg      string         `json:"ek_alg"`
-	IMAEntries int            `json:"ima_entries_per_attestation"`
-	IntervalMS int64          `json:"interval_ms"`
+	Attesting int            `json:"attesting"`
+	States    map[string]int `json:"states"`
+	// VerifierMode is "child", "in-process" or "external"; VerifierURL
+	// and RegistrarURL are where the fleet attested and enrolled.
+	VerifierMode string `json:"verifier_mode"`
+	VerifierURL  string `json:"verifier_url"`
+	RegistrarURL string `json:"registrar_url"`
+	AKAlg        string `json:"ak_alg"`
+	EKAlg        string `json:"ek_alg"`
+	IMAEntries   int    `json:"ima_entries_per_attestation"`
+	IntervalMS   int64  `json:"interval_ms"`
 	// Policies says what each verdict is checked against.
 	Policies string `json:"policies"`
 	// WindowSeconds is the length of the measurement window.
@@ -104,8 +144,10 @@ type Summary struct {
 	// ServerLatencyMS is the verifier's own time per verdict, from
 	// evidence received to verdict stored (waiting for the agent's lock and
 	// the store's group commit included); LatencyMS is what the agents see.
-	ServerLatencyMS Latency           `json:"server_latency_ms"`
-	Errors          map[string]uint64 `json:"errors"`
+	// ServerLatencySource says how it was measured.
+	ServerLatencyMS     Latency           `json:"server_latency_ms"`
+	ServerLatencySource string            `json:"server_latency_source"`
+	Errors              map[string]uint64 `json:"errors"`
 	// CPUSeconds is the verifier's CPU time in the window and
 	// CPUUSPerVerdict that divided by the verdicts; CPUSource says whose
 	// CPU it is and how it was read.
@@ -113,10 +155,13 @@ type Summary struct {
 	CPUUSPerVerdict float64 `json:"cpu_us_per_verdict"`
 	CPUSource       string  `json:"cpu_source"`
 	// LoadCPUSeconds is the CPU the bench process itself (soft TPMs,
-	// agents, registrar) used in the window, when the verifier is a child.
+	// agents, and the registrar unless external) used in the window, when
+	// the verifier is not in this process.
 	LoadCPUSeconds float64 `json:"load_generator_cpu_seconds,omitempty"`
-	// RSSMB is the verifier's peak resident set size.
+	// RSSMB is the verifier's peak resident set size; RSSSource says how
+	// it was read.
 	RSSMB        float64 `json:"rss_mb"`
+	RSSSource    string  `json:"rss_source"`
 	SetupSeconds float64 `json:"setup_seconds"`
 	CPUProfile   string  `json:"cpu_profile,omitempty"`
 	Note         string  `json:"note"`
@@ -141,7 +186,20 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		Agents: opts.Agents, AKAlg: agent.AlgName(opts.AKAlg), EKAlg: "ecc",
 		IMAEntries: opts.IMAEntries, IntervalMS: opts.Interval.Milliseconds(),
 		Policies: "runtime (IMA) policy only; no boot policy, so steady-state verdicts check quote + IMA",
-		Errors:   map[string]uint64{}, States: map[string]int{}, Note: note,
+		Errors:   map[string]uint64{}, States: map[string]int{},
+	}
+	say := func(format string, args ...any) { fmt.Fprintf(opts.Progress, format+"\n", args...) }
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	workers := max(4, 4*runtime.NumCPU())
+
+	// The deployment under test, checked before any host is made.
+	var dep *deployment
+	var err error
+	if opts.VerifierURL != "" {
+		dep, err = startExternal(ctx, opts, say)
+		if err != nil {
+			return sum, err
+		}
 	}
 	dir := opts.Dir
 	if dir == "" {
@@ -152,41 +210,22 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	say := func(format string, args ...any) { fmt.Fprintf(opts.Progress, format+"\n", args...) }
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	workers := max(4, 4*runtime.NumCPU())
-
-	// Deployment: CA, simulated TPM maker, registrar (in this process).
-	dep, err := loopback.Start(dir, "Vigil Bench TPM Manufacturer", quiet)
-	if err != nil {
-		return sum, err
+	if dep == nil {
+		// CA, simulated TPM maker and registrar in this process; the
+		// verifier a child or in this process.
+		if dep, err = startLocal(ctx, opts, dir, quiet); err != nil {
+			return sum, err
+		}
 	}
-	defer dep.Close()
-	tlsDir, mfr, regURL := dep.TLSDir, dep.Manufacturer, dep.RegistrarURL
-
-	// The verifier under test.
-	vcfg := VerifierConfig{DataDir: filepath.Join(dir, "verifier"), TLSDir: tlsDir, RegistrarURL: regURL, Interval: opts.Interval, Log: quiet}
-	var ver *verifierHandle
-	if opts.VerifierExe != "" {
-		ver, err = startChildVerifier(ctx, opts.VerifierExe, vcfg)
-		sum.CPUSource = "verifier child process (pid %d), utime+stime from /proc/PID/stat; peak RSS is its VmHWM"
-	} else {
-		ver, err = startInProcessVerifier(ctx, vcfg)
-		sum.CPUSource = "WHOLE bench process (getrusage): the verifier runs in-process with the load generator, so this overstates the verifier's CPU"
-	}
-	if err != nil {
-		return sum, err
-	}
-	defer ver.stop()
-	if ver.pid != 0 {
-		sum.CPUSource = fmt.Sprintf(sum.CPUSource, ver.pid)
+	defer dep.close()
+	sum.VerifierMode, sum.VerifierURL, sum.RegistrarURL = dep.mode, dep.verifierURL, dep.registrarURL
+	sum.CPUSource, sum.RSSSource, sum.ServerLatencySource, sum.Note = dep.meter.cpuSource, dep.meter.rssSource, dep.serverSource, dep.note
+	if opts.CPUProfile != "" && dep.profile == nil {
+		return sum, usageErrorf("the %s verifier cannot be profiled", dep.mode)
 	}
 	say("vigil bench: %d agents, %s AKs, %d IMA entries per attestation, every %s, measuring for %s", opts.Agents, sum.AKAlg, opts.IMAEntries, opts.Interval, opts.Duration)
-	if ver.pid != 0 {
-		say("  registrar %s (in this process), verifier %s (child process %d, pprof %s/debug/pprof/)", regURL, ver.URL, ver.pid, ver.PProf)
-	} else {
-		say("  registrar %s and verifier %s, both in this process", regURL, ver.URL)
-	}
+	say("  %s", dep.describe)
+	say("  verifier CPU from %s", dep.meter.cpuSource)
 
 	// Fleet: keys, hosts, the shared pool of measured files, one policy.
 	keysDir := opts.KeyCacheDir
@@ -219,7 +258,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	hosts := make([]*host, opts.Agents)
 	t := time.Now()
 	if err := parallel(ctx, opts.Agents, workers, func(i int) error {
-		h, err := newHost(ctx, dir, i, mfr, keys, boot)
+		h, err := newHost(ctx, dir, dep.idPrefix, i, dep.mfr, keys, boot)
 		hosts[i] = h
 		return err
 	}); err != nil {
@@ -227,18 +266,37 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	}
 	say("  %d soft TPMs manufactured and booted in %s", opts.Agents, time.Since(t).Round(time.Millisecond))
 
-	clientTLS, err := tlsutil.ClientConfig(filepath.Join(tlsDir, tlsutil.CACert), "", "")
+	clientTLS, err := tlsutil.ClientConfig(filepath.Join(dep.tlsDir, tlsutil.CACert), "", "")
 	if err != nil {
 		return sum, err
 	}
+	adminTLS, err := tlsutil.AdminClientConfig(dep.tlsDir)
+	if err != nil {
+		return sum, err
+	}
+	adminHTTP := &http.Client{Transport: &http.Transport{TLSClientConfig: adminTLS, MaxIdleConnsPerHost: workers}, Timeout: time.Minute}
+	defer adminHTTP.CloseIdleConnections()
+	admin := &verifier.AdminClient{BaseURL: dep.verifierURL, HTTP: adminHTTP}
+	policyName := dep.idPrefix + "runtime"
+	if dep.mode == "external" {
+		// The deployment outlives the run: take this run's agents and
+		// policy out of it, whatever happened (after the agents stopped:
+		// deferred calls run last first).
+		defer removeFleet(context.WithoutCancel(ctx), say, hosts, workers, admin,
+			&registrar.AdminClient{BaseURL: dep.registrarURL, HTTP: adminHTTP}, policyName)
+	}
+
 	enrollHTTP := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS, MaxIdleConnsPerHost: workers}, Timeout: 30 * time.Second}
 	defer enrollHTTP.CloseIdleConnections()
 	t = time.Now()
 	if err := parallel(ctx, opts.Agents, workers, func(i int) error {
 		h := hosts[i]
-		e := &agent.Enroller{Open: h.open, DataDir: filepath.Join(h.dir, "agent"), RegistrarURL: regURL,
+		e := &agent.Enroller{Open: h.open, DataDir: filepath.Join(h.dir, "agent"), RegistrarURL: dep.registrarURL,
 			HTTP: enrollHTTP, AgentID: h.id, EKAlg: tpm2.TPMAlgECC, AKAlg: opts.AKAlg, Log: quiet}
 		if _, err := e.Enroll(ctx); err != nil {
+			if dep.enrollHint != "" {
+				return fmt.Errorf("enroll %s: %w (%s)", h.id, err, dep.enrollHint)
+			}
 			return fmt.Errorf("enroll %s: %w", h.id, err)
 		}
 		return nil
@@ -247,28 +305,22 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	}
 	say("  %d hosts enrolled (EK certificate checked, AK activated) in %s", opts.Agents, time.Since(t).Round(time.Millisecond))
 
-	adminTLS, err := tlsutil.AdminClientConfig(tlsDir)
-	if err != nil {
-		return sum, err
-	}
-	admin := &verifier.AdminClient{BaseURL: ver.URL, HTTP: &http.Client{
-		Transport: &http.Transport{TLSClientConfig: adminTLS, MaxIdleConnsPerHost: workers}, Timeout: time.Minute}}
 	polJSON, err := runtimePolicy(hosts[0], pool)
 	if err != nil {
 		return sum, err
 	}
-	if _, err := admin.AddPolicy(ctx, "bench-runtime", verifier.PolicyRuntime, polJSON); err != nil {
+	if _, err := admin.AddPolicy(ctx, policyName, verifier.PolicyRuntime, polJSON); err != nil {
 		return sum, fmt.Errorf("add runtime policy: %w", err)
 	}
 	t = time.Now()
 	if err := parallel(ctx, opts.Agents, workers, func(i int) error {
 		h := hosts[i]
-		if _, err := admin.Admit(ctx, verifier.AdmitRequest{AgentID: h.id, RuntimePolicy: "bench-runtime",
+		if _, err := admin.Admit(ctx, verifier.AdmitRequest{AgentID: h.id, RuntimePolicy: policyName,
 			Identities: []string{"spiffe://bench.vigil.example/node/" + h.id}, Interval: opts.Interval}); err != nil {
 			return fmt.Errorf("admit %s: %w", h.id, err)
 		}
 		h.http = agentClient(clientTLS)
-		h.att = &agent.Attester{Open: h.open, DataDir: filepath.Join(h.dir, "agent"), VerifierURL: ver.URL,
+		h.att = &agent.Attester{Open: h.open, DataDir: filepath.Join(h.dir, "agent"), VerifierURL: dep.verifierURL,
 			HTTP: h.http, BootLogPath: bootPath, IMALogPath: h.ima.Path, Log: quiet}
 		return h.att.Prepare()
 	}); err != nil {
@@ -289,14 +341,16 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h.attestLoop(runCtx, ver.URL, pool, opts.IMAEntries, phase, opts.Interval, rec)
+			h.attestLoop(runCtx, dep.verifierURL, pool, opts.IMAEntries, phase, opts.Interval, rec)
 		}()
 	}
 	stopAgents := func() {
 		cancel()
 		wg.Wait()
 		for _, h := range hosts {
-			h.http.CloseIdleConnections()
+			if h.http != nil {
+				h.http.CloseIdleConnections()
+			}
 		}
 	}
 	defer stopAgents()
@@ -308,18 +362,12 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		return sum, ctx.Err()
 	}
 
-	usage := func() (cpuUsage, error) {
-		if ver.pid != 0 {
-			return procUsage(ver.pid)
-		}
-		return selfUsage()
-	}
 	var prof chan error
 	if opts.CPUProfile != "" {
 		prof = make(chan error, 1)
-		go func() { prof <- fetchProfile(ctx, ver.PProf, opts.Duration, opts.CPUProfile) }()
+		go func() { prof <- dep.profile(ctx, opts.Duration, opts.CPUProfile) }()
 	}
-	u0, err := usage()
+	u0, err := dep.meter.read(ctx)
 	if err != nil {
 		return sum, err
 	}
@@ -327,7 +375,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	if err != nil {
 		return sum, err
 	}
-	if _, err := ver.serverTimes(ctx); err != nil {
+	if _, err := dep.serverTimes(ctx); err != nil {
 		return sum, err
 	}
 	rec.setMeasuring(true)
@@ -346,6 +394,9 @@ wait:
 			say("  %5.1fs  %d verdicts (%.0f/s now), %d agents seen attesting, %d errors",
 				now.Sub(winStart).Seconds(), s.verdicts, float64(s.verdicts-prev.verdicts)/now.Sub(prevAt).Seconds(), s.goodAgents, s.errors)
 			prev, prevAt = s, now
+			if dep.meter.sample != nil {
+				dep.meter.sample(ctx)
+			}
 		case <-end.C:
 			break wait
 		}
@@ -353,7 +404,7 @@ wait:
 	progress.Stop()
 	rec.setMeasuring(false)
 	window := time.Since(winStart)
-	u1, err := usage()
+	u1, err := dep.meter.read(ctx)
 	if err != nil {
 		return sum, err
 	}
@@ -361,9 +412,22 @@ wait:
 	if err != nil {
 		return sum, err
 	}
-	if sum.ServerLatencyMS, err = ver.serverTimes(ctx); err != nil {
+	if sum.ServerLatencyMS, err = dep.serverTimes(ctx); err != nil {
 		return sum, err
 	}
+	// The states at the end are read while the agents still attest: once
+	// they stop, the verifier rightly fails them for silence.
+	views, err := admin.List(ctx)
+	if err != nil {
+		return sum, fmt.Errorf("list agents: %w", err)
+	}
+	for _, v := range views {
+		// A shared verifier has other agents than this run's.
+		if strings.HasPrefix(v.ID, dep.idPrefix) {
+			sum.States[string(v.State)]++
+		}
+	}
+	sum.Attesting = sum.States[string(verifier.StateAttesting)]
 	if prof != nil {
 		if err := <-prof; err != nil {
 			return sum, fmt.Errorf("CPU profile: %w", err)
@@ -371,15 +435,6 @@ wait:
 		sum.CPUProfile = opts.CPUProfile
 	}
 	stopAgents()
-
-	views, err := admin.List(context.WithoutCancel(ctx))
-	if err != nil {
-		return sum, fmt.Errorf("list agents: %w", err)
-	}
-	for _, v := range views {
-		sum.States[string(v.State)]++
-	}
-	sum.Attesting = sum.States[string(verifier.StateAttesting)]
 
 	snap := rec.snapshot()
 	sum.WindowSeconds = round(window.Seconds(), 3)
@@ -397,10 +452,47 @@ wait:
 		sum.CPUUSPerVerdict = round(float64(cpu.Microseconds())/float64(snap.verdicts), 1)
 	}
 	sum.RSSMB = round(float64(u1.PeakRSS)/(1<<20), 1)
-	if ver.pid != 0 {
+	if dep.mode != "in-process" {
 		sum.LoadCPUSeconds = round((self1.CPU - self0.CPU).Seconds(), 3)
 	}
 	return sum, nil
+}
+
+// removeFleet deletes a run's agents from an external verifier and
+// registrar, and then its policy, so that the deployment does not go on
+// expecting them (and fail them for silence).
+func removeFleet(ctx context.Context, say func(string, ...any), hosts []*host, workers int,
+	admin *verifier.AdminClient, reg *registrar.AdminClient, policy string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	var live []*host
+	for _, h := range hosts {
+		if h != nil {
+			live = append(live, h)
+		}
+	}
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	del := func(f func(context.Context, string) error) func(int) error {
+		return func(i int) error {
+			if err := f(ctx, live[i].id); err != nil && !isNotFound(err) {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+			}
+			return nil
+		}
+	}
+	parallel(ctx, len(live), workers, del(admin.Delete))
+	if err := admin.DeletePolicy(ctx, policy); err != nil && !isNotFound(err) {
+		failed.Add(1)
+		firstErr.CompareAndSwap(nil, err)
+	}
+	parallel(ctx, len(live), workers, del(reg.Delete))
+	if n := failed.Load(); n > 0 {
+		say("  WARNING: %d deletions failed cleaning up this run's agents and policy %s (first: %v)", n, policy, firstErr.Load())
+		return
+	}
+	say("  removed this run's %d agents from the verifier and the registrar, and policy %s", len(live), policy)
 }
 
 func progressEvery(d time.Duration) time.Duration {
@@ -452,8 +544,9 @@ func runtimePolicy(h *host, pool []simhost.IMAEntry) ([]byte, error) {
 	return rp.JSON()
 }
 
-// fetchProfile saves the verifier's CPU profile over the next d.
-func fetchProfile(ctx context.Context, pprofURL string, d time.Duration, path string) error {
+// fetchProfile saves the CPU profile of the verifier whose pprof handlers
+// are under pprofURL over the next d.
+func fetchProfile(ctx context.Context, client *http.Client, pprofURL string, d time.Duration, path string) error {
 	if pprofURL == "" {
 		return errors.New("the verifier serves no pprof endpoint")
 	}
@@ -462,7 +555,7 @@ func fetchProfile(ctx context.Context, pprofURL string, d time.Duration, path st
 	if err != nil {
 		return err
 	}
-	rsp, err := http.DefaultClient.Do(req)
+	rsp, err := client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -481,6 +574,3 @@ func fetchProfile(ctx context.Context, pprofURL string, d time.Duration, path st
 	}
 	return f.Close()
 }
-
-// serveRegistrar serves the registrar on 127.0.0.1 with TLS, as the demo
-// does.

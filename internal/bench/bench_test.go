@@ -22,7 +22,10 @@ func TestRunInProcess(t *testing.T) {
 	}
 	var progress strings.Builder
 	sum, err := Run(context.Background(), Options{
-		Agents: 3, Duration: 2 * time.Second, Interval: 500 * time.Millisecond, IMAEntries: 5,
+		// A 1 s interval gives the verifier's liveness check (three
+		// intervals) room when the race detector and other tests slow the
+		// fleet down.
+		Agents: 3, Duration: 2 * time.Second, Interval: time.Second, IMAEntries: 5,
 		AKAlg: tpm2.TPMAlgECC, Dir: t.TempDir(), Progress: &progress,
 	})
 	if err != nil {
@@ -50,6 +53,13 @@ func TestOptionsRefused(t *testing.T) {
 		{IMAEntries: -1},
 		{AKAlg: tpm2.TPMAlgSHA256},
 		{CPUProfile: "p"},
+		{VerifierURL: "https://127.0.0.1:1", TLSDir: "tls"},
+		{VerifierURL: "https://127.0.0.1:1", RegistrarURL: "https://127.0.0.1:2"},
+		{VerifierURL: "https://127.0.0.1:1", RegistrarURL: "https://127.0.0.1:2", TLSDir: "tls", VerifierExe: "vigil"},
+		{VerifierURL: "https://127.0.0.1:1", RegistrarURL: "https://127.0.0.1:2", TLSDir: "tls", VerifierPID: -1},
+		{RegistrarURL: "https://127.0.0.1:2"},
+		{VerifierPID: 1},
+		{EKCADir: "ek-ca"},
 	} {
 		if _, err := Run(context.Background(), o); err == nil {
 			t.Errorf("%+v: accepted", o)

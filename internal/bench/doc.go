@@ -40,4 +40,21 @@
 //
 // The child also serves net/http/pprof on a loopback port, so a run can
 // profile the verifier alone over exactly the window (Options.CPUProfile).
+//
+// External mode (Options.VerifierURL) benchmarks a registrar and verifier
+// an operator started, on this machine or another: the bench starts no
+// service, only the fleet. It needs what an operator has: the deployment's
+// TLS directory (CA, admin certificate) to admit hosts, and a registrar
+// that trusts the soft TPMs' EK certificates. The honest way is a
+// simulated manufacturer made once (InitEKCA, `vigil bench ek-ca DIR`)
+// whose certificate the registrar gets as --ek-roots, so every EK is still
+// checked against a chain; a registrar with --ek-policy any also works, as
+// a trial. The verifier's CPU is then read from /proc/PID/stat when its
+// PID is given, else from process_cpu_seconds_total on its own /metrics
+// (client_golang's process collector reads the same /proc file from
+// inside), and its peak RSS is VmHWM or the largest
+// process_resident_memory_bytes seen. Its own verdict times come from its
+// latency histogram, so they are estimates within buckets. Each run names
+// its agents and policy with a random prefix, because the deployment
+// outlives the run, and deletes them from both services at the end.
 package bench

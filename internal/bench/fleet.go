@@ -36,13 +36,14 @@ type host struct {
 func (h *host) open(context.Context) (agent.TPM, error) { return agent.NewSoftTPM(h.tpm), nil }
 
 // newHost manufactures a soft TPM, boots it with the fleet's boot log and
-// starts its measurement list with boot_aggregate.
-func newHost(ctx context.Context, dir string, index int, mfr *soft.Manufacturer, keys *soft.KeyCache, boot *simhost.BootLog) (*host, error) {
+// starts its measurement list with boot_aggregate. Its agent ID is
+// idPrefix and its index.
+func newHost(ctx context.Context, dir, idPrefix string, index int, mfr *soft.Manufacturer, keys *soft.KeyCache, boot *simhost.BootLog) (*host, error) {
 	t, err := soft.New(soft.Options{Manufacturer: mfr, EKAlgs: []tpm2.TPMAlgID{tpm2.TPMAlgECC}, Keys: keys, Host: index})
 	if err != nil {
 		return nil, err
 	}
-	h := &host{index: index, id: fmt.Sprintf("bench-%05d", index), tpm: t, next: index}
+	h := &host{index: index, id: fmt.Sprintf("%s%05d", idPrefix, index), tpm: t, next: index}
 	h.dir = filepath.Join(dir, "hosts", h.id)
 	if err := os.MkdirAll(h.dir, 0o700); err != nil {
 		return nil, err
