@@ -312,38 +312,16 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	if _, err := admin.AddPolicy(ctx, policyName, verifier.PolicyRuntime, polJSON); err != nil {
 		return sum, fmt.Errorf("add runtime policy: %w", err)
 	}
-	t = time.Now()
-	if err := parallel(ctx, opts.Agents, workers, func(i int) error {
-		h := hosts[i]
-		if _, err := admin.Admit(ctx, verifier.AdmitRequest{AgentID: h.id, RuntimePolicy: policyName,
-			Identities: []string{"spiffe://bench.vigil.example/node/" + h.id}, Interval: opts.Interval}); err != nil {
-			return fmt.Errorf("admit %s: %w", h.id, err)
-		}
-		h.http = agentClient(clientTLS)
-		h.att = &agent.Attester{Open: h.open, DataDir: filepath.Join(h.dir, "agent"), VerifierURL: dep.verifierURL,
-			HTTP: h.http, BootLogPath: bootPath, IMALogPath: h.ima.Path, Log: quiet}
-		return h.att.Prepare()
-	}); err != nil {
-		return sum, err
-	}
-	say("  %d hosts admitted with a %d-file runtime policy in %s", opts.Agents, len(pool)+1, time.Since(t).Round(time.Millisecond))
-	sum.SetupSeconds = round(time.Since(setupStart).Seconds(), 1)
-
-	// Attest: start every host at its own phase within one interval, so the
-	// load is spread as it is in a fleet whose machines booted at
-	// different times.
+	// Admit and start: each host starts attesting as soon as it is
+	// admitted, at its own phase within one interval from the start of
+	// admission, so the load is spread as in a fleet whose machines booted
+	// at different times. Admitting every host first would start each
+	// one's liveness window (counted from its admission) long before a
+	// large fleet's last host is admitted.
 	rec := newRecorder()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	for i, h := range hosts {
-		phase := time.Duration(int64(opts.Interval) * int64(i) / int64(len(hosts)))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			h.attestLoop(runCtx, dep.verifierURL, pool, opts.IMAEntries, phase, opts.Interval, rec)
-		}()
-	}
 	stopAgents := func() {
 		cancel()
 		wg.Wait()
@@ -354,11 +332,36 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		}
 	}
 	defer stopAgents()
+	t = time.Now()
+	if err := parallel(ctx, opts.Agents, workers, func(i int) error {
+		h := hosts[i]
+		if _, err := admin.Admit(ctx, verifier.AdmitRequest{AgentID: h.id, RuntimePolicy: policyName,
+			Identities: []string{"spiffe://bench.vigil.example/node/" + h.id}, Interval: opts.Interval}); err != nil {
+			return fmt.Errorf("admit %s: %w", h.id, err)
+		}
+		h.http = agentClient(clientTLS)
+		h.att = &agent.Attester{Open: h.open, DataDir: filepath.Join(h.dir, "agent"), VerifierURL: dep.verifierURL,
+			HTTP: h.http, BootLogPath: bootPath, IMALogPath: h.ima.Path, Log: quiet}
+		if err := h.att.Prepare(); err != nil {
+			return err
+		}
+		phase := time.Until(t.Add(time.Duration(int64(opts.Interval) * int64(i) / int64(len(hosts)))))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.attestLoop(runCtx, dep.verifierURL, pool, opts.IMAEntries, max(phase, 0), opts.Interval, rec)
+		}()
+		return nil
+	}); err != nil {
+		return sum, err
+	}
+	say("  %d hosts admitted with a %d-file runtime policy in %s, each attesting from its admission on", opts.Agents, len(pool)+1, time.Since(t).Round(time.Millisecond))
+	sum.SetupSeconds = round(time.Since(setupStart).Seconds(), 1)
 
-	// Warm-up: every host's first attestation (IMA list from entry 0, AK
-	// fetched from the registrar) is not steady state.
-	say("  warming up for %s (every host's first attestation)", 2*opts.Interval)
-	if !sleep(ctx, 2*opts.Interval) {
+	// Warm-up: every host's first attestation (IMA list from entry 0, a
+	// new TLS connection) is not steady state. Wait until every host has
+	// passed once, then one interval more.
+	if !warmUp(ctx, rec, opts.Agents, opts.Interval, say) {
 		return sum, ctx.Err()
 	}
 
@@ -573,4 +576,40 @@ func fetchProfile(ctx context.Context, client *http.Client, pprofURL string, d t
 		return err
 	}
 	return f.Close()
+}
+
+// warmUpLimit bounds the wait for every host's first good verdict: a
+// verifier that cannot get there is measured anyway, and its errors and
+// failed agents show in the summary.
+const warmUpLimit = 2 * time.Minute
+
+// warmUp waits until all n agents have had a good verdict (or warmUpLimit
+// passed), then one interval more, reporting progress. It returns false if
+// ctx ended.
+func warmUp(ctx context.Context, rec *recorder, n int, interval time.Duration, say func(string, ...any)) bool {
+	start := time.Now()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	lastSay := start
+	for {
+		s := rec.snapshot()
+		if s.goodAgents >= n {
+			say("  warm-up: all %d hosts passed their first attestation in %s; one interval more", n, time.Since(start).Round(time.Millisecond))
+			break
+		}
+		if time.Since(start) > warmUpLimit {
+			say("  warm-up: only %d of %d hosts passed a first attestation within %s; measuring anyway", s.goodAgents, n, warmUpLimit)
+			break
+		}
+		if time.Since(lastSay) >= 2*time.Second {
+			say("  warm-up: %d of %d hosts passed their first attestation, %d errors", s.goodAgents, n, s.errors)
+			lastSay = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+	return sleep(ctx, interval)
 }
