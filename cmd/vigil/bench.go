@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -41,6 +42,7 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "ak-alg", Value: "rsa", Usage: "AK algorithm: rsa (RSA-2048) or ecc (P-256)"},
 			&cli.StringFlag{Name: "key-cache", Usage: "`DIR` of pre-generated RSA keys, kept across runs (default: vigil-bench-keys in the user cache directory)"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a pprof CPU profile of the verifier over the measurement window to `FILE`"},
+			&cli.StringFlag{Name: "load-cpuprofile", Hidden: true, Usage: "write a pprof CPU profile of this process (the load generator) over the whole run to `FILE`"},
 			&cli.BoolFlag{Name: "in-process", Usage: "run the verifier in this process (CPU and RSS are then the whole process's)"},
 			&cli.StringFlag{Name: "dir", Usage: "keep stores, certificates and host state in `DIR` (default: a temporary directory, removed afterwards)"},
 			&cli.StringFlag{Name: "verifier", Usage: "benchmark the verifier already running at `URL` instead of starting one"},
@@ -63,6 +65,17 @@ func benchCommand() *cli.Command {
 			opts.Progress = c.App.Writer
 			if c.Bool("json") {
 				opts.Progress = c.App.ErrWriter
+			}
+			if path := c.String("load-cpuprofile"); path != "" {
+				f, err := os.Create(path)
+				if err != nil {
+					return badInput(err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
 			}
 			sum, err := bench.Run(c.Context, opts)
 			var usage *bench.UsageError
