@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
+	"github.com/vigil-attest/vigil/internal/httpapi"
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/verifier"
@@ -29,6 +31,7 @@ func verifierCommand() *cli.Command {
 		&cli.StringSliceFlag{Name: "webhook-secret-file", Usage: "`FILE` holding the whsec_ secret of the webhook at the same position (repeatable)"},
 		&cli.StringFlag{Name: "webhook-ca", Usage: "CA certificate `FILE` for webhook receivers with private certificates"},
 		&cli.DurationFlag{Name: "webhook-max-backoff", Value: 5 * time.Minute, Usage: "longest wait between delivery attempts"},
+		&cli.BoolFlag{Name: "pprof", Usage: "serve Go's profiler under /debug/pprof/ to admin clients (client certificate), to see where the verifier's CPU and memory go"},
 		&cli.StringFlag{Name: "source", Usage: "CloudEvents source `URI` of this verifier (default: urn:vigil:verifier:HOSTNAME)"},
 	)
 	return &cli.Command{
@@ -84,6 +87,15 @@ func verifierCommand() *cli.Command {
 				OnEvidenceBytes: metrics.ObserveEvidenceBytes,
 			}))
 			mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+			if c.Bool("pprof") {
+				// Behind the admin certificate: a profile shows code paths and
+				// heap contents, and costs CPU while it runs.
+				mux.Handle("GET /debug/pprof/", httpapi.Admin(pprof.Index))
+				mux.Handle("GET /debug/pprof/profile", httpapi.Admin(pprof.Profile))
+				mux.Handle("GET /debug/pprof/trace", httpapi.Admin(pprof.Trace))
+				mux.Handle("GET /debug/pprof/symbol", httpapi.Admin(pprof.Symbol))
+				mux.Handle("GET /debug/pprof/cmdline", httpapi.Admin(pprof.Cmdline))
+			}
 			sinks, err := webhookSinks(c)
 			if err != nil {
 				return err

@@ -257,7 +257,7 @@ func startExternal(ctx context.Context, opts Options, say func(string, ...any)) 
 		}
 		if status != http.StatusOK {
 			return nil, usageErrorf("--cpuprofile: the verifier at %s does not serve /debug/pprof/ (%d %s), so the bench cannot profile it; "+
-				"profile it where it runs, or let the bench run the verifier itself (leave out --verifier)", d.verifierURL, status, http.StatusText(status))
+				"start it with --pprof, or let the bench run the verifier itself (leave out --verifier)", d.verifierURL, status, http.StatusText(status))
 		}
 		d.profile = func(ctx context.Context, dur time.Duration, path string) error {
 			// No client timeout: the profile takes dur to come.
