@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/fxamacker/cbor/v2"
@@ -94,11 +95,34 @@ func init() {
 }
 
 // Marshal encodes v in deterministic CBOR.
-func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }
+func Marshal(v any) ([]byte, error) {
+	switch m := v.(type) {
+	case Verdict:
+		return appendVerdict(make([]byte, 0, 256), &m), nil
+	case *Verdict:
+		if m != nil {
+			return appendVerdict(make([]byte, 0, 256), m), nil
+		}
+	case Challenge:
+		return appendChallenge(make([]byte, 0, 192), &m), nil
+	case *Challenge:
+		if m != nil {
+			return appendChallenge(make([]byte, 0, 192), m), nil
+		}
+	}
+	return encMode.Marshal(v)
+}
 
 // Unmarshal decodes exactly one CBOR message into v, strictly. Errors name
 // the message field at fault.
-func Unmarshal(data []byte, v any) error {
+func Unmarshal(data []byte, v any) error { return unmarshal(data, v, false) }
+
+// unmarshal is Unmarshal; owned says data is the caller's to give away, so
+// decoded byte strings may share it instead of a copy.
+func unmarshal(data []byte, v any, owned bool) error {
+	if ev, ok := v.(*Evidence); ok && ev.isZero() && decodeEvidenceFast(data, ev, owned) {
+		return nil
+	}
 	rest, err := decMode.UnmarshalFirst(data, v)
 	if err != nil {
 		return describe(err, v)
@@ -112,19 +136,47 @@ func Unmarshal(data []byte, v any) error {
 // ErrTooLarge is returned by Read for bodies over the limit.
 var ErrTooLarge = errors.New("message too large")
 
-// Read reads at most limit bytes from r and decodes them into v.
+// Read reads at most limit bytes from r and decodes them into v. The body
+// is read into a buffer of its own, which v's byte fields may then share.
 func Read(r io.Reader, limit int64, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r, limit+1))
+	body, err := readLimited(r, limit, nil)
 	if err != nil {
 		return err
-	}
-	if int64(len(body)) > limit {
-		return fmt.Errorf("%w: over %d bytes", ErrTooLarge, limit)
 	}
 	if len(body) == 0 {
 		return errors.New("empty body: a CBOR message is required")
 	}
-	return Unmarshal(body, v)
+	return unmarshal(body, v, true)
+}
+
+// readLimited appends r's contents to buf, failing with ErrTooLarge past
+// limit bytes. It grows buf by doubling from what it has, instead of
+// io.ReadAll's fresh 512 bytes per call.
+func readLimited(r io.Reader, limit int64, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			grow := max(cap(buf), 4096)
+			if room := limit + 1 - int64(len(buf)); int64(grow) > room {
+				grow = int(room)
+			}
+			buf = slices.Grow(buf, grow)
+		}
+		free := buf[len(buf):cap(buf)]
+		if room := limit + 1 - int64(len(buf)); int64(len(free)) > room {
+			free = free[:room]
+		}
+		n, err := r.Read(free)
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > limit {
+			return buf, fmt.Errorf("%w: over %d bytes", ErrTooLarge, limit)
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // describe rewrites decoder errors in terms of the message's field names.

@@ -31,10 +31,18 @@ type reader struct {
 	off   int
 	what  string
 	field string
+	// index, when set, is the list element field belongs to; kept apart
+	// from field so the success path formats nothing.
+	index    int
+	hasIndex bool
 }
 
 func (r *reader) fail(format string, args ...any) error {
-	return fmt.Errorf("%s: %s at byte offset %d: %s", r.what, r.field, r.off, fmt.Sprintf(format, args...))
+	field := r.field
+	if r.hasIndex {
+		field = fmt.Sprintf("%s[%d]", field, r.index)
+	}
+	return fmt.Errorf("%s: %s at byte offset %d: %s", r.what, field, r.off, fmt.Sprintf(format, args...))
 }
 
 func (r *reader) take(n int) ([]byte, error) {
@@ -163,7 +171,7 @@ func decodeAttest(b []byte) (tpm2.TPMSAttest, error) {
 	info.PCRSelect.PCRSelections = make([]tpm2.TPMSPCRSelection, count)
 	for i := range info.PCRSelect.PCRSelections {
 		s := &info.PCRSelect.PCRSelections[i]
-		r.field = fmt.Sprintf("attested.quote.pcrSelect[%d]", i)
+		r.field, r.index, r.hasIndex = "attested.quote.pcrSelect", i, true
 		h, err := r.u16()
 		if err != nil {
 			return a, err
@@ -181,6 +189,7 @@ func decodeAttest(b []byte) (tpm2.TPMSAttest, error) {
 			return a, err
 		}
 	}
+	r.hasIndex = false
 	if info.PCRDigest.Buffer, err = r.sized("attested.quote.pcrDigest", maxDigestSize); err != nil {
 		return a, err
 	}

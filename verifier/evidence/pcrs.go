@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -159,17 +160,17 @@ func Selection(pcrs []int, bankAlgs ...tpm2.TPMAlgID) tpm2.TPMLPCRSelection {
 // PCRDigest computes what a TPM puts in TPMS_QUOTE_INFO.pcrDigest: the hash,
 // with the signing scheme's algorithm, of the selected PCR values
 // concatenated bank by bank in selection order, ascending index within a
-// bank. It also returns the values it used, which are then the quoted ones.
+// bank. It also returns the values it used, which are then the quoted ones:
+// values itself when it holds exactly the selected PCRs (what agents send),
+// else a copy of the selected part.
 func PCRDigest(h crypto.Hash, sel tpm2.TPMLPCRSelection, values PCRValues) ([]byte, PCRValues, error) {
 	hh := h.New()
-	quoted := make(PCRValues, len(sel.PCRSelections))
 	for _, s := range sel.PCRSelections {
 		bh, ok := HashOf(s.Hash)
 		if !ok {
 			return nil, nil, Fail(ReasonPCRMissing, "quote selects PCR bank %s, which Vigil does not support", BankName(s.Hash))
 		}
 		bank := values[s.Hash]
-		out := quoted[s.Hash]
 		for i, b := range s.PCRSelect {
 			for bit := range 8 {
 				if b&(1<<bit) == 0 {
@@ -184,15 +185,45 @@ func PCRDigest(h crypto.Hash, sel tpm2.TPMLPCRSelection, values PCRValues) ([]by
 					return nil, nil, Fail(ReasonPCRMissing, "%s PCR %d value has %d bytes, want %d", BankName(s.Hash), idx, len(v), bh.Size())
 				}
 				hh.Write(v)
-				if out == nil {
-					out = make(map[int][]byte, len(bank))
-					quoted[s.Hash] = out
-				}
-				out[idx] = v
 			}
 		}
 	}
-	return hh.Sum(nil), quoted, nil
+	digest := hh.Sum(nil)
+	if selectsExactly(sel, values) {
+		return digest, values, nil
+	}
+	quoted := make(PCRValues, len(sel.PCRSelections))
+	for _, s := range sel.PCRSelections {
+		for _, idx := range SelectedPCRs(s) {
+			quoted.Set(s.Hash, idx, values[s.Hash][idx])
+		}
+	}
+	return digest, quoted, nil
+}
+
+// selectsExactly reports whether values holds the selected PCRs and no
+// others, given that every selected PCR is present in values: then each
+// selected bank must hold as many values as its selection has bits, and
+// values no other bank. A bank selected twice is left to the copy.
+func selectsExactly(sel tpm2.TPMLPCRSelection, values PCRValues) bool {
+	if len(values) != len(sel.PCRSelections) {
+		return false
+	}
+	for i, s := range sel.PCRSelections {
+		for _, prev := range sel.PCRSelections[:i] {
+			if prev.Hash == s.Hash {
+				return false
+			}
+		}
+		n := 0
+		for _, b := range s.PCRSelect {
+			n += bits.OnesCount8(b)
+		}
+		if n == 0 || len(values[s.Hash]) != n {
+			return false
+		}
+	}
+	return true
 }
 
 // Equal reports whether two PCR value sets hold the same banks, indices and

@@ -84,6 +84,7 @@ type Result struct {
 	Selection tpm2.TPMLPCRSelection `json:"-"`
 	// PCRs holds the supplied values of exactly the quoted PCRs: the only
 	// PCR values that may be trusted. Empty when the PCR check was skipped.
+	// It is Expect.PCRs itself when that held no other PCRs.
 	PCRs PCRValues `json:"pcrs"`
 }
 
