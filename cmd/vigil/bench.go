@@ -25,7 +25,8 @@ func benchCommand() *cli.Command {
 		Description: "Starts a registrar (in this process) and a verifier (a child process, so that its CPU and memory\n" +
 			"are its own), manufactures --agents soft TPMs, enrolls and admits them with a runtime policy, and has\n" +
 			"each attest every --interval over its own keep-alive HTTPS connection, appending --ima-entries new IMA\n" +
-			"entries before each quote. After two warm-up intervals it measures for --duration. Soft TPMs are a\n" +
+			"entries before each quote. Once every host has passed its first attestation, and one interval more, it\n" +
+			"measures for --duration. Soft TPMs are a\n" +
 			"simulation: this measures Vigil, not hardware. Exit 1 when any error happened or an agent did not end\n" +
 			"attesting.\n\n" +
 			"With --verifier URL it starts no service: it benchmarks the verifier already running at URL. Hosts enroll\n" +

@@ -597,6 +597,10 @@ func warmUp(ctx context.Context, rec *recorder, n int, interval time.Duration, s
 			say("  warm-up: all %d hosts passed their first attestation in %s; one interval more", n, time.Since(start).Round(time.Millisecond))
 			break
 		}
+		if s.settled >= n {
+			say("  warm-up: %d hosts passed their first attestation and %d failed, in %s; one interval more", s.goodAgents, n-s.goodAgents, time.Since(start).Round(time.Millisecond))
+			break
+		}
 		if time.Since(start) > warmUpLimit {
 			say("  warm-up: only %d of %d hosts passed a first attestation within %s; measuring anyway", s.goodAgents, n, warmUpLimit)
 			break

@@ -22,10 +22,10 @@
 // verifier checks is skipped: every EK certificate, activation, quote and
 // IMA entry is checked as in production.
 //
-// What is measured, and how honestly. Hosts start at phases spread over one
-// interval; after two intervals of warm-up (every host's first attestation
-// reads its list from entry 0 and makes the verifier fetch its AK) the
-// window opens. Verdicts and latencies count only inside the window.
+// What is measured, and how honestly. Each host starts attesting once it is
+// admitted, at its own phase within one interval; warm-up lasts until every
+// host has passed its first attestation (which reads its list from entry 0
+// over a new connection), then one interval more, and the window opens. Verdicts and latencies count only inside the window.
 // Latency is the agent's evidence round trip; the verifier's own time
 // (evidence received to verdict stored) is reported beside it, because on a
 // shared machine the difference is the load generator's queueing, not the

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -86,6 +87,13 @@ func (h *host) attestLoop(ctx context.Context, verifierURL string, pool []simhos
 	}
 	var next *wire.Challenge
 	started := true
+	// Errors back off as the agent's do (doubling up to a minute), so a
+	// host the verifier failed does not keep loading it at every interval.
+	wait := retry
+	backoff := func() {
+		sleep(ctx, wait)
+		wait = min(2*wait, time.Minute)
+	}
 	for ctx.Err() == nil {
 		if next == nil {
 			var ch wire.Challenge
@@ -93,7 +101,11 @@ func (h *host) attestLoop(ctx context.Context, verifierURL string, pool []simhos
 				if ctx.Err() == nil {
 					rec.fail(errorKind("challenge", err))
 				}
-				sleep(ctx, retry)
+				var refused *agent.RefusedError
+				if errors.As(err, &refused) && refused.Status == http.StatusForbidden {
+					rec.agentFailed(h.id)
+				}
+				backoff()
 				continue
 			}
 			next = &ch
@@ -110,7 +122,7 @@ func (h *host) attestLoop(ctx context.Context, verifierURL string, pool []simhos
 			if ctx.Err() == nil {
 				rec.fail(errorKind("collect", err))
 			}
-			sleep(ctx, retry)
+			backoff()
 			continue
 		}
 		start := time.Now()
@@ -121,15 +133,15 @@ func (h *host) attestLoop(ctx context.Context, verifierURL string, pool []simhos
 			if ctx.Err() == nil {
 				rec.fail(errorKind("evidence", err))
 			}
-			sleep(ctx, retry)
+			backoff()
 			continue
 		}
 		if v.Next == nil {
 			rec.fail(fmt.Sprintf("verdict: %s (%s)", v.State, v.Reason))
-			sleep(ctx, retry)
+			backoff()
 			continue
 		}
-		started = false
+		started, wait = false, retry
 		rec.verdict(h.id, took)
 		next = v.Next
 		sleep(ctx, time.Duration(next.IntervalMS)*time.Millisecond)

@@ -24,10 +24,13 @@ type recorder struct {
 	total     uint64 // good verdicts since start
 	errors    map[string]uint64
 	good      map[string]bool // agents with at least one good verdict
+	// failed holds agents the verifier refused a challenge to (403): they
+	// failed and wait for an operator, so warm-up waits no longer for them.
+	failed map[string]bool
 }
 
 func newRecorder() *recorder {
-	return &recorder{errors: map[string]uint64{}, good: map[string]bool{}}
+	return &recorder{errors: map[string]uint64{}, good: map[string]bool{}, failed: map[string]bool{}}
 }
 
 func (r *recorder) verdict(agentID string, took time.Duration) {
@@ -47,6 +50,13 @@ func (r *recorder) fail(kind string) {
 	r.errors[kind]++
 }
 
+// agentFailed notes that the verifier holds agentID as failed.
+func (r *recorder) agentFailed(agentID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failed[agentID] = true
+}
+
 // setMeasuring opens or closes the measurement window.
 func (r *recorder) setMeasuring(on bool) {
 	r.mu.Lock()
@@ -57,12 +67,19 @@ func (r *recorder) setMeasuring(on bool) {
 type snapshot struct {
 	verdicts, total, errors uint64
 	goodAgents              int
+	// settled counts agents with a good verdict or held as failed.
+	settled int
 }
 
 func (r *recorder) snapshot() snapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := snapshot{verdicts: r.verdicts, total: r.total, goodAgents: len(r.good)}
+	s := snapshot{verdicts: r.verdicts, total: r.total, goodAgents: len(r.good), settled: len(r.good)}
+	for id := range r.failed {
+		if !r.good[id] {
+			s.settled++
+		}
+	}
 	for _, n := range r.errors {
 		s.errors += n
 	}
