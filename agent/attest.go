@@ -135,9 +135,22 @@ func (a *Attester) Run(ctx context.Context) error {
 			continue
 		}
 		next = v.Next
-		sleep(ctx, time.Duration(next.IntervalMS)*time.Millisecond)
+		sleep(ctx, jittered(time.Duration(next.IntervalMS)*time.Millisecond))
 	}
 	return nil
+}
+
+// jittered shortens an interval by up to a tenth, at random. Agents that
+// fell into step (a verifier restart or a network outage has them all
+// reconnect at once) would otherwise stay in step for good, and the
+// verifier would see the whole fleet in one burst each interval; with
+// jitter the burst spreads out over a few intervals. Only shorter: a
+// longer wait would eat into the liveness window.
+func jittered(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d - time.Duration(rand.Int64N(int64(d/10)+1))
 }
 
 // wait sleeps for the next backoff step and returns it.
