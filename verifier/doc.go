@@ -21,10 +21,22 @@
 // evidence), the clock counters show whether the host rebooted, the boot log
 // is replayed against the quoted PCRs 0-9 and the boot policy, and the new IMA
 // entries are verified incrementally from the stored running PCR 10. The
-// service around it owns nonces, per-agent ordering, persistence (one store
-// transaction per verdict) and liveness.
+// service around it owns nonces, per-agent ordering, persistence and
+// liveness.
+//
+// While the verifier runs, each agent's record lives in memory and is the
+// truth; the store follows. What must survive a crash the moment it is
+// decided — a failure and its revocation event, a change of state, an
+// operator's action — is stored before it is answered. The progress of an
+// agent that keeps attesting (counters, the last quote's clock, how far its
+// IMA list is verified) is written by a checkpoint, all changed records in
+// one transaction every CheckpointEvery; a crash loses at most that much
+// progress, which the restarted verifier re-verifies from the last stored IMA
+// entry. Liveness deadlines and the AKs fetched from the registrar live in
+// memory too, so a verdict and the liveness sweep read no store.
 //
 // Verdicts for different agents run in parallel; evidence from one agent is
 // processed in order, under that agent's own lock. There is no global lock on
-// the hot path.
+// the hot path: checkpoints take each dirty agent's lock only to copy its
+// record.
 package verifier
