@@ -1,0 +1,92 @@
+package verifier
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Load reads every stored agent into memory, once: liveness is watched
+// from memory, and an agent that never calls must still be failed. Run
+// loads if this was not called; calling it first makes a store that cannot
+// be read stop the verifier before it serves.
+func (s *Service) Load(ctx context.Context) error {
+	s.warmMu.Lock()
+	defer s.warmMu.Unlock()
+	if s.warmed {
+		return nil
+	}
+	agents, err := s.Store.ListAgents(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range agents {
+		sl := s.slot(a.ID)
+		sl.mu.Lock()
+		if sl.agent == nil && !sl.removed {
+			s.set(sl, a)
+		}
+		sl.mu.Unlock()
+	}
+	s.warmed = true
+	return nil
+}
+
+// Run does the service's background work until ctx ends: it loads every
+// agent, fails silent ones every LivenessEvery, and writes checkpoints
+// every CheckpointEvery. When ctx ends it writes a last checkpoint and
+// returns; stop serving requests first, and close the store after.
+//
+// What a checkpoint defers is only the progress of an agent that keeps
+// attesting: its counters, last quote clock, and how far its IMA list is
+// verified. A crash loses at most CheckpointEvery of that progress, and
+// nothing of it is trust: the restarted verifier asks each agent for its
+// IMA list from the last stored offset, replays it again, and counts
+// liveness from its own start. Failures, state changes, and operators'
+// actions are stored before they are answered.
+func (s *Service) Run(ctx context.Context) error {
+	s.started()
+	if err := s.Load(ctx); err != nil {
+		return fmt.Errorf("load agents: %w", err)
+	}
+	s.background.Store(&ctx)
+	var ids []string
+	s.slots.Range(func(k, _ any) bool {
+		ids = append(ids, k.(string))
+		return true
+	})
+	prefetched := make(chan struct{})
+	go func() { s.prefetchAKs(ctx, ids); close(prefetched) }()
+	defer func() { <-prefetched }()
+	every := s.LivenessEvery
+	if every <= 0 {
+		every = time.Second
+	}
+	live := time.NewTicker(every)
+	defer live.Stop()
+	var flush <-chan time.Time
+	if s.CheckpointEvery > 0 {
+		t := time.NewTicker(s.CheckpointEvery)
+		defer t.Stop()
+		flush = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if _, err := s.Checkpoint(final); err != nil {
+				return fmt.Errorf("last checkpoint: %w", err)
+			}
+			return nil
+		case <-live.C:
+			if _, err := s.CheckLiveness(ctx); err != nil && ctx.Err() == nil {
+				s.log().Error("liveness check", "err", err)
+			}
+		case <-flush:
+			if _, err := s.Checkpoint(ctx); err != nil && ctx.Err() == nil {
+				s.log().Error("checkpoint", "err", err)
+			}
+		}
+	}
+}
