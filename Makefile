@@ -40,7 +40,10 @@ FUZZ_TARGETS = \
 	./verifier/evidence:FuzzQuote ./verifier/evidence:FuzzParseAK ./verifier/evidence:FuzzDecodeMatchesGoTPM \
 	./verifier/bootlog:FuzzLog ./verifier/bootpolicy:FuzzParse \
 	./tpmsim/soft:FuzzParseState ./tpmsim/soft:FuzzActivateCredential ./tpmsim/soft:FuzzParseECCPoint \
-	./tpmsim/simhost:FuzzDetectFormat ./tpmsim/simhost:FuzzIMAEntry ./tpmsim/simhost:FuzzBootLog
+	./tpmsim/simhost:FuzzDetectFormat ./tpmsim/simhost:FuzzIMAEntry ./tpmsim/simhost:FuzzBootLog \
+	./internal/wire:FuzzEvidenceFastPath ./verifier:FuzzIMAState \
+	./internal/bench:FuzzParseStatCPU ./internal/bench:FuzzParseStatusKB \
+	./internal/bench:FuzzParseMetrics ./internal/bench:FuzzParseListenInodes
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
