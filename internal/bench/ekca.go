@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
 )
 
@@ -48,10 +49,10 @@ func InitEKCA(dir string) error {
 	}
 	// The key first: a certificate without its key would be a root nobody
 	// can issue from.
-	if err := writeNew(filepath.Join(dir, EKCAKey), key, 0o600); err != nil {
+	if err := tlsutil.WriteExclusive(filepath.Join(dir, EKCAKey), key, 0o600); err != nil {
 		return err
 	}
-	return writeNew(filepath.Join(dir, EKCACert), m.CertPEM(), 0o644)
+	return tlsutil.WriteExclusive(filepath.Join(dir, EKCACert), m.CertPEM(), 0o644)
 }
 
 // LoadEKCA reads the manufacturer InitEKCA wrote into dir.
@@ -72,16 +73,4 @@ func LoadEKCA(dir string) (*soft.Manufacturer, error) {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	return m, nil
-}
-
-func writeNew(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
