@@ -3,7 +3,6 @@ package registrar
 import (
 	"encoding/hex"
 	"errors"
-	"log/slog"
 	"net/http"
 	"time"
 
@@ -59,6 +58,7 @@ func View(r Record) AgentView {
 
 // Handler serves the registrar API.
 func Handler(svc *Service) http.Handler {
+	answer := httpapi.Answers{Status: status, Log: svc.log()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+PathRegister, func(w http.ResponseWriter, r *http.Request) {
 		var req wire.RegisterRequest
@@ -66,7 +66,7 @@ func Handler(svc *Service) http.Handler {
 			return
 		}
 		rsp, err := svc.Register(r.Context(), req)
-		writeCBOR(w, svc.log(), rsp, err)
+		answer.CBOR(w, rsp, err)
 	})
 	mux.HandleFunc("POST "+PathActivate, func(w http.ResponseWriter, r *http.Request) {
 		var req wire.ActivateRequest
@@ -74,12 +74,12 @@ func Handler(svc *Service) http.Handler {
 			return
 		}
 		rsp, err := svc.Activate(r.Context(), req)
-		writeCBOR(w, svc.log(), rsp, err)
+		answer.CBOR(w, rsp, err)
 	})
 	mux.HandleFunc("GET "+PathAgents, httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		recs, err := svc.Store.List(r.Context())
 		if err != nil {
-			writeJSONError(w, svc.log(), err)
+			answer.JSONError(w, err)
 			return
 		}
 		views := make([]AgentView, 0, len(recs))
@@ -91,7 +91,7 @@ func Handler(svc *Service) http.Handler {
 	mux.HandleFunc("GET "+PathAgents+"/{id}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		rec, err := svc.Store.Get(r.Context(), r.PathValue("id"))
 		if err != nil {
-			writeJSONError(w, svc.log(), err)
+			answer.JSONError(w, err)
 			return
 		}
 		httpapi.WriteJSON(w, http.StatusOK, View(rec))
@@ -99,7 +99,7 @@ func Handler(svc *Service) http.Handler {
 	mux.HandleFunc("DELETE "+PathAgents+"/{id}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		if err := svc.Store.Delete(r.Context(), id); err != nil {
-			writeJSONError(w, svc.log(), err)
+			answer.JSONError(w, err)
 			return
 		}
 		svc.log().Info("agent deleted by operator", "agent_id", id, "operator", httpapi.Operator(r))
@@ -122,25 +122,4 @@ func status(err error) int {
 		return http.StatusNotFound
 	}
 	return http.StatusInternalServerError
-}
-
-// publicMessage hides internal errors from clients; they go to the log.
-func publicMessage(log *slog.Logger, err error) string {
-	if status(err) == http.StatusInternalServerError {
-		log.Error("internal error", "err", err)
-		return "internal error"
-	}
-	return err.Error()
-}
-
-func writeCBOR(w http.ResponseWriter, log *slog.Logger, v any, err error) {
-	if err != nil {
-		httpapi.WriteCBOR(w, status(err), wire.Error{Error: publicMessage(log, err)})
-		return
-	}
-	httpapi.WriteCBOR(w, http.StatusOK, v)
-}
-
-func writeJSONError(w http.ResponseWriter, log *slog.Logger, err error) {
-	httpapi.WriteJSON(w, status(err), wire.Error{Error: publicMessage(log, err)})
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"time"
 
@@ -41,6 +40,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	if maxEvidence == 0 {
 		maxEvidence = wire.MaxEvidence
 	}
+	answer := httpapi.Answers{Status: status, Log: s.log()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+wire.PathChallenge, func(w http.ResponseWriter, r *http.Request) {
 		var req wire.ChallengeRequest
@@ -48,7 +48,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 			return
 		}
 		ch, err := s.Challenge(r.Context(), req)
-		writeCBOR(w, s.log(), ch, err)
+		answer.CBOR(w, ch, err)
 	})
 	mux.HandleFunc("POST "+wire.PathEvidence, func(w http.ResponseWriter, r *http.Request) {
 		var ev wire.Evidence
@@ -63,12 +63,12 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 			opts.OnEvidenceBytes(int(r.ContentLength))
 		}
 		v, err := s.Evidence(r.Context(), ev)
-		writeCBOR(w, s.log(), v, err)
+		answer.CBOR(w, v, err)
 	})
 
 	mux.HandleFunc("GET "+PathAgents, httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		agents, err := s.Agents(r.Context())
-		writeJSONResult(w, s.log(), http.StatusOK, views(agents), err)
+		answer.JSON(w, http.StatusOK, views(agents), err)
 	}))
 	mux.HandleFunc("POST "+PathAgents, httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		var req AdmitRequest
@@ -76,19 +76,19 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 			return
 		}
 		a, err := s.Admit(r.Context(), req)
-		writeJSONResult(w, s.log(), http.StatusCreated, view(a), err)
+		answer.JSON(w, http.StatusCreated, view(a), err)
 	}))
 	mux.HandleFunc("GET "+PathAgents+"/{id}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		a, err := s.Status(r.Context(), r.PathValue("id"))
-		writeJSONResult(w, s.log(), http.StatusOK, view(a), err)
+		answer.JSON(w, http.StatusOK, view(a), err)
 	}))
 	mux.HandleFunc("DELETE "+PathAgents+"/{id}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		err := s.Remove(r.Context(), r.PathValue("id"))
-		writeJSONResult(w, s.log(), http.StatusOK, map[string]any{"agent_id": r.PathValue("id"), "state": StateDeleted}, err)
+		answer.JSON(w, http.StatusOK, map[string]any{"agent_id": r.PathValue("id"), "state": StateDeleted}, err)
 	}))
 	mux.HandleFunc("POST "+PathAgents+"/{id}/readmit", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		a, err := s.Readmit(r.Context(), r.PathValue("id"))
-		writeJSONResult(w, s.log(), http.StatusOK, view(a), err)
+		answer.JSON(w, http.StatusOK, view(a), err)
 	}))
 
 	mux.HandleFunc("GET "+PathPolicies, httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
@@ -96,7 +96,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 		if ps == nil {
 			ps = []Policy{}
 		}
-		writeJSONResult(w, s.log(), http.StatusOK, ps, err)
+		answer.JSON(w, http.StatusOK, ps, err)
 	}))
 	mux.HandleFunc("PUT "+PathPolicies+"/{name}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		kind := PolicyKind(r.URL.Query().Get("kind"))
@@ -111,15 +111,15 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 		}
 		p, err := s.AddPolicy(r.Context(), opts.CheckPolicy, r.PathValue("name"), kind, body)
 		p.Body = nil
-		writeJSONResult(w, s.log(), http.StatusCreated, p, err)
+		answer.JSON(w, http.StatusCreated, p, err)
 	}))
 	mux.HandleFunc("GET "+PathPolicies+"/{name}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.Store.GetPolicy(r.Context(), r.PathValue("name"))
-		writeJSONResult(w, s.log(), http.StatusOK, p, err)
+		answer.JSON(w, http.StatusOK, p, err)
 	}))
 	mux.HandleFunc("DELETE "+PathPolicies+"/{name}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		err := s.DeletePolicy(r.Context(), r.PathValue("name"))
-		writeJSONResult(w, s.log(), http.StatusOK, map[string]any{"name": r.PathValue("name"), "deleted": true}, err)
+		answer.JSON(w, http.StatusOK, map[string]any{"name": r.PathValue("name"), "deleted": true}, err)
 	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -175,22 +175,6 @@ func status(err error) int {
 	return http.StatusInternalServerError
 }
 
-func message(log *slog.Logger, err error) string {
-	if status(err) == http.StatusInternalServerError {
-		log.Error("internal error", "err", err)
-		return "internal error"
-	}
-	return err.Error()
-}
-
-func writeCBOR(w http.ResponseWriter, log *slog.Logger, v any, err error) {
-	if err != nil {
-		httpapi.WriteCBOR(w, status(err), wire.Error{Error: message(log, err)})
-		return
-	}
-	httpapi.WriteCBOR(w, http.StatusOK, v)
-}
-
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(io.LimitReader(r.Body, wire.MaxMessage))
 	dec.DisallowUnknownFields()
@@ -199,12 +183,4 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
-}
-
-func writeJSONResult(w http.ResponseWriter, log *slog.Logger, code int, v any, err error) {
-	if err != nil {
-		httpapi.WriteJSON(w, status(err), wire.Error{Error: message(log, err)})
-		return
-	}
-	httpapi.WriteJSON(w, code, v)
 }

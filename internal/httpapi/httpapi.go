@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 
 	"github.com/vigil-attest/vigil/internal/tlsutil"
@@ -74,4 +75,46 @@ func Admin(h http.HandlerFunc) http.HandlerFunc {
 func Operator(r *http.Request) string {
 	s, _ := r.Context().Value(operatorKey{}).(string)
 	return s
+}
+
+// Answers writes a service's results and errors. Status maps an error to its
+// HTTP status; the detail of an internal error (500) goes to Log, and the
+// client only learns that one happened.
+type Answers struct {
+	Status func(error) int
+	Log    *slog.Logger
+}
+
+func (a Answers) failure(err error) (int, wire.Error) {
+	code := a.Status(err)
+	if code == http.StatusInternalServerError {
+		a.Log.Error("internal error", "err", err)
+		return code, wire.Error{Error: "internal error"}
+	}
+	return code, wire.Error{Error: err.Error()}
+}
+
+// CBOR answers an agent: v with 200, or the error.
+func (a Answers) CBOR(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		code, body := a.failure(err)
+		WriteCBOR(w, code, body)
+		return
+	}
+	WriteCBOR(w, http.StatusOK, v)
+}
+
+// JSON answers an operator: v with code, or the error.
+func (a Answers) JSON(w http.ResponseWriter, code int, v any, err error) {
+	if err != nil {
+		a.JSONError(w, err)
+		return
+	}
+	WriteJSON(w, code, v)
+}
+
+// JSONError answers an operator with an error.
+func (a Answers) JSONError(w http.ResponseWriter, err error) {
+	code, body := a.failure(err)
+	WriteJSON(w, code, body)
 }
