@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -153,9 +155,17 @@ func jittered(d time.Duration) time.Duration {
 	return d - time.Duration(rand.Int64N(int64(d/10)+1))
 }
 
-// wait sleeps for the next backoff step and returns it.
+// wait sleeps for the next backoff step and returns it. A verifier that
+// says when to come back (Retry-After) is believed, up to the cap: a failed
+// agent is told to ask again every interval, so that it is attesting again
+// within about one interval of an operator's readmission instead of asleep
+// in a long backoff.
 func (a *Attester) wait(ctx context.Context, cur, limit time.Duration, err error) time.Duration {
 	next := min(max(2*cur, 500*time.Millisecond), limit)
+	var ref *RefusedError
+	if errors.As(err, &ref) && ref.RetryAfter > 0 {
+		next = min(ref.RetryAfter, limit)
+	}
 	// Full jitter in [next/2, next): a fleet that lost the verifier at once
 	// does not come back at once.
 	d := next/2 + time.Duration(rand.Int64N(int64(next/2)+1))
@@ -265,17 +275,27 @@ func (a *Attester) attestOnce(ctx context.Context, ch wire.Challenge) (wire.Verd
 	if err != nil {
 		return wire.Verdict{}, err
 	}
+	return PostEvidence(ctx, a.HTTP, a.VerifierURL, ev)
+}
+
+// PostEvidence posts evidence to the verifier at baseURL: to the agent's
+// own path, with the nonce in a header, so that the verifier can refuse a
+// body it did not ask for before reading it.
+func PostEvidence(ctx context.Context, client *http.Client, baseURL string, ev wire.Evidence) (wire.Verdict, error) {
 	var v wire.Verdict
-	if err := PostCBOR(ctx, a.HTTP, a.VerifierURL+wire.PathEvidence, ev, &v); err != nil {
-		return wire.Verdict{}, err
-	}
-	return v, nil
+	hdr := http.Header{wire.NonceHeader: []string{hex.EncodeToString(ev.Nonce)}}
+	err := post(ctx, client, baseURL+wire.EvidencePath(ev.AgentID), hdr, ev, &v)
+	return v, err
 }
 
 // PostCBOR sends an agent message and decodes the answer: a CBOR body, a
 // CBOR answer, and a non-200 answer as a *RefusedError with the server's
 // reason.
 func PostCBOR(ctx context.Context, client *http.Client, url string, req, rsp any) error {
+	return post(ctx, client, url, nil, req, rsp)
+}
+
+func post(ctx context.Context, client *http.Client, url string, hdr http.Header, req, rsp any) error {
 	body, err := wire.Marshal(req)
 	if err != nil {
 		return err
@@ -284,6 +304,9 @@ func PostCBOR(ctx context.Context, client *http.Client, url string, req, rsp any
 	if err != nil {
 		return err
 	}
+	for k, v := range hdr {
+		hreq.Header[k] = v
+	}
 	hreq.Header.Set("Content-Type", wire.ContentType)
 	hrsp, err := client.Do(hreq)
 	if err != nil {
@@ -291,11 +314,15 @@ func PostCBOR(ctx context.Context, client *http.Client, url string, req, rsp any
 	}
 	defer hrsp.Body.Close()
 	if hrsp.StatusCode != http.StatusOK {
+		ref := &RefusedError{Status: hrsp.StatusCode, Msg: hrsp.Status}
+		if secs, err := strconv.Atoi(hrsp.Header.Get("Retry-After")); err == nil && secs > 0 {
+			ref.RetryAfter = time.Duration(secs) * time.Second
+		}
 		var werr wire.Error
 		if err := wire.Read(hrsp.Body, wire.MaxMessage, &werr); err == nil && werr.Error != "" {
-			return &RefusedError{Status: hrsp.StatusCode, Msg: werr.Error}
+			ref.Msg = werr.Error
 		}
-		return &RefusedError{Status: hrsp.StatusCode, Msg: hrsp.Status}
+		return ref
 	}
 	return wire.Read(hrsp.Body, wire.MaxMessage, rsp)
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/internal/wire"
@@ -234,6 +235,8 @@ func (e *Enroller) post(ctx context.Context, path string, req, rsp any) error {
 type RefusedError struct {
 	Status int
 	Msg    string
+	// RetryAfter is the server's Retry-After, zero when it sent none.
+	RetryAfter time.Duration
 }
 
 func (e *RefusedError) Error() string { return fmt.Sprintf("%d: %s", e.Status, e.Msg) }

@@ -17,6 +17,26 @@ type PolicyCheck func(kind PolicyKind, body []byte) error
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 
+// Bounds on what an operator admits an agent with: each is far above any
+// real use, and keeps one record from growing without limit.
+const (
+	MaxIdentities  = 64
+	MaxIdentityLen = 2048
+)
+
+// intervalBounds are the attestation intervals an agent may be admitted
+// with.
+func (s *Service) intervalBounds() (lo, hi time.Duration) {
+	lo, hi = s.MinInterval, s.MaxInterval
+	if lo <= 0 {
+		lo = time.Second
+	}
+	if hi <= 0 {
+		hi = 24 * time.Hour
+	}
+	return lo, hi
+}
+
 // AddPolicy stores a new version of a named policy.
 func (s *Service) AddPolicy(ctx context.Context, check PolicyCheck, name string, kind PolicyKind, body []byte) (Policy, error) {
 	if !idPattern.MatchString(name) {
@@ -81,13 +101,19 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 		}
 	}
 	for _, id := range req.Identities {
+		if len(id) > MaxIdentityLen {
+			return Agent{}, refuse(RefusedInvalid, "identity %.64q…: %d bytes, at most %d", id, len(id), MaxIdentityLen)
+		}
 		u, err := url.Parse(id)
 		if err != nil || u.Scheme == "" || (u.Host == "" && u.Opaque == "") {
 			return Agent{}, refuse(RefusedInvalid, "identity %q is not an absolute URI (e.g. spiffe://example.org/node/web-1)", id)
 		}
 	}
-	if req.Interval < 0 || (req.Interval > 0 && req.Interval < 100*time.Millisecond) {
-		return Agent{}, refuse(RefusedInvalid, "interval %s: at least 100ms", req.Interval)
+	if len(req.Identities) > MaxIdentities {
+		return Agent{}, refuse(RefusedInvalid, "agent %q: %d identities, at most %d", req.AgentID, len(req.Identities), MaxIdentities)
+	}
+	if lo, hi := s.intervalBounds(); req.Interval != 0 && (req.Interval < lo || req.Interval > hi) {
+		return Agent{}, refuse(RefusedInvalid, "interval %s: between %s and %s", req.Interval, lo, hi)
 	}
 	a := Agent{
 		ID:            req.AgentID,
@@ -135,7 +161,10 @@ func (s *Service) Readmit(ctx context.Context, id string) (Agent, error) {
 		a.AdmittedAt = s.now().UTC()
 		a.Clock, a.BootChecked, a.IMAEntries, a.IMAState = nil, false, 0, nil
 		out = *a
-		return []revocation.Event{revocation.NewEvent(revocation.TypeReadmitted, a.AdmittedAt, eventData(*a, nil))}, nil
+		// A failure still waiting to be stored goes in with its events
+		// first: the issuers hear of the revocation before the readmission.
+		events := append(append([]revocation.Event(nil), sl.unsaved...), revocation.NewEvent(revocation.TypeReadmitted, a.AdmittedAt, eventData(*a, nil)))
+		return events, nil
 	})
 	if errors.Is(err, ErrNotFound) {
 		s.forget(id, sl)
@@ -144,7 +173,7 @@ func (s *Service) Readmit(ctx context.Context, id string) (Agent, error) {
 	if err != nil {
 		return Agent{}, err
 	}
-	sl.asked, sl.ak = nil, nil
+	sl.ak, sl.unsaved, sl.parked = nil, nil, false
 	sl.akEpoch++
 	s.set(sl, out)
 	s.log().Info("agent readmitted", "agent_id", id)
@@ -157,6 +186,9 @@ func (s *Service) Remove(ctx context.Context, id string) error {
 	sl := s.slot(id)
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
+	if sl.parked {
+		return refuse(RefusedUnavailable, "agent %q has a failure waiting to be stored (the store cannot be written); delete it once the verifier is ready", id)
+	}
 	s.persistMu.RLock()
 	err := s.Store.DeleteAgent(ctx, id)
 	if err == nil || errors.Is(err, ErrNotFound) {
@@ -178,7 +210,7 @@ func (s *Service) Remove(ctx context.Context, id string) error {
 // forget drops an agent's slot; the caller holds sl.mu. A request still
 // holding the slot finds it removed.
 func (s *Service) forget(id string, sl *slot) {
-	sl.removed, sl.dirty, sl.agent, sl.asked = true, false, nil, nil
+	sl.removed, sl.dirty, sl.agent, sl.unsaved, sl.parked = true, false, nil, nil, false
 	sl.deadline.Store(0)
 	s.slots.CompareAndDelete(id, sl)
 }

@@ -2,9 +2,11 @@ package verifier
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"time"
 
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/wire"
@@ -16,6 +18,7 @@ const (
 	policiesCollection = "verifier.policies"        // name → latest version
 	versionsCollection = "verifier.policy_versions" // name@version → every version
 	outboxCollection   = "verifier.outbox"          // event ID → event and its delivery status
+	secretsCollection  = "verifier.secrets"         // name → key material (the nonce MAC key)
 )
 
 // outboxRecord is an event with its delivery status per sink.
@@ -300,5 +303,38 @@ func (s BoltStore) DeletePolicy(ctx context.Context, name string) error {
 		}
 		_, err = tx.Delete(policiesCollection, name)
 		return err
+	})
+}
+
+// Secret implements Store: the first call under a name makes size random
+// bytes and stores them; every later call, in this process or another one
+// on the same store, returns those.
+func (s BoltStore) Secret(ctx context.Context, name string, size int) ([]byte, error) {
+	var out []byte
+	err := s.DB.View(ctx, func(tx store.Tx) error {
+		out = append([]byte(nil), tx.Get(secretsCollection, name)...)
+		return nil
+	})
+	if err != nil || len(out) > 0 {
+		return out, err
+	}
+	err = s.DB.Update(ctx, func(tx store.Tx) error {
+		if b := tx.Get(secretsCollection, name); b != nil {
+			out = append([]byte(nil), b...)
+			return nil
+		}
+		out = make([]byte, size)
+		if _, err := rand.Read(out); err != nil {
+			return err
+		}
+		return tx.Put(secretsCollection, name, out)
+	})
+	return out, err
+}
+
+// Ping implements Store with a write, so that a full disk shows.
+func (s BoltStore) Ping(ctx context.Context) error {
+	return s.DB.Update(ctx, func(tx store.Tx) error {
+		return tx.Put(secretsCollection, "ping", []byte(time.Now().UTC().Format(time.RFC3339Nano)))
 	})
 }

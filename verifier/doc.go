@@ -6,8 +6,17 @@
 //	pending    admitted, no evidence yet
 //	attesting  the last evidence was good
 //	failed     bad evidence, a policy violation or silence past the liveness
-//	           deadline; it stays failed until an operator readmits it
+//	           deadline; it stays failed until an operator readmits it, or,
+//	           failed only for silence, until it sends complete fresh
+//	           evidence that passes (AutoRecover)
 //	deleted    removed by an operator
+//
+// Only three things move an agent between states: evidence signed by its
+// activated AK over a nonce this verifier issued to it and that has not
+// expired; silence past its liveness window; an operator's action. Every
+// other request is refused (a *Refusal, mapped to a 4xx) and changes
+// nothing. Nonces are stateless (nonce.go), so no request can disturb the
+// challenge an agent is answering.
 //
 // An attestation is one round trip started by the agent (hosts need no
 // inbound port): the agent asks for a challenge, the verifier answers with a

@@ -70,6 +70,12 @@ type Outcome struct {
 	Agent Agent
 	// Failure is nil when the evidence was good.
 	Failure *Failure
+	// Refused is set when the evidence does not prove that it is the
+	// agent's TPM answering this challenge (a nonce that is not the one
+	// asked, a malformed quote, a signature by another key): such evidence
+	// says nothing about the host, so it changes nothing. Agent is then
+	// the record unchanged.
+	Refused *Failure
 	// Reboot is set when the quote shows a reboot the evidence did not
 	// cover (no boot log, IMA not from entry 0): nothing failed, but the
 	// next challenge must ask for everything.
@@ -100,19 +106,26 @@ func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, 
 		next.State, next.Reason, next.Detail, next.FailedAt = StateFailed, f.Reason, f.Error(), now
 		return Outcome{Agent: next, Failure: f}
 	}
+	refuse := func(f *Failure) Outcome { return Outcome{Agent: a, Refused: f} }
 	if !bytes.Equal(ev.Nonce, asked.Nonce) {
-		return fail(Fail(ReasonInvalidEvidence, "nonce_mismatch", "evidence answers another challenge"))
+		return refuse(Fail(ReasonInvalidEvidence, string(evidence.ReasonNonceMismatch), "evidence answers another challenge"))
 	}
 	q, err := evidence.ParseQuote(ev.Quote, ev.Signature)
 	if err != nil {
-		return fail(quoteFailure(err))
+		return refuse(quoteFailure(err))
 	}
 	pcrs := make(evidence.PCRValues, len(ev.PCRs))
 	for bank, values := range ev.PCRs {
 		pcrs[tpm2.TPMAlgID(bank)] = values
 	}
+	// VerifyQuote checks the signature and the nonce before the PCR values:
+	// a failure of the first kind is a refusal, of the second a verdict on
+	// evidence the agent's TPM signed.
 	res, err := ak.VerifyQuote(q, evidence.Expect{Nonce: asked.Nonce, PCRs: pcrs})
 	if err != nil {
+		if unproven(evidence.ReasonOf(err)) {
+			return refuse(quoteFailure(err))
+		}
 		return fail(quoteFailure(err))
 	}
 	if !sameSelection(res.Selection, asked.Selection) {
@@ -177,6 +190,18 @@ func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, 
 	next.LastAttestedAt = now
 	next.Attestations++
 	return Outcome{Agent: next}
+}
+
+// unproven tells the quote-check failures that leave open who made the
+// quote: anyone can send those, so they say nothing about the host.
+func unproven(r evidence.Reason) bool {
+	switch r {
+	case evidence.ReasonMalformedQuote, evidence.ReasonMalformedSignature, evidence.ReasonBadMagic,
+		evidence.ReasonBadType, evidence.ReasonBadSignature, evidence.ReasonUnsupportedSignature,
+		evidence.ReasonNonceMismatch:
+		return true
+	}
+	return false
 }
 
 func quoteFailure(err error) *Failure {

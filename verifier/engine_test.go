@@ -116,8 +116,11 @@ func TestEngineDecides(t *testing.T) {
 		reason Reason
 		check  string
 	}{
-		{"answers another challenge", good, h.key, func(ev *wire.Evidence) { ev.Nonce = []byte("other") }, ReasonInvalidEvidence, "nonce_mismatch"},
-		{"signed by another AK", good, other.key, nil, ReasonInvalidEvidence, "bad_signature"},
+		// Evidence that does not prove it is the agent's TPM answering this
+		// challenge is refused: anyone could have sent it.
+		{"answers another challenge", good, h.key, func(ev *wire.Evidence) { ev.Nonce = []byte("other") }, "", "nonce_mismatch"},
+		{"signed by another AK", good, other.key, nil, "", "bad_signature"},
+		{"garbage quote", good, h.key, func(ev *wire.Evidence) { ev.Quote = []byte("garbage") }, "", "malformed_quote"},
 		{"altered PCR value", good, h.key, func(ev *wire.Evidence) { ev.PCRs[uint16(tpm2.TPMAlgSHA256)][10][0] ^= 1 }, ReasonInvalidEvidence, "pcr_digest_mismatch"},
 		{"IMA from the wrong entry", good, h.key, func(ev *wire.Evidence) { ev.IMAOffset = 0 }, ReasonInvalidEvidence, "ima_offset_mismatch"},
 		{"reset count rolled back", func() Agent {
@@ -135,6 +138,15 @@ func TestEngineDecides(t *testing.T) {
 				tc.tamper(&ev)
 			}
 			out := engine.Check(tc.agent, tc.key, ask, ev, now)
+			if tc.reason == "" {
+				if out.Refused == nil || out.Refused.Check != tc.check || out.Failure != nil {
+					t.Fatalf("got refusal %v, failure %v; want refused %s", out.Refused, out.Failure, tc.check)
+				}
+				if out.Agent.State != tc.agent.State || out.Agent.Attestations != tc.agent.Attestations {
+					t.Errorf("a refusal changed the record: %+v", out.Agent)
+				}
+				return
+			}
 			if out.Failure == nil || out.Failure.Reason != tc.reason || out.Failure.Check != tc.check {
 				t.Fatalf("got %v, want %s/%s", out.Failure, tc.reason, tc.check)
 			}

@@ -1,11 +1,15 @@
 package verifier
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/vigil-attest/vigil/internal/httpapi"
@@ -26,37 +30,92 @@ const MaxPolicy = 256 << 20
 type HandlerOptions struct {
 	// CheckPolicy validates policies on upload.
 	CheckPolicy PolicyCheck
-	// MaxEvidence bounds evidence bodies (default wire.MaxEvidence).
-	MaxEvidence int64
+	// InFlight bounds the bytes of evidence bodies being read or checked
+	// at once (default DefaultInFlight); past it, evidence is refused with
+	// 503 and a Retry-After, so that many large bodies cannot exhaust the
+	// verifier's memory.
+	InFlight int64
 	// OnEvidenceBytes, if set, is told the size of each evidence body.
 	OnEvidenceBytes func(n int)
 }
 
+// DefaultInFlight is the default bound on evidence bytes in flight.
+const DefaultInFlight = 256 << 20
+
+// maxChallengeRequest bounds a challenge request: it holds an agent ID.
+const maxChallengeRequest = 4 << 10
+
 // Handler serves the verifier's agent API (CBOR, no client certificate:
 // agents prove themselves with AK signatures over nonces) and its admin API
 // (JSON, admin client certificate required).
+//
+// Agent-facing requests come from anyone on the network, so evidence is
+// looked at in order of cost: the agent ID in the path and the nonce in the
+// Vigil-Nonce header are checked before the body is read, the body is
+// capped by what the nonce's challenge asked for, and the bytes of bodies
+// in flight are bounded.
 func Handler(s *Service, opts HandlerOptions) http.Handler {
-	maxEvidence := opts.MaxEvidence
-	if maxEvidence == 0 {
-		maxEvidence = wire.MaxEvidence
+	inFlight := opts.InFlight
+	if inFlight <= 0 {
+		inFlight = DefaultInFlight
 	}
-	answer := httpapi.Answers{Status: status, Log: s.log()}
+	budget := newByteBudget(inFlight)
+	answer := httpapi.Answers{Status: status, Log: s.log(), RetryAfter: retryAfter}
+	refuse := func(w http.ResponseWriter, kind RefusalKind, reason, msg string) {
+		r := refuseAs(kind, reason, "%s", msg)
+		if kind == RefusedUnavailable {
+			r.RetryAfter = time.Second
+		}
+		answer.CBOR(w, nil, s.Refused(r))
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+wire.PathChallenge, func(w http.ResponseWriter, r *http.Request) {
 		var req wire.ChallengeRequest
-		if !httpapi.ReadCBOR(w, r, wire.MaxMessage, http.StatusRequestEntityTooLarge, &req) {
+		if err := readAgentCBOR(r, maxChallengeRequest, &req); err != nil {
+			refuse(w, err.kind, err.reason, err.msg)
 			return
 		}
 		ch, err := s.Challenge(r.Context(), req)
 		answer.CBOR(w, ch, err)
 	})
-	mux.HandleFunc("POST "+wire.PathEvidence, func(w http.ResponseWriter, r *http.Request) {
-		var ev wire.Evidence
-		if r.ContentLength > maxEvidence {
-			httpapi.WriteCBOR(w, http.StatusRequestEntityTooLarge, wire.Error{Error: "evidence over the size limit"})
+	mux.HandleFunc("POST "+wire.PathEvidence+"/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		nonce, err := hex.DecodeString(r.Header.Get(wire.NonceHeader))
+		if err != nil || len(nonce) == 0 {
+			refuse(w, RefusedInvalid, refusedBadNonce, "the "+wire.NonceHeader+" header must hold the challenge's nonce in hex")
 			return
 		}
-		if !httpapi.ReadCBOR(w, r, maxEvidence, http.StatusRequestEntityTooLarge, &ev) {
+		limit, err := s.EvidenceLimit(r.Context(), id, nonce)
+		if err != nil {
+			answer.CBOR(w, nil, err)
+			return
+		}
+		if r.ContentLength > limit {
+			refuse(w, RefusedTooLarge, refusedTooLarge, fmt.Sprintf("evidence of %d bytes is over the %d this challenge allows", r.ContentLength, limit))
+			return
+		}
+		// Reserve what the body may take; a body of unknown length may take
+		// the whole cap.
+		need := limit
+		if r.ContentLength >= 0 {
+			need = r.ContentLength
+		}
+		if !budget.take(need) {
+			refuse(w, RefusedUnavailable, refusedBusy, "the verifier is reading too much evidence at once; retry")
+			return
+		}
+		defer budget.give(need)
+		var ev wire.Evidence
+		if err := readAgentCBOR(r, limit, &ev); err != nil {
+			refuse(w, err.kind, err.reason, err.msg)
+			return
+		}
+		if ev.AgentID != id {
+			refuse(w, RefusedInvalid, refusedAgentMismatch, fmt.Sprintf("evidence names agent %q, posted for %q", ev.AgentID, id))
+			return
+		}
+		if !bytes.Equal(ev.Nonce, nonce) {
+			refuse(w, RefusedInvalid, refusedNonceMismatch, "the evidence's nonce is not the one in the "+wire.NonceHeader+" header")
 			return
 		}
 		if opts.OnEvidenceBytes != nil {
@@ -125,8 +184,8 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if _, err := s.Store.ListPolicies(ctx); err != nil {
-			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+		if err := s.Ready(ctx); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ok\n"))
@@ -166,6 +225,8 @@ func status(err error) int {
 			return http.StatusConflict
 		case RefusedUnavailable:
 			return http.StatusServiceUnavailable
+		case RefusedTooLarge:
+			return http.StatusRequestEntityTooLarge
 		}
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
@@ -183,4 +244,59 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
+}
+
+func retryAfter(err error) time.Duration {
+	var ref *Refusal
+	if errors.As(err, &ref) {
+		return ref.RetryAfter
+	}
+	return 0
+}
+
+// bodyError is an agent body that cannot be read.
+type bodyError struct {
+	kind   RefusalKind
+	reason string
+	msg    string
+}
+
+// readAgentCBOR reads an agent's CBOR message of at most limit bytes.
+func readAgentCBOR(r *http.Request, limit int64, v any) *bodyError {
+	if r.Header.Get("Content-Type") != wire.ContentType {
+		return &bodyError{RefusedInvalid, refusedMalformed, "Content-Type must be " + wire.ContentType}
+	}
+	if err := wire.Read(r.Body, limit, v); err != nil {
+		if errors.Is(err, wire.ErrTooLarge) {
+			return &bodyError{RefusedTooLarge, refusedTooLarge, err.Error()}
+		}
+		return &bodyError{RefusedInvalid, refusedMalformed, err.Error()}
+	}
+	return nil
+}
+
+// byteBudget bounds the bytes held by request bodies at once. It never
+// waits: a request that does not fit is refused at once, so that a flood
+// of large bodies queues nowhere.
+type byteBudget struct {
+	mu   sync.Mutex
+	left int64
+}
+
+func newByteBudget(n int64) *byteBudget { return &byteBudget{left: n} }
+
+func (b *byteBudget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n > b.left {
+		return false
+	}
+	b.left -= n
+	return true
+}
+
+func (b *byteBudget) give(n int64) {
+	b.mu.Lock()
+	b.left += n
+	b.mu.Unlock()
 }

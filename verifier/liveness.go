@@ -3,6 +3,7 @@ package verifier
 import (
 	"context"
 	"errors"
+	"math"
 	"time"
 
 	"github.com/vigil-attest/vigil/verifier/revocation"
@@ -44,41 +45,36 @@ func (s *Service) failSilent(ctx context.Context, id string, now time.Time) (boo
 	sl := v.(*slot)
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
-	if sl.removed {
+	if sl.removed || sl.agent == nil {
 		return false, nil
 	}
-	var failedAgent Agent
-	var f *Failure
-	err := s.updateAgent(ctx, sl, id, func(a *Agent) ([]revocation.Event, error) {
-		// Re-check under the agent's lock: evidence may have arrived.
-		last := s.lastHeard(*a)
-		deadline := last.Add(s.livenessWindow(*a))
-		if (a.State != StatePending && a.State != StateAttesting) || now.Before(deadline) {
-			return nil, errNothingToDo
-		}
-		f = Fail(ReasonLivenessTimeout, "no_evidence", "no good evidence since %s (deadline %s)", last.UTC().Format(time.RFC3339Nano), deadline.UTC().Format(time.RFC3339Nano))
-		a.State, a.Reason, a.Detail, a.FailedAt = StateFailed, f.Reason, f.Error(), now
-		failedAgent = *a
-		return []revocation.Event{revocation.NewEvent(revocation.TypeRevoked, now, eventData(*a, f))}, nil
-	})
-	if errors.Is(err, errNothingToDo) {
+	a := *sl.agent
+	// Re-check under the agent's lock: evidence may have arrived.
+	last := s.lastHeard(a)
+	deadline := addSaturating(last, s.livenessWindow(a))
+	if (a.State != StatePending && a.State != StateAttesting) || now.Before(deadline) {
 		return false, nil
 	}
-	if errors.Is(err, ErrNotFound) {
-		s.forget(id, sl)
-		return false, nil
-	}
-	if err != nil {
+	f := Fail(ReasonLivenessTimeout, "no_evidence", "no good evidence since %s (deadline %s)", last.UTC().Format(time.RFC3339Nano), deadline.UTC().Format(time.RFC3339Nano))
+	a.State, a.Reason, a.Detail, a.FailedAt = StateFailed, f.Reason, f.Error(), now
+	events := []revocation.Event{revocation.NewEvent(revocation.TypeRevoked, now, eventData(a, f))}
+	if err := s.commitFailure(ctx, sl, a, events); err != nil {
 		return false, err
 	}
-	sl.asked = nil
-	s.set(sl, failedAgent)
 	s.log().Warn("attestation failed", "agent_id", id, "reason", f.Reason, "detail", f.Detail)
-	s.eventsRaised()
 	if s.OnVerdict != nil {
-		s.OnVerdict(failedAgent, f, 0)
+		s.OnVerdict(a, f, 0)
 	}
 	return true, nil
+}
+
+// addSaturating is t+d, or the latest representable time when that
+// overflows: a deadline far in the future must not wrap into the past.
+func addSaturating(t time.Time, d time.Duration) time.Time {
+	if u := t.Add(d); !u.Before(t) {
+		return u
+	}
+	return time.Unix(0, math.MaxInt64)
 }
 
 var errNothingToDo = errors.New("nothing to do")

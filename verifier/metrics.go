@@ -15,6 +15,7 @@ type Metrics struct {
 	passes   prometheus.Counter // verdicts{result="pass"}, resolved once: it is counted on every verdict
 	latency  prometheus.Histogram
 	evidence prometheus.Histogram
+	refused  *prometheus.CounterVec
 
 	checkpoints       *prometheus.CounterVec
 	checkpointRecords prometheus.Counter
@@ -47,6 +48,10 @@ func NewMetrics(agents StateCounter) *Metrics {
 		}),
 	}
 	m.passes = m.verdicts.WithLabelValues("pass", "")
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_verifier_refused_total",
+		Help: "Agent requests refused without changing anything (unknown agent, forged or stale nonce, unsigned quote, body too large, ...), by reason.",
+	}, []string{"reason"})
 	m.checkpoints = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigil_verifier_checkpoints_total",
 		Help: "Checkpoints of attesting agents' progress, by result (ok, error).",
@@ -63,7 +68,7 @@ func NewMetrics(agents StateCounter) *Metrics {
 	// The process collector gives the verifier's own CPU seconds and
 	// resident memory, which is what sizing a deployment (and vigil bench
 	// against an external verifier) needs.
-	m.Registry.MustRegister(m.verdicts, m.latency, m.evidence, agentsByState{agents},
+	m.Registry.MustRegister(m.verdicts, m.latency, m.evidence, m.refused, agentsByState{agents},
 		m.checkpoints, m.checkpointRecords, m.checkpointTime,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	return m
@@ -80,6 +85,9 @@ func (m *Metrics) ObserveVerdict(a Agent, f *Failure, took time.Duration) {
 		m.latency.Observe(took.Seconds())
 	}
 }
+
+// ObserveRefused is a Service.OnRefused hook.
+func (m *Metrics) ObserveRefused(reason string) { m.refused.WithLabelValues(reason).Inc() }
 
 // ObserveCheckpoint is a Service.OnCheckpoint hook.
 func (m *Metrics) ObserveCheckpoint(records int, took time.Duration, err error) {

@@ -2,6 +2,8 @@ package verifier
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
@@ -12,10 +14,94 @@ func (s *Service) saveSync(ctx context.Context, sl *slot, a Agent, events []revo
 	s.persistMu.RLock()
 	defer s.persistMu.RUnlock()
 	if err := s.Store.SaveAgent(ctx, a, events...); err != nil {
+		s.storeFailed(err)
 		return err
 	}
+	s.storeDown.Store(false)
 	sl.gen.Add(1)
 	sl.dirty = false
+	return nil
+}
+
+// storeFailed notes that a write failed: until one succeeds, no verdict is
+// answered good and the verifier is not ready. A cancelled request is not
+// the store's fault.
+func (s *Service) storeFailed(err error) {
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		s.storeDown.Store(true)
+	}
+}
+
+// park queues a slot whose failure could not be stored; the caller holds
+// sl.mu.
+func (s *Service) park(sl *slot) {
+	if sl.parked {
+		return
+	}
+	sl.parked = true
+	s.dirtyMu.Lock()
+	if s.parked == nil {
+		s.parked = make(map[*slot]struct{})
+	}
+	s.parked[sl] = struct{}{}
+	s.dirtyMu.Unlock()
+}
+
+// StoreParked stores the failures that could not be stored when they were
+// decided, each with its revocation events, and returns how many are still
+// waiting.
+func (s *Service) StoreParked(ctx context.Context) (int, error) {
+	s.dirtyMu.Lock()
+	set := s.parked
+	s.parked = nil
+	s.dirtyMu.Unlock()
+	var firstErr error
+	for sl := range set {
+		sl.mu.Lock()
+		if !sl.parked || sl.removed || sl.agent == nil {
+			sl.parked, sl.unsaved = false, nil
+			sl.mu.Unlock()
+			continue
+		}
+		sl.parked = false
+		err := s.saveSync(ctx, sl, *sl.agent, sl.unsaved)
+		if err != nil {
+			s.park(sl)
+			if firstErr == nil {
+				firstErr = err
+			}
+		} else {
+			s.log().Info("stored a failure kept while the store could not be written", "agent_id", sl.agent.ID, "reason", sl.agent.Reason)
+			sl.unsaved = nil
+			s.eventsRaised()
+		}
+		sl.mu.Unlock()
+	}
+	s.dirtyMu.Lock()
+	waiting := len(s.parked)
+	s.dirtyMu.Unlock()
+	return waiting, firstErr
+}
+
+// Ready tells whether the verifier can decide: its store can be written
+// and no failure is waiting to be stored.
+func (s *Service) Ready(ctx context.Context) error {
+	s.dirtyMu.Lock()
+	waiting := len(s.parked)
+	s.dirtyMu.Unlock()
+	if !s.storeDown.Load() && waiting == 0 {
+		return nil
+	}
+	if err := s.Store.Ping(ctx); err != nil {
+		s.storeFailed(err)
+		return fmt.Errorf("the store cannot be written: %w", err)
+	}
+	s.storeDown.Store(false)
+	if waiting > 0 {
+		if n, err := s.StoreParked(ctx); err != nil || n > 0 {
+			return fmt.Errorf("%d failures are waiting to be stored: %v", n, err)
+		}
+	}
 	return nil
 }
 
@@ -53,7 +139,8 @@ func (s *Service) Checkpoint(ctx context.Context) (int, error) {
 	from := make([]copied, 0, len(set))
 	for sl := range set {
 		sl.mu.Lock()
-		if sl.dirty && sl.agent != nil && !sl.removed {
+		// A parked failure goes to the store only with its events.
+		if sl.dirty && sl.agent != nil && !sl.removed && !sl.parked {
 			records = append(records, *sl.agent)
 			from = append(from, copied{sl, sl.gen.Load()})
 		}
@@ -72,6 +159,7 @@ func (s *Service) Checkpoint(ctx context.Context) (int, error) {
 	err := s.Store.Checkpoint(ctx, kept)
 	s.persistMu.Unlock()
 	if err != nil {
+		s.storeFailed(err)
 		// Nothing was written: the records are dirty again, unless a
 		// synchronous write has superseded them meanwhile.
 		for _, c := range keptFrom {

@@ -29,12 +29,14 @@ func (s *Service) Load(ctx context.Context) error {
 		sl.mu.Unlock()
 	}
 	s.warmed = true
+	s.loaded.Store(true)
 	return nil
 }
 
 // Run does the service's background work until ctx ends: it loads every
-// agent, fails silent ones every LivenessEvery, and writes checkpoints
-// every CheckpointEvery. When ctx ends it writes a last checkpoint and
+// agent, fails silent ones every LivenessEvery (and stores failures the
+// store could not take when they were decided), follows the registrar's
+// feed every FeedEvery, and writes checkpoints every CheckpointEvery. When ctx ends it writes a last checkpoint and
 // returns; stop serving requests first, and close the store after.
 //
 // What a checkpoint defers is only the progress of an agent that keeps
@@ -64,6 +66,13 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	live := time.NewTicker(every)
 	defer live.Stop()
+	var feed <-chan time.Time
+	feedVersion := ""
+	if s.Feed != nil {
+		t := time.NewTicker(s.feedEvery())
+		defer t.Stop()
+		feed = t.C
+	}
 	var flush <-chan time.Time
 	if s.CheckpointEvery > 0 {
 		t := time.NewTicker(s.CheckpointEvery)
@@ -83,6 +92,15 @@ func (s *Service) Run(ctx context.Context) error {
 			if _, err := s.CheckLiveness(ctx); err != nil && ctx.Err() == nil {
 				s.log().Error("liveness check", "err", err)
 			}
+			if n, err := s.StoreParked(ctx); err != nil && ctx.Err() == nil {
+				s.log().Error("failures still cannot be stored", "waiting", n, "err", err)
+			}
+		case <-feed:
+			v, err := s.FollowRegistrar(ctx, feedVersion)
+			if err != nil && ctx.Err() == nil {
+				s.log().Warn("cannot poll the registrar for changes; retrying", "err", err)
+			}
+			feedVersion = v
 		case <-flush:
 			if _, err := s.Checkpoint(ctx); err != nil && ctx.Err() == nil {
 				s.log().Error("checkpoint", "err", err)

@@ -2,7 +2,6 @@ package verifier
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,18 +34,76 @@ const (
 	RefusedNotFound                           // 404
 	RefusedConflict                           // 409
 	RefusedUnavailable                        // 503: try again later
+	RefusedTooLarge                           // 413
 )
 
-// Refusal is a request the service will not act on.
+// Refusal is a request the service will not act on. A refusal of an
+// agent's request changes nothing: no state, no event, nothing stored.
 type Refusal struct {
 	Kind RefusalKind
-	Msg  string
+	// Reason is a short fixed word for metrics (refused_total{reason});
+	// empty for operators' requests, which are not counted.
+	Reason string
+	Msg    string
+	// RetryAfter, when set, is how long the agent should wait before it
+	// asks again.
+	RetryAfter time.Duration
 }
 
 func (r *Refusal) Error() string { return r.Msg }
 
 func refuse(kind RefusalKind, format string, args ...any) *Refusal {
 	return &Refusal{Kind: kind, Msg: fmt.Sprintf(format, args...)}
+}
+
+func refuseAs(kind RefusalKind, reason, format string, args ...any) *Refusal {
+	return &Refusal{Kind: kind, Reason: reason, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Reasons for refusing an agent's request: the label values of
+// vigil_verifier_refused_total. Refusals for a quote that does not verify
+// use the quote check's own reason (bad_signature, malformed_quote, ...).
+const (
+	refusedUnknownAgent  = "unknown_agent"
+	refusedAgentFailed   = "agent_failed"
+	refusedBadNonce      = "bad_nonce"
+	refusedNonceExpired  = "nonce_expired"
+	refusedNonceUsed     = "nonce_used"
+	refusedNonceMismatch = "nonce_mismatch"
+	refusedIMAOffset     = "ima_offset"
+	refusedNotEnrolled   = "not_enrolled"
+	refusedRegistrarDown = "registrar_unavailable"
+	refusedStoreDown     = "store_unavailable"
+	refusedTooLarge      = "too_large"
+	refusedBusy          = "busy"
+	refusedMalformed     = "malformed"
+	refusedAgentMismatch = "agent_mismatch"
+	refusedIncomplete    = "incomplete_evidence"
+	refusedBadQuote      = "bad_quote"
+)
+
+// AutoRecover says which failures heal by themselves.
+type AutoRecover string
+
+// Auto-recovery modes.
+const (
+	// RecoverSilence: an agent failed only for silence is attesting again
+	// once it sends complete fresh evidence that passes. Silence proves
+	// nothing about the host (a network cut, a reboot, a stopped agent),
+	// and the evidence that ends it is as complete as an operator's
+	// readmission would demand. The default.
+	RecoverSilence AutoRecover = "silence"
+	// RecoverNever: every failure waits for an operator.
+	RecoverNever AutoRecover = "never"
+)
+
+// ParseAutoRecover reads --auto-recover.
+func ParseAutoRecover(s string) (AutoRecover, error) {
+	switch AutoRecover(s) {
+	case RecoverSilence, RecoverNever:
+		return AutoRecover(s), nil
+	}
+	return "", fmt.Errorf("auto-recover %q: want silence or never", s)
 }
 
 // Service runs attestation for many agents.
@@ -87,6 +144,20 @@ type Service struct {
 	// AKFetches bounds the AK fetches in flight to the registrar (default
 	// 16): a verifier starting with a fleet must not storm it.
 	AKFetches int
+	// Feed, if set, tells Run which agents the registrar vouches for, so
+	// that a host deleted there fails not_enrolled and an AK replaced by a
+	// proper re-enrollment is fetched again, without a restart.
+	Feed AKFeed
+	// FeedEvery is how often Run polls Feed (default DefaultInterval).
+	FeedEvery time.Duration
+	// AutoRecover says which failures heal by themselves (default
+	// RecoverSilence).
+	AutoRecover AutoRecover
+	// MinInterval and MaxInterval bound the attestation interval an agent
+	// is admitted with (defaults 1s and 24h).
+	MinInterval, MaxInterval time.Duration
+	// OnRefused, if set, is told of every refused agent request (metrics).
+	OnRefused func(reason string)
 
 	slots sync.Map // agent ID → *slot
 
@@ -110,6 +181,20 @@ type Service struct {
 
 	startOnce sync.Once
 	startedAt time.Time
+
+	macKey     atomic.Pointer[[]byte]
+	lastIssued atomic.Int64
+	// storeDown is set while the store cannot be written: no verdict is
+	// answered good then, and /readyz says not ready.
+	storeDown atomic.Bool
+	// parked holds slots whose failure could not be stored yet; Run
+	// stores them (with their revocation events) once the store can be
+	// written again. Guarded by dirtyMu.
+	parked map[*slot]struct{}
+
+	refusals refusalLog
+	// loaded is set once every stored agent has a slot (Load).
+	loaded atomic.Bool
 }
 
 // started is when this verifier process began watching liveness. Silence
@@ -125,10 +210,8 @@ func (s *Service) started() time.Time {
 // current record, the outstanding challenge and the cached AK. Its mutex
 // orders one agent's requests; no lock spans agents.
 type slot struct {
-	mu      sync.Mutex
-	asked   *Asked
-	expires time.Time
-	ak      *evidence.AK
+	mu sync.Mutex
+	ak *evidence.AK
 	// agent is the agent's current record. It is the truth while the
 	// verifier runs: verdicts change it here and the store follows,
 	// synchronously or at the next checkpoint. Nil means load it.
@@ -152,13 +235,18 @@ type slot struct {
 	// zero when it is not watched (failed). Atomic so the liveness sweep
 	// reads it without waiting for a request in progress.
 	deadline atomic.Int64
+	// unsaved are the revocation events of a failure decided while the
+	// store could not be written: agent holds the failed record, and both
+	// go to the store together once it can be written.
+	unsaved []revocation.Event
+	parked  bool
 }
 
 // set makes a the slot's record; the caller holds sl.mu.
 func (s *Service) set(sl *slot, a Agent) {
 	sl.agent = &a
 	if a.State == StatePending || a.State == StateAttesting {
-		sl.deadline.Store(s.lastHeard(a).Add(s.livenessWindow(a)).UnixNano())
+		sl.deadline.Store(addSaturating(s.lastHeard(a), s.livenessWindow(a)).UnixNano())
 	} else {
 		sl.deadline.Store(0)
 	}
@@ -172,6 +260,11 @@ func (s *Service) lockAgent(ctx context.Context, id string) (*slot, Agent, error
 	if v, ok := s.slots.Load(id); ok {
 		sl = v.(*slot)
 	} else {
+		if s.loaded.Load() {
+			// Every admitted agent has a slot once loaded: an unknown ID
+			// costs no store read.
+			return nil, Agent{}, s.loadError(id, ErrNotFound)
+		}
 		if _, err := s.Store.GetAgent(ctx, id); err != nil {
 			return nil, Agent{}, s.loadError(id, err)
 		}
@@ -195,7 +288,7 @@ func (s *Service) lockAgent(ctx context.Context, id string) (*slot, Agent, error
 
 func (s *Service) loadError(id string, err error) error {
 	if errors.Is(err, ErrNotFound) {
-		return refuse(RefusedForbidden, "agent %q is not admitted to this verifier", id)
+		return refuseAs(RefusedForbidden, refusedUnknownAgent, "agent %q is not admitted to this verifier", id)
 	}
 	return err
 }
@@ -251,129 +344,254 @@ func (s *Service) nonceTTL(a Agent) time.Duration {
 	return max(30*time.Second, 2*s.interval(a))
 }
 
-// Challenge issues a fresh challenge to an agent. It replaces any earlier
-// one: only the newest challenge can be answered.
+// Challenge issues a challenge to an agent. Challenges are stateless (see
+// nonce.go): issuing one invalidates none issued before, so anyone may ask
+// for one in any admitted agent's name without disturbing the agent.
 func (s *Service) Challenge(ctx context.Context, req wire.ChallengeRequest) (wire.Challenge, error) {
 	sl, a, err := s.lockAgent(ctx, req.AgentID)
 	if err != nil {
-		return wire.Challenge{}, err
+		return wire.Challenge{}, s.refused(err)
 	}
 	defer sl.mu.Unlock()
+	full := req.Started
 	if a.State == StateFailed {
-		return wire.Challenge{}, refuse(RefusedForbidden, "agent %q failed (%s) and must be readmitted by an operator", a.ID, a.Reason)
+		if !s.recoverable(a) {
+			return wire.Challenge{}, s.refused(s.failedRefusal(a))
+		}
+		// Coming back from silence takes everything, as a readmission does.
+		full = true
 	}
-	return s.issue(sl, a, req.Started)
+	return s.issue(ctx, sl, a, full)
 }
 
-// issue makes a challenge; the caller holds sl.mu.
-func (s *Service) issue(sl *slot, a Agent, full bool) (wire.Challenge, error) {
-	nonce := make([]byte, 32)
-	if _, err := rand.Read(nonce); err != nil {
-		return wire.Challenge{}, err
-	}
+// failedRefusal refuses a failed agent's request; the agent is told to ask
+// again after one interval, so that it is back soon after an operator
+// readmits it rather than asleep in a long backoff.
+func (s *Service) failedRefusal(a Agent) *Refusal {
+	r := refuseAs(RefusedForbidden, refusedAgentFailed, "agent %q failed (%s) and must be readmitted by an operator", a.ID, a.Reason)
+	r.RetryAfter = s.interval(a)
+	return r
+}
+
+// recoverable tells whether failed agent a may come back by itself.
+func (s *Service) recoverable(a Agent) bool {
+	return a.State == StateFailed && a.Reason == ReasonLivenessTimeout && s.AutoRecover != RecoverNever
+}
+
+// issue makes a challenge; the caller holds sl.mu. full asks for
+// everything: the IMA list from entry 0 and the boot log.
+func (s *Service) issue(ctx context.Context, sl *slot, a Agent, full bool) (wire.Challenge, error) {
 	if sl.selectionRaw == nil {
 		sl.selection = Selection(a)
 		sl.selectionRaw = marshalSelection(sl.selection)
 	}
-	asked := &Asked{
-		Nonce:     nonce,
-		Selection: sl.selection,
-		WantIMA:   a.RuntimePolicy != "",
+	full = full || a.Clock == nil
+	var flags byte
+	if full {
+		flags |= nonceFullIMA
 	}
-	if !full && a.Clock != nil {
-		asked.IMAOffset = a.IMAEntries
+	wantBoot := a.BootPolicy != "" && (full || !a.BootChecked)
+	if wantBoot {
+		flags |= nonceBootLog
 	}
-	asked.WantBootLog = a.BootPolicy != "" && (full || !a.BootChecked)
-	ttl := s.nonceTTL(a)
-	sl.asked, sl.expires = asked, s.now().Add(ttl)
-	return wire.Challenge{
+	nonce, err := s.mintNonce(ctx, a, flags)
+	if err != nil {
+		return wire.Challenge{}, err
+	}
+	ch := wire.Challenge{
 		AgentID:      a.ID,
 		Nonce:        nonce,
 		PCRSelection: sl.selectionRaw,
-		IMAOffset:    asked.IMAOffset,
-		WantIMA:      asked.WantIMA,
-		WantBootLog:  asked.WantBootLog,
+		WantIMA:      a.RuntimePolicy != "",
+		WantBootLog:  wantBoot,
 		IntervalMS:   s.interval(a).Milliseconds(),
-		ExpiresInMS:  ttl.Milliseconds(),
-	}, nil
+		ExpiresInMS:  s.nonceTTL(a).Milliseconds(),
+	}
+	if !full {
+		ch.IMAOffset = a.IMAEntries
+	}
+	return ch, nil
 }
 
-// Evidence checks an agent's answer to its challenge, stores the verdict
-// and returns it with the next challenge.
+// EvidenceLimit is the largest evidence body a challenge's nonce allows,
+// checked before the body is read: the agent must be admitted and able to
+// attest, and the nonce issued to it and unexpired. Bodies are capped by
+// what was asked: the boot log's room only when the nonce asked for it.
+func (s *Service) EvidenceLimit(ctx context.Context, agentID string, nonce []byte) (int64, error) {
+	sl, a, err := s.lockAgent(ctx, agentID)
+	if err != nil {
+		return 0, s.refused(err)
+	}
+	sl.mu.Unlock()
+	if a.State == StateFailed && !s.recoverable(a) {
+		return 0, s.refused(s.failedRefusal(a))
+	}
+	n, err := s.checkNonce(ctx, a, nonce, s.now())
+	if err != nil {
+		return 0, s.refused(err)
+	}
+	limit := int64(wire.MaxEvidenceIMA)
+	if n.bootLog() {
+		limit += wire.MaxBootLog
+	}
+	return limit, nil
+}
+
+// Evidence checks an agent's answer to a challenge, stores the verdict and
+// returns it with the next challenge.
+//
+// What does not prove it comes from the agent's TPM answering a nonce this
+// verifier issued to it — an unknown or failed agent, a nonce that is
+// forged, expired, already used or not the quote's, a malformed quote, a
+// signature by another key — is refused and changes nothing. Only evidence
+// that does is checked further (PCRs, logs, policies), and only then can it
+// fail the agent.
 func (s *Service) Evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict, error) {
+	v, err := s.evidence(ctx, ev)
+	return v, s.refused(err)
+}
+
+func (s *Service) evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict, error) {
 	start := s.now()
 	sl, a, err := s.lockAgent(ctx, ev.AgentID)
 	if err != nil {
 		return wire.Verdict{}, err
 	}
 	defer sl.mu.Unlock()
+	recovering := false
 	if a.State == StateFailed {
-		return wire.Verdict{}, refuse(RefusedForbidden, "agent %q failed (%s) and must be readmitted by an operator", a.ID, a.Reason)
+		if !s.recoverable(a) {
+			return wire.Verdict{}, s.failedRefusal(a)
+		}
+		recovering = true
 	}
-	asked := sl.asked
-	if asked == nil || start.After(sl.expires) {
-		sl.asked = nil
-		return wire.Verdict{}, refuse(RefusedConflict, "no open challenge for agent %q (expired, answered, or the verifier restarted): ask for a new one", a.ID)
+	n, err := s.checkNonce(ctx, a, ev.Nonce, start)
+	if err != nil {
+		return wire.Verdict{}, err
 	}
-	// Single use: whatever the outcome, this nonce is spent.
-	sl.asked = nil
+	base := a
+	if recovering {
+		// Nothing from before the silence is trusted: the evidence must
+		// stand on its own, as after a readmission.
+		if !n.fullIMA() {
+			return wire.Verdict{}, refuseAs(RefusedConflict, refusedIncomplete, "agent %q is coming back from silence: answer a challenge asking for everything (ask for a new one)", a.ID)
+		}
+		base.Clock, base.BootChecked, base.IMAEntries, base.IMAState = nil, false, 0, nil
+	}
+	want := base.IMAEntries
+	if n.fullIMA() {
+		want = 0
+	}
+	if base.RuntimePolicy != "" && ev.IMAOffset != want {
+		// Not the agent's fault or the host's: the verifier's record moved
+		// (a restart lost a checkpoint) or the nonce is older than that.
+		return wire.Verdict{}, refuseAs(RefusedConflict, refusedIMAOffset, "agent %q: IMA entries start at %d, the verifier expects %d: ask for a new challenge", a.ID, ev.IMAOffset, want)
+	}
+	if sl.selectionRaw == nil {
+		sl.selection = Selection(a)
+		sl.selectionRaw = marshalSelection(sl.selection)
+	}
+	asked := Asked{
+		Nonce:       n.raw,
+		Selection:   sl.selection,
+		IMAOffset:   want,
+		WantIMA:     base.RuntimePolicy != "",
+		WantBootLog: n.bootLog(),
+	}
 
 	ak := sl.ak
 	if ak == nil {
 		ak, err = s.fetchAK(ctx, a.ID)
 		if errors.Is(err, ErrNotEnrolled) {
-			// The registrar no longer vouches for this host: it fails (and
-			// its identities are revoked), and its evidence is refused.
-			if _, cerr := s.conclude(ctx, sl, a, Outcome{}, Fail(ReasonNotEnrolled, "ak_not_active", "%v", err), start); cerr != nil {
-				return wire.Verdict{}, cerr
-			}
-			return wire.Verdict{}, refuse(RefusedForbidden, "agent %q: %v", a.ID, err)
+			// Only the registrar feed fails a host for this (an operator
+			// deleted it there); evidence nobody can vouch for is refused.
+			return wire.Verdict{}, refuseAs(RefusedForbidden, refusedNotEnrolled, "agent %q: %v", a.ID, err)
 		}
 		if err != nil {
 			// The registrar is slow or down: the agent did nothing wrong and
 			// retries; its liveness window keeps running meanwhile.
 			s.log().Warn("cannot fetch AK from the registrar", "agent_id", a.ID, "err", err)
-			return wire.Verdict{}, refuse(RefusedUnavailable, "the verifier cannot reach the registrar for agent %q's AK; retry", a.ID)
+			r := refuseAs(RefusedUnavailable, refusedRegistrarDown, "the verifier cannot reach the registrar for agent %q's AK; retry", a.ID)
+			r.RetryAfter = time.Second
+			return wire.Verdict{}, r
 		}
 		sl.ak = ak
 	}
-	out := s.Engine.Check(a, ak, *asked, ev, start)
-	if out.Failure != nil && out.Failure.Check == string(evidence.ReasonBadSignature) {
+	out := s.Engine.Check(base, ak, asked, ev, start)
+	if out.Refused != nil && out.Refused.Check == string(evidence.ReasonBadSignature) {
 		// The agent may have enrolled a new AK since it was cached.
 		if fresh, err := s.fetchAK(ctx, a.ID); err == nil && string(fresh.Name) != string(ak.Name) {
 			sl.ak = fresh
-			out = s.Engine.Check(a, fresh, *asked, ev, start)
+			out = s.Engine.Check(base, fresh, asked, ev, start)
 		}
 	}
-	return s.conclude(ctx, sl, a, out, out.Failure, start)
+	if out.Refused != nil {
+		return wire.Verdict{}, quoteRefusal(a.ID, out.Refused)
+	}
+	// The nonce is spent, whatever the verdict.
+	out.Agent.LastNonce = n.issueNS
+	if out.Reboot {
+		// Nothing was decided, but the nonce is spent.
+		out.Agent = a
+		out.Agent.LastNonce = n.issueNS
+	}
+	return s.conclude(ctx, sl, a, out, recovering, start)
 }
 
-func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, f *Failure, start time.Time) (wire.Verdict, error) {
-	next := out.Agent
-	if f != nil && out.Agent.ID == "" {
-		next = a
-		next.State, next.Reason, next.Detail, next.FailedAt = StateFailed, f.Reason, f.Error(), start
+// quoteRefusal turns a quote that does not prove where it came from into a
+// refusal.
+func quoteRefusal(id string, f *Failure) *Refusal {
+	kind := RefusedForbidden
+	switch evidence.Reason(f.Check) {
+	case evidence.ReasonMalformedQuote, evidence.ReasonMalformedSignature:
+		kind = RefusedInvalid
+	case evidence.ReasonNonceMismatch:
+		kind = RefusedConflict
 	}
-	// Only the transition into failed raises a revocation: a failed agent
-	// is refused before it gets here, so this is that transition.
+	reason := f.Check
+	if reason == "" {
+		reason = refusedBadQuote
+	}
+	return refuseAs(kind, reason, "agent %q: evidence refused, it does not prove it comes from the agent's TPM: %s", id, f.Detail)
+}
+
+// conclude applies a verdict; the caller holds sl.mu. a is the agent's
+// record before the evidence.
+func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, recovering bool, start time.Time) (wire.Verdict, error) {
+	next, f := out.Agent, out.Failure
 	var events []revocation.Event
-	if f != nil {
+	switch {
+	case f != nil:
+		// The transition into failed raises a revocation. A host coming
+		// back from silence with evidence that fails is failed again, now
+		// for what its evidence shows: that is news for the issuers too.
 		events = append(events, revocation.NewEvent(revocation.TypeRevoked, start, eventData(next, f)))
+	case recovering:
+		next.FailedAt = time.Time{}
+		events = append(events, revocation.NewEvent(revocation.TypeReadmitted, start, eventData(next, nil)))
 	}
-	// A failure or a change of state is durable before it is answered;
-	// the progress of an agent that keeps attesting waits for the next
-	// checkpoint.
-	if f != nil || next.State != a.State || s.CheckpointEvery <= 0 {
-		if err := s.saveSync(ctx, sl, next, events); err != nil {
-			sl.agent, sl.dirty = nil, false // the store is the truth; reload it next time
-			return wire.Verdict{}, fmt.Errorf("store verdict of %q: %w", a.ID, err)
+	switch {
+	case f != nil:
+		if err := s.commitFailure(ctx, sl, next, events); err != nil {
+			return wire.Verdict{}, err
 		}
-	} else {
+	case next.State != a.State || s.CheckpointEvery <= 0 || s.storeDown.Load():
+		// A change of state is durable before it is answered; so is every
+		// verdict while the store is failing, which is how a verdict finds
+		// out that it can be written again.
+		if err := s.saveSync(ctx, sl, next, events); err != nil {
+			s.log().Error("cannot store a verdict", "agent_id", a.ID, "err", err)
+			r := refuseAs(RefusedUnavailable, refusedStoreDown, "the verifier cannot store agent %q's verdict; retry", a.ID)
+			r.RetryAfter = time.Second
+			return wire.Verdict{}, r
+		}
+		s.set(sl, next)
+		if len(events) > 0 {
+			s.eventsRaised()
+		}
+	default:
+		s.set(sl, next)
 		s.markDirty(sl)
-	}
-	s.set(sl, next)
-	if len(events) > 0 {
-		s.eventsRaised()
 	}
 	took := s.now().Sub(start)
 	if s.OnVerdict != nil {
@@ -385,17 +603,83 @@ func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, 
 		v.Reason, v.Detail = string(f.Reason), f.Detail
 		return v, nil
 	}
-	if out.Reboot {
+	if recovering {
+		s.log().Info("agent back from silence: fresh complete evidence passed", "agent_id", a.ID)
+	} else if out.Reboot {
 		s.log().Info("reboot detected: asking for the boot log and the IMA list from its start", "agent_id", a.ID)
 	} else if log := s.log(); log.Enabled(ctx, slog.LevelDebug) {
 		// Checked first: building the arguments costs allocations on every
 		// verdict even when the level is off.
 		log.Debug("attestation passed", "agent_id", a.ID, "attestations", next.Attestations, "ima_entries", next.IMAEntries)
 	}
-	ch, err := s.issue(sl, next, out.Reboot)
+	ch, err := s.issue(ctx, sl, next, out.Reboot)
 	if err != nil {
 		return wire.Verdict{}, err
 	}
 	v.Next = &ch
 	return v, nil
+}
+
+// commitFailure stores a failed record and its revocation events before
+// the failure is answered; the caller holds sl.mu. When the store cannot
+// be written, the failure is kept in memory — the agent shows failed, is
+// not watched for silence, and its evidence is refused — and Run stores it
+// with its events once the store can be written: the failure that happened
+// is the one recorded, not a later liveness timeout.
+func (s *Service) commitFailure(ctx context.Context, sl *slot, next Agent, events []revocation.Event) error {
+	err := s.saveSync(ctx, sl, next, events)
+	s.set(sl, next)
+	if err != nil {
+		s.log().Error("cannot store a failure; it is kept and stored once the store can be written", "agent_id", next.ID, "reason", next.Reason, "err", err)
+		sl.unsaved = append(sl.unsaved, events...)
+		sl.dirty = false
+		s.park(sl)
+		return nil
+	}
+	if len(events) > 0 {
+		s.eventsRaised()
+	}
+	return nil
+}
+
+// Refused counts and logs a refused agent request, and returns err. The
+// transport calls it for the refusals it makes itself (a body too large).
+func (s *Service) Refused(err error) error { return s.refused(err) }
+
+func (s *Service) refused(err error) error {
+	var r *Refusal
+	if errors.As(err, &r) && r.Reason != "" {
+		if s.OnRefused != nil {
+			s.OnRefused(r.Reason)
+		}
+		s.refusals.log(s.log(), s.now(), r)
+	}
+	return err
+}
+
+// refusalLog logs refusals without flooding the log: anyone can make the
+// verifier refuse as often as they like, so each reason is logged at most
+// once per refusalLogEvery, with how many were left out since.
+type refusalLog struct {
+	mu         sync.Mutex
+	last       map[string]time.Time
+	suppressed map[string]int
+}
+
+const refusalLogEvery = 10 * time.Second
+
+func (l *refusalLog) log(log *slog.Logger, now time.Time, r *Refusal) {
+	l.mu.Lock()
+	if l.last == nil {
+		l.last, l.suppressed = map[string]time.Time{}, map[string]int{}
+	}
+	if last, ok := l.last[r.Reason]; ok && now.Sub(last) < refusalLogEvery {
+		l.suppressed[r.Reason]++
+		l.mu.Unlock()
+		return
+	}
+	n := l.suppressed[r.Reason]
+	l.last[r.Reason], l.suppressed[r.Reason] = now, 0
+	l.mu.Unlock()
+	log.Warn("agent request refused", "reason", r.Reason, "detail", r.Msg, "suppressed_since_last", n)
 }

@@ -177,6 +177,13 @@ func (h *serviceHost) attest(t testing.TB, svc *Service, started bool) (wire.Ver
 	if err != nil {
 		return wire.Verdict{}, err
 	}
+	return svc.Evidence(ctx, h.answer(t, ch))
+}
+
+// answer is the evidence the agent sends for ch.
+func (h *serviceHost) answer(t testing.TB, ch wire.Challenge) wire.Evidence {
+	t.Helper()
+	ctx := context.Background()
 	sel, err := tpm2.Unmarshal[tpm2.TPMLPCRSelection](ch.PCRSelection)
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +214,7 @@ func (h *serviceHost) attest(t testing.TB, svc *Service, started bool) (wire.Ver
 		t.Fatal(p.Err())
 	}
 	ev.IMA = data[start:]
-	return svc.Evidence(ctx, ev)
+	return ev
 }
 
 func mustAttest(t testing.TB, svc *Service, h *serviceHost, started bool) wire.Verdict {
@@ -375,8 +382,9 @@ func TestLivenessWatchedFromMemory(t *testing.T) {
 	if a := f.stored(t, talker.id); a.State != StateFailed || a.Attestations != 2 {
 		t.Errorf("talker stored as %s after %d attestations; want failed after 2 (its record from memory)", a.State, a.Attestations)
 	}
+	svc.AutoRecover = RecoverNever
 	if _, err := talker.attest(t, svc, false); !isRefusal(err, RefusedForbidden) {
-		t.Errorf("failed host's challenge: %v, want 403", err)
+		t.Errorf("failed host's challenge without auto-recovery: %v, want 403", err)
 	}
 
 	// A restarted verifier watches agents that never call it.

@@ -67,4 +67,7 @@ type Agent struct {
 	IMAEntries uint64 `cbor:"ima_entries" json:"ima_entries"`
 	// IMAState is the runtime checker's incremental state, opaque here.
 	IMAState []byte `cbor:"ima_state,omitempty" json:"-"`
+	// LastNonce is the issue time (Unix ns) of the nonce the last accepted
+	// evidence answered: only newer nonces are accepted (single use).
+	LastNonce int64 `cbor:"last_nonce,omitempty" json:"-"`
 }

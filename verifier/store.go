@@ -64,6 +64,12 @@ type Store interface {
 	ListPolicies(ctx context.Context) ([]Policy, error)
 	DeletePolicy(ctx context.Context, name string) error
 
+	// Secret returns the key material stored under name, making size
+	// random bytes the first time. Verifiers sharing a store share it.
+	Secret(ctx context.Context, name string, size int) ([]byte, error)
+	// Ping writes to the store, to tell whether it can be written.
+	Ping(ctx context.Context) error
+
 	// The revocation outbox: events are added by SaveAgent and
 	// UpdateAgent, and drained by a revocation.Dispatcher.
 	revocation.Outbox

@@ -134,7 +134,7 @@ func TestBenchExternalVerifier(t *testing.T) {
 	startProcess(t, nil, "registrar", "--data", filepath.Join(dir, "registrar"), "--tls-dir", tlsDir,
 		"--listen", regAddr, "--ek-roots", ekCA, "--log-level", "warn")
 	ver := startProcess(t, nil, "verifier", "--data", filepath.Join(dir, "verifier"), "--tls-dir", tlsDir,
-		"--listen", verAddr, "--registrar", regURL, "--log-level", "warn",
+		"--listen", verAddr, "--registrar", regURL, "--log-level", "warn", "--min-interval", "100ms",
 		// Under the race detector the load generator can be slow enough for
 		// a first attestation to outlast three short intervals.
 		"--liveness", "1m")

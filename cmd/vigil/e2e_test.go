@@ -117,7 +117,7 @@ func TestContinuousAttestationEndToEnd(t *testing.T) {
 	verURL := "https://" + verAddr
 	verData := filepath.Join(dir, "verifier")
 	verifierArgs := []string{"verifier", "--data", verData, "--tls-dir", tlsDir, "--listen", verAddr,
-		"--registrar", regURL, "--interval", "300ms", "--log-level", "warn"}
+		"--registrar", regURL, "--interval", "300ms", "--min-interval", "100ms", "--log-level", "warn"}
 	ver := startProcess(t, nil, verifierArgs...)
 	waitHealthy(t, tlsDir, verURL)
 

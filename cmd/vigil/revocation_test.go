@@ -76,7 +76,7 @@ func TestRevocationSurvivesKill9(t *testing.T) {
 	addr := freeAddr(t)
 	verURL := "https://" + addr
 	args := []string{"verifier", "--data", filepath.Join(dir, "verifier"), "--tls-dir", tlsDir, "--listen", addr,
-		"--registrar", regURL, "--interval", "200ms", "--log-level", "warn",
+		"--registrar", regURL, "--interval", "200ms", "--min-interval", "100ms", "--log-level", "warn",
 		"--webhook", srv.URL, "--webhook-secret-file", secretFile, "--webhook-ca", caFile, "--webhook-max-backoff", "300ms"}
 	ver := startProcess(t, nil, args...)
 	waitHealthy(t, tlsDir, verURL)

@@ -47,3 +47,24 @@ func serveTLS(ctx context.Context, log *slog.Logger, addr string, cfg *tls.Confi
 	log.Info("stopped")
 	return err
 }
+
+// serveMetrics serves h as /metrics over plain HTTP on addr until ctx ends
+// or stop is called. Plain, because a Prometheus scraping a private
+// interface has no client certificate; the operator picks the interface.
+func serveMetrics(ctx context.Context, log *slog.Logger, addr string, h http.Handler) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	log.Info("serving metrics", "addr", ln.Addr().String())
+	go srv.Serve(ln)
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	return cancel, nil
+}

@@ -33,6 +33,10 @@ func verifierCommand() *cli.Command {
 		&cli.DurationFlag{Name: "webhook-max-backoff", Value: 5 * time.Minute, Usage: "longest wait between delivery attempts"},
 		&cli.BoolFlag{Name: "pprof", Usage: "serve Go's profiler under /debug/pprof/ to admin clients (client certificate), to see where the verifier's CPU and memory go"},
 		&cli.StringFlag{Name: "source", Usage: "CloudEvents source `URI` of this verifier (default: urn:vigil:verifier:HOSTNAME)"},
+		&cli.StringFlag{Name: "auto-recover", Value: string(verifier.RecoverSilence), Usage: "which failures heal by themselves: silence (a host failed only for silence is attesting again once it sends complete fresh evidence that passes) or never"},
+		&cli.StringFlag{Name: "metrics-listen", Usage: "also serve /metrics over plain HTTP on `ADDR`, for a Prometheus on a private interface (on the service port it needs an admin certificate)"},
+		&cli.DurationFlag{Name: "registrar-poll", Usage: "how often to ask the registrar which hosts it still vouches for (default: --interval)"},
+		&cli.DurationFlag{Name: "min-interval", Value: time.Second, Hidden: true, Usage: "shortest interval an agent may be admitted with (tests and demos go lower)"},
 	)
 	return &cli.Command{
 		Name:   "verifier",
@@ -61,20 +65,28 @@ func verifierCommand() *cli.Command {
 				return err
 			}
 			defer db.Close()
+			recover, err := verifier.ParseAutoRecover(c.String("auto-recover"))
+			if err != nil {
+				return badInputf("--auto-recover: %v", err)
+			}
 			st := verifier.BoltStore{DB: db}
 			checks := &verifier.PolicyChecks{Store: st}
+			aks := verifier.NewRegistrarAKs(c.String("registrar"), adminCfg)
 			svc := &verifier.Service{
 				Store:           st,
 				Engine:          &verifier.Engine{Boot: checks, Runtime: checks},
 				OnPolicyChange:  checks.Forget,
-				AKs:             verifier.NewRegistrarAKs(c.String("registrar"), adminCfg),
+				AKs:             aks,
 				Log:             log,
 				DefaultInterval: c.Duration("interval"),
 				Liveness:        c.Duration("liveness"),
 				CheckpointEvery: c.Duration("checkpoint"),
+				AutoRecover:     recover,
+				MinInterval:     c.Duration("min-interval"),
+				FeedEvery:       c.Duration("registrar-poll"),
 			}
 			metrics := verifier.NewMetrics(svc)
-			svc.OnVerdict, svc.OnCheckpoint = metrics.ObserveVerdict, metrics.ObserveCheckpoint
+			svc.OnVerdict, svc.OnCheckpoint, svc.OnRefused = metrics.ObserveVerdict, metrics.ObserveCheckpoint, metrics.ObserveRefused
 			if c.Duration("checkpoint") < 0 {
 				return badInputf("--checkpoint %s: must not be negative", c.Duration("checkpoint"))
 			}
@@ -86,7 +98,15 @@ func verifierCommand() *cli.Command {
 				CheckPolicy:     verifier.CheckPolicy,
 				OnEvidenceBytes: metrics.ObserveEvidenceBytes,
 			}))
-			mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+			metricsHandler := promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})
+			mux.Handle("GET /metrics", httpapi.Admin(metricsHandler.ServeHTTP))
+			if addr := c.String("metrics-listen"); addr != "" {
+				stop, err := serveMetrics(c.Context, log, addr, metricsHandler)
+				if err != nil {
+					return badInputf("--metrics-listen %s: %v", addr, err)
+				}
+				defer stop()
+			}
 			if c.Bool("pprof") {
 				// Behind the admin certificate: a profile shows code paths and
 				// heap contents, and costs CPU while it runs.

@@ -187,7 +187,7 @@ func startExternal(ctx context.Context, opts Options, say func(string, ...any)) 
 	// account on /metrics, which holds wherever it runs (another machine, a
 	// container); else, for a verifier that exports none, from /proc for
 	// the process found listening on its port when it runs here.
-	first, scrapeErr := scrapeMetrics(ctx, plain, d.verifierURL)
+	first, scrapeErr := scrapeMetrics(ctx, admin, d.verifierURL)
 	port := vu.Port()
 	if port == "" {
 		port = "443"
@@ -210,7 +210,7 @@ func startExternal(ctx context.Context, opts Options, say func(string, ...any)) 
 		}
 		d.meter = procMeter(pid, fmt.Sprintf("external verifier process %d (given by --verifier-pid; %s), utime+stime from /proc/PID/stat", pid, processCommand(pid)))
 	case scrapeErr == nil && first.HasCPU:
-		d.meter = metricsMeter(plain, d.verifierURL, first.HasRSS)
+		d.meter = metricsMeter(admin, d.verifierURL, first.HasRSS)
 	case local:
 		found, err := findListener(portN)
 		if err != nil {
@@ -234,7 +234,7 @@ func startExternal(ctx context.Context, opts Options, say func(string, ...any)) 
 		var before []bucket
 		started := false
 		d.serverTimes = func(ctx context.Context) (Latency, error) {
-			m, err := scrapeMetrics(ctx, plain, d.verifierURL)
+			m, err := scrapeMetrics(ctx, admin, d.verifierURL)
 			if err != nil {
 				return Latency{}, err
 			}

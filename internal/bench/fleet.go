@@ -126,8 +126,7 @@ func (h *host) attestLoop(ctx context.Context, verifierURL string, pool []simhos
 			continue
 		}
 		start := time.Now()
-		var v wire.Verdict
-		err = agent.PostCBOR(ctx, h.http, verifierURL+wire.PathEvidence, ev, &v)
+		v, err := agent.PostEvidence(ctx, h.http, verifierURL, ev)
 		took := time.Since(start)
 		if err != nil {
 			if ctx.Err() == nil {

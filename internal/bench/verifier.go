@@ -68,18 +68,21 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 	st := verifier.BoltStore{DB: db}
 	server := newServerTimes()
 	checks := &verifier.PolicyChecks{Store: st}
+	aks := verifier.NewRegistrarAKs(cfg.RegistrarURL, adminCfg)
 	svc := &verifier.Service{
 		Store:           st,
 		Engine:          &verifier.Engine{Boot: checks, Runtime: checks},
 		OnPolicyChange:  checks.Forget,
-		AKs:             verifier.NewRegistrarAKs(cfg.RegistrarURL, adminCfg),
+		AKs:             aks,
 		Log:             log,
 		DefaultInterval: cfg.Interval,
+		// The bench sweeps intervals below what operators may admit.
+		MinInterval: min(time.Second, cfg.Interval),
 		// vigil verifier's default.
 		CheckpointEvery: time.Second,
 	}
 	metrics := verifier.NewMetrics(svc)
-	svc.OnCheckpoint = metrics.ObserveCheckpoint
+	svc.OnCheckpoint, svc.OnRefused = metrics.ObserveCheckpoint, metrics.ObserveRefused
 	svc.OnVerdict = func(a verifier.Agent, f *verifier.Failure, took time.Duration) {
 		metrics.ObserveVerdict(a, f, took)
 		server.observe(took)

@@ -161,13 +161,16 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	checks := &verifier.PolicyChecks{Store: verStore}
 	var verdicts atomic.Uint64
 	failedAt := sync.Map{} // agent ID → time.Time
+	aks := verifier.NewRegistrarAKs(regURL, adminTLS)
 	verSvc := &verifier.Service{
 		Store:           verStore,
 		Engine:          &verifier.Engine{Boot: checks, Runtime: checks},
 		OnPolicyChange:  checks.Forget,
-		AKs:             verifier.NewRegistrarAKs(regURL, adminTLS),
+		AKs:             aks,
 		Log:             quiet,
 		DefaultInterval: opts.Interval,
+		// The demo runs faster than operators may admit hosts.
+		MinInterval:     min(time.Second, opts.Interval),
 		LivenessEvery:   opts.Interval / 2,
 		CheckpointEvery: time.Second,
 		OnVerdict: func(a verifier.Agent, f *verifier.Failure, _ time.Duration) {

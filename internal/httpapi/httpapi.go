@@ -10,6 +10,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/internal/wire"
@@ -83,6 +85,9 @@ func Operator(r *http.Request) string {
 type Answers struct {
 	Status func(error) int
 	Log    *slog.Logger
+	// RetryAfter, if set, tells how long a client should wait before it
+	// tries again after err (zero: no Retry-After header).
+	RetryAfter func(err error) time.Duration
 }
 
 func (a Answers) failure(err error) (int, wire.Error) {
@@ -97,6 +102,11 @@ func (a Answers) failure(err error) (int, wire.Error) {
 // CBOR answers an agent: v with 200, or the error.
 func (a Answers) CBOR(w http.ResponseWriter, v any, err error) {
 	if err != nil {
+		if a.RetryAfter != nil {
+			if d := a.RetryAfter(err); d > 0 {
+				w.Header().Set("Retry-After", strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10))
+			}
+		}
 		code, body := a.failure(err)
 		WriteCBOR(w, code, body)
 		return

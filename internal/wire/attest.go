@@ -1,14 +1,30 @@
 package wire
 
+import "net/url"
+
 // Verifier paths agents call.
 const (
 	PathChallenge = "/v1/attest/challenge"
 	PathEvidence  = "/v1/attest/evidence"
 )
 
-// MaxEvidence is the largest evidence body a verifier accepts by default: a
-// full UEFI boot log plus a large first IMA slice fit well below it.
-const MaxEvidence = 16 << 20
+// Evidence is posted to PathEvidence/<agent ID> with the challenge's nonce
+// in the NonceHeader (hex), so that the verifier knows whose evidence it is
+// and what was asked before it reads the body.
+const NonceHeader = "Vigil-Nonce"
+
+// EvidencePath is where an agent posts its evidence.
+func EvidencePath(agentID string) string { return PathEvidence + "/" + url.PathEscape(agentID) }
+
+// Evidence body caps: the quote and the IMA entries from the asked offset
+// (a first full list of a busy host included), plus room for the boot log
+// only when the challenge asked for it.
+const (
+	MaxEvidenceIMA = 16 << 20
+	MaxBootLog     = 4 << 20
+	// MaxEvidence is the largest evidence body of all.
+	MaxEvidence = MaxEvidenceIMA + MaxBootLog
+)
 
 // ChallengeRequest asks the verifier what to prove next.
 type ChallengeRequest struct {

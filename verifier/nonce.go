@@ -1,0 +1,147 @@
+package verifier
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"time"
+)
+
+// Nonces are stateless: a nonce carries what the challenge asked for and
+// when it was issued, authenticated by a MAC under a key the verifier keeps
+// in its store. Any nonce the verifier issued to an agent can be answered
+// until it expires, so a third party asking for challenges in an agent's
+// name changes nothing for the agent: there is no open challenge to
+// replace. Single use comes from order instead of memory: the verifier
+// accepts evidence only over a nonce issued after the nonce of the last
+// evidence it accepted from that agent (Agent.LastNonce), and nonces of one
+// verifier are issued at strictly increasing times.
+//
+// The layout, 32 bytes so that every TPM's qualifyingData takes it:
+//
+//	0      version (nonceV1)
+//	1      flags (nonceBootLog, nonceFullIMA)
+//	2..9   issue time, Unix nanoseconds, big endian
+//	10..15 random
+//	16..31 HMAC-SHA256(key, label ‖ agent ID ‖ 0 ‖ admission time ‖ bytes 0..15), first 16 bytes
+//
+// The admission time (Agent.AdmittedAt, moved by a readmission) is under
+// the MAC, so nonces issued before an operator readmitted or re-admitted
+// an agent are refused after it.
+const (
+	nonceSize    = 32
+	nonceV1      = 1
+	nonceKeyName = "nonce-mac-v1"
+	nonceLabel   = "vigil nonce v1\x00"
+)
+
+// Flags a nonce carries: what its challenge asked for.
+const (
+	// nonceBootLog: the challenge asked for the boot log.
+	nonceBootLog byte = 1 << iota
+	// nonceFullIMA: the challenge asked for the IMA list from entry 0.
+	nonceFullIMA
+)
+
+// nonceInfo is what a nonce says once its MAC checked out.
+type nonceInfo struct {
+	raw     []byte
+	flags   byte
+	issued  time.Time
+	issueNS int64
+}
+
+func (n nonceInfo) bootLog() bool { return n.flags&nonceBootLog != 0 }
+func (n nonceInfo) fullIMA() bool { return n.flags&nonceFullIMA != 0 }
+
+// nonceKey returns the MAC key, reading it from the store (which creates it
+// once) the first time.
+func (s *Service) nonceKey(ctx context.Context) ([]byte, error) {
+	if k := s.macKey.Load(); k != nil {
+		return *k, nil
+	}
+	k, err := s.Store.Secret(ctx, nonceKeyName, 32)
+	if err != nil {
+		return nil, fmt.Errorf("nonce key: %w", err)
+	}
+	s.macKey.CompareAndSwap(nil, &k)
+	return *s.macKey.Load(), nil
+}
+
+// issueTime returns a Unix-nanosecond time after every earlier one this
+// service issued, so that no two nonces of one agent share an issue time
+// and "issued after the last accepted one" is a strict order.
+func (s *Service) issueTime() int64 {
+	now := s.now().UnixNano()
+	for {
+		last := s.lastIssued.Load()
+		next := max(now, last+1)
+		if s.lastIssued.CompareAndSwap(last, next) {
+			return next
+		}
+	}
+}
+
+// mintNonce makes a nonce for agent a with the given flags.
+func (s *Service) mintNonce(ctx context.Context, a Agent, flags byte) ([]byte, error) {
+	key, err := s.nonceKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n := make([]byte, nonceSize)
+	n[0], n[1] = nonceV1, flags
+	binary.BigEndian.PutUint64(n[2:10], uint64(s.issueTime()))
+	if _, err := rand.Read(n[10:16]); err != nil {
+		return nil, err
+	}
+	copy(n[16:], nonceMAC(key, a, n[:16]))
+	return n, nil
+}
+
+func nonceMAC(key []byte, a Agent, head []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(nonceLabel))
+	m.Write([]byte(a.ID))
+	m.Write([]byte{0})
+	var adm [8]byte
+	binary.BigEndian.PutUint64(adm[:], uint64(a.AdmittedAt.UnixNano()))
+	m.Write(adm[:])
+	m.Write(head)
+	return m.Sum(nil)[:16]
+}
+
+// checkNonce tells whether nonce was issued by this verifier (or one
+// sharing its store) to agent a since its admission, and is unexpired and
+// newer than the last nonce a's accepted evidence answered. Every failure
+// is a refusal: none of it is evidence about the host.
+func (s *Service) checkNonce(ctx context.Context, a Agent, nonce []byte, now time.Time) (nonceInfo, error) {
+	if len(nonce) != nonceSize || nonce[0] != nonceV1 {
+		return nonceInfo{}, refuseAs(RefusedConflict, refusedBadNonce, "nonce for agent %q was not issued by this verifier (%d bytes, version %d): ask for a new challenge", a.ID, len(nonce), versionOf(nonce))
+	}
+	key, err := s.nonceKey(ctx)
+	if err != nil {
+		return nonceInfo{}, err
+	}
+	if !hmac.Equal(nonce[16:], nonceMAC(key, a, nonce[:16])) {
+		return nonceInfo{}, refuseAs(RefusedConflict, refusedBadNonce, "nonce was not issued by this verifier to agent %q since its admission: ask for a new challenge", a.ID)
+	}
+	ns := int64(binary.BigEndian.Uint64(nonce[2:10]))
+	info := nonceInfo{raw: nonce, flags: nonce[1], issued: time.Unix(0, ns), issueNS: ns}
+	if expires := info.issued.Add(s.nonceTTL(a)); now.After(expires) {
+		return nonceInfo{}, refuseAs(RefusedConflict, refusedNonceExpired, "nonce for agent %q expired at %s: ask for a new challenge", a.ID, expires.UTC().Format(time.RFC3339Nano))
+	}
+	if ns <= a.LastNonce {
+		return nonceInfo{}, refuseAs(RefusedConflict, refusedNonceUsed, "nonce for agent %q is not newer than the last one answered (single use): ask for a new challenge", a.ID)
+	}
+	return info, nil
+}
+
+func versionOf(nonce []byte) int {
+	if len(nonce) == 0 {
+		return -1
+	}
+	return int(nonce[0])
+}
