@@ -30,6 +30,9 @@ type testRegistrar struct {
 	policy registrar.EKPolicy
 	db     *store.DB
 	srv    *httptest.Server
+	svc    *registrar.Service
+	// configure, if set, adjusts each Service start makes.
+	configure func(*registrar.Service)
 }
 
 func newTLSDir(t *testing.T) string {
@@ -59,10 +62,13 @@ func (r *testRegistrar) start() {
 		r.t.Fatal(err)
 	}
 	svc := &registrar.Service{Store: registrar.BoltStore{DB: db}, EKPolicy: r.policy}
+	if r.configure != nil {
+		r.configure(svc)
+	}
 	srv := httptest.NewUnstartedServer(registrar.Handler(svc))
 	srv.TLS = cfg
 	srv.StartTLS()
-	r.db, r.srv = db, srv
+	r.db, r.srv, r.svc = db, srv, svc
 }
 
 func (r *testRegistrar) stop() {
@@ -185,8 +191,8 @@ func TestEnrollAgainstSwtpmWithEKChain(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(view2.AKPublic, view.AKPublic) || view2.Registrations != 2 {
-				t.Errorf("after re-enrollment: registrations %d, AK changed %v", view2.Registrations, !bytes.Equal(view2.AKPublic, view.AKPublic))
+			if !bytes.Equal(view2.AKPublic, view.AKPublic) || view2.Enrollments != 2 || view2.PendingRegistrations != 0 {
+				t.Errorf("after re-enrollment: enrollments %d, pending %d, AK changed %v", view2.Enrollments, view2.PendingRegistrations, !bytes.Equal(view2.AKPublic, view.AKPublic))
 			}
 		})
 	}
@@ -310,7 +316,7 @@ func TestSecondTPMUnderSameIDRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after.EKSHA256 != before.EKSHA256 || !bytes.Equal(after.AKPublic, before.AKPublic) || !after.Active || after.Registrations != before.Registrations {
+	if after.EKSHA256 != before.EKSHA256 || !bytes.Equal(after.AKPublic, before.AKPublic) || !after.Active || after.Enrollments != before.Enrollments {
 		t.Errorf("record changed by a refused registration:\nbefore %+v\nafter  %+v", before, after)
 	}
 }

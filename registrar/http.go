@@ -2,8 +2,12 @@ package registrar
 
 import (
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/vigil-attest/vigil/internal/httpapi"
@@ -17,9 +21,12 @@ const (
 	PathRegister = wire.PathRegister
 	PathActivate = wire.PathActivate
 	PathAgents   = "/v1/agents"
+	PathAKs      = "/v1/aks"
 )
 
-// AgentView is the admin API's JSON view of a record.
+// AgentView is the admin API's JSON view of a record. The AK fields are the
+// active AK's (empty before the first activation); pending registrations
+// are only counted.
 type AgentView struct {
 	AgentID  string `json:"agent_id"`
 	Active   bool   `json:"active"`
@@ -28,26 +35,28 @@ type AgentView struct {
 	EKCert   []byte `json:"ek_cert,omitempty"`
 	AKAlg    string `json:"ak_alg"`
 	// AKPublic is the marshalled TPMT_PUBLIC (base64 in JSON).
-	AKPublic      []byte     `json:"ak_pub"`
-	AKName        string     `json:"ak_name"`
-	RegisteredAt  time.Time  `json:"registered_at"`
-	ActivatedAt   *time.Time `json:"activated_at,omitempty"`
-	Registrations int        `json:"registrations"`
+	AKPublic             []byte     `json:"ak_pub"`
+	AKName               string     `json:"ak_name"`
+	RegisteredAt         time.Time  `json:"registered_at"`
+	ActivatedAt          *time.Time `json:"activated_at,omitempty"`
+	Enrollments          int        `json:"enrollments"`
+	PendingRegistrations int        `json:"pending_registrations"`
 }
 
 // View is the admin view of a record.
 func View(r Record) AgentView {
 	v := AgentView{
-		AgentID:       r.AgentID,
-		Active:        r.Active,
-		EKSHA256:      r.EKSHA256,
-		EKTrust:       r.EKTrust,
-		EKCert:        r.EKCert,
-		AKAlg:         r.AKAlg,
-		AKPublic:      r.AKPublic,
-		AKName:        hex.EncodeToString(r.AKName),
-		RegisteredAt:  r.RegisteredAt,
-		Registrations: r.Registrations,
+		AgentID:              r.AgentID,
+		Active:               r.Active,
+		EKSHA256:             r.EKSHA256,
+		EKTrust:              r.EKTrust,
+		EKCert:               r.EKCert,
+		AKAlg:                r.AKAlg,
+		AKPublic:             r.AKPublic,
+		AKName:               hex.EncodeToString(r.AKName),
+		RegisteredAt:         r.RegisteredAt,
+		Enrollments:          r.Enrollments,
+		PendingRegistrations: len(r.Pending),
 	}
 	if !r.ActivatedAt.IsZero() {
 		t := r.ActivatedAt
@@ -63,6 +72,7 @@ func Handler(svc *Service) http.Handler {
 	mux.HandleFunc("POST "+PathRegister, func(w http.ResponseWriter, r *http.Request) {
 		var req wire.RegisterRequest
 		if !httpapi.ReadCBOR(w, r, wire.MaxMessage, http.StatusBadRequest, &req) {
+			svc.refuse("registration refused", "", undecodable())
 			return
 		}
 		rsp, err := svc.Register(r.Context(), req)
@@ -71,6 +81,7 @@ func Handler(svc *Service) http.Handler {
 	mux.HandleFunc("POST "+PathActivate, func(w http.ResponseWriter, r *http.Request) {
 		var req wire.ActivateRequest
 		if !httpapi.ReadCBOR(w, r, wire.MaxMessage, http.StatusBadRequest, &req) {
+			svc.refuse("activation refused", "", undecodable())
 			return
 		}
 		rsp, err := svc.Activate(r.Context(), req)
@@ -98,13 +109,14 @@ func Handler(svc *Service) http.Handler {
 	}))
 	mux.HandleFunc("DELETE "+PathAgents+"/{id}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		if err := svc.Store.Delete(r.Context(), id); err != nil {
+		if err := svc.Delete(r.Context(), id); err != nil {
 			answer.JSONError(w, err)
 			return
 		}
 		svc.log().Info("agent deleted by operator", "agent_id", id, "operator", httpapi.Operator(r))
 		w.WriteHeader(http.StatusNoContent)
 	}))
+	mux.Handle("GET "+PathAKs, httpapi.Admin((&aksHandler{svc: svc, answer: answer}).ServeHTTP))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -120,6 +132,108 @@ func status(err error) int {
 		return http.StatusForbidden
 	case errors.As(err, &e) && e.Kind == NotFound, errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
+	case errors.As(err, &e) && e.Kind == TooMany:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
+}
+
+// undecodable stands for a body the decoder refused (it has answered with
+// the detail) when counting refusals.
+func undecodable() error { return invalid("body", "not a well-formed request") }
+
+// AKListVersion is the version of the GET /v1/aks answer.
+const AKListVersion = 1
+
+// AKList is the answer of GET /v1/aks: every agent with an active AK.
+type AKList struct {
+	Version int    `json:"version"`
+	ETag    string `json:"etag"`
+	// Agents are sorted by agent ID.
+	Agents []AKListEntry `json:"agents"`
+}
+
+// AKListEntry is one agent of an AKList.
+type AKListEntry struct {
+	AgentID string `json:"agent_id"`
+	// AKName is the hex of the active AK's TPM name.
+	AKName string `json:"ak_name"`
+}
+
+// aksHandler serves the change feed. A poll that names the current
+// generation costs one store read and no decoding; the full answer is built
+// once per generation and kept.
+type aksHandler struct {
+	svc    *Service
+	answer httpapi.Answers
+
+	mu   sync.Mutex
+	etag string
+	body []byte
+}
+
+func (h *aksHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	gen, err := h.svc.Store.Generation(r.Context())
+	if err != nil {
+		h.answer.JSONError(w, err)
+		return
+	}
+	if etagMatches(r.Header.Get("If-None-Match"), gen) {
+		w.Header().Set("ETag", quoteETag(gen))
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	etag, body, err := h.list(r, gen)
+	if err != nil {
+		h.answer.JSONError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("ETag", quoteETag(etag))
+	w.WriteHeader(http.StatusOK)
+	w.Write(body)
+}
+
+// list returns the answer for generation gen, or a newer one. Holding the
+// lock while building means one build per generation however many
+// verifiers poll at once.
+func (h *aksHandler) list(r *http.Request, gen string) (string, []byte, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.etag == gen && h.body != nil {
+		return h.etag, h.body, nil
+	}
+	gen, aks, err := h.svc.Store.ActiveAKs(r.Context())
+	if err != nil {
+		return "", nil, err
+	}
+	list := AKList{Version: AKListVersion, ETag: gen, Agents: make([]AKListEntry, 0, len(aks))}
+	for _, ak := range aks {
+		list.Agents = append(list.Agents, AKListEntry{AgentID: ak.AgentID, AKName: hex.EncodeToString(ak.AKName)})
+	}
+	slices.SortFunc(list.Agents, func(a, b AKListEntry) int { return strings.Compare(a.AgentID, b.AgentID) })
+	body, err := json.Marshal(list)
+	if err != nil {
+		return "", nil, err
+	}
+	h.etag, h.body = gen, append(body, '\n')
+	return h.etag, h.body, nil
+}
+
+func quoteETag(gen string) string { return `"` + gen + `"` }
+
+// etagMatches reports whether an If-None-Match header names gen, quoted or
+// not, weak or strong, or is "*".
+func etagMatches(header, gen string) bool {
+	if header == "" {
+		return false
+	}
+	for tag := range strings.SplitSeq(header, ",") {
+		tag = strings.TrimSpace(tag)
+		tag = strings.TrimPrefix(tag, "W/")
+		if tag == "*" || strings.Trim(tag, `"`) == gen {
+			return true
+		}
+	}
+	return false
 }

@@ -11,6 +11,7 @@ import (
 type Metrics struct {
 	Registry      *prometheus.Registry
 	registrations *prometheus.CounterVec
+	refused       *prometheus.CounterVec
 }
 
 // NewMetrics registers the registrar's metrics, including the number of
@@ -22,9 +23,23 @@ func NewMetrics(st Store) *Metrics {
 			Name: "vigil_registrar_registrations_total",
 			Help: "Accepted registrations by AK algorithm and the EK rule that admitted them.",
 		}, []string{"ak_alg", "ek_trust"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_registrar_refused_total",
+			Help: "Refused registrations and activations by reason.",
+		}, []string{"reason"}),
 	}
-	m.Registry.MustRegister(m.registrations, agentsCollector{st})
+	// Every reason is exported from the start, so that a rate over a
+	// reason that has not happened yet is 0 rather than absent.
+	for _, r := range Reasons() {
+		m.refused.WithLabelValues(r)
+	}
+	m.Registry.MustRegister(m.registrations, m.refused, agentsCollector{st})
 	return m
+}
+
+// ObserveRefusal is a Service.OnRefuse hook.
+func (m *Metrics) ObserveRefusal(reason string) {
+	m.refused.WithLabelValues(reason).Inc()
 }
 
 // ObserveRegistration is a Service.OnRegister hook.

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
 	"net/http"
-
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
+	"github.com/vigil-attest/vigil/internal/httpapi"
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/registrar"
@@ -20,7 +24,10 @@ func registrarCommand() *cli.Command {
 		&cli.StringFlag{Name: "ek-roots", Usage: "`DIR` of EK manufacturer root and intermediate certificates (PEM or DER)"},
 		&cli.StringFlag{Name: "ek-allow", Usage: "`FILE` of allowed EK SHA-256 hashes, one per line"},
 		&cli.StringFlag{Name: "ek-policy", Usage: "chain, allowlist, chain-or-allowlist or any (default: chain with --ek-roots, allowlist with --ek-allow, both if both)"},
-		&cli.DurationFlag{Name: "challenge-ttl", Value: 5 * time.Minute, Usage: "time an agent has to answer its activation challenge"},
+		&cli.DurationFlag{Name: "challenge-ttl", Value: registrar.DefaultChallengeTTL, Usage: "time an agent has to answer its activation challenge; unanswered registrations are removed after it"},
+		&cli.IntFlag{Name: "max-pending-per-ek", Value: registrar.DefaultMaxPendingPerEK, Usage: "pending registrations one EK may have (under all agent IDs); more are refused with 429"},
+		&cli.IntFlag{Name: "max-pending", Value: registrar.DefaultMaxPending, Usage: "pending registrations in total; more are refused with 429"},
+		&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` to also serve /metrics on, in plain HTTP without a client certificate (for a private interface)"},
 	)
 	return &cli.Command{
 		Name:   "registrar",
@@ -30,6 +37,9 @@ func registrarCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			if err := required(c, "data", "tls-dir"); err != nil {
 				return err
+			}
+			if c.Duration("challenge-ttl") <= 0 || c.Int("max-pending-per-ek") <= 0 || c.Int("max-pending") <= 0 {
+				return badInputf("--challenge-ttl, --max-pending-per-ek and --max-pending must be positive")
 			}
 			log, err := newLogger(c, stderr(c))
 			if err != nil {
@@ -55,16 +65,30 @@ func registrarCommand() *cli.Command {
 			st := registrar.BoltStore{DB: db}
 			metrics := registrar.NewMetrics(st)
 			svc := &registrar.Service{
-				Store:        st,
-				OnRegister:   metrics.ObserveRegistration,
-				EKPolicy:     policy,
-				Log:          log,
-				ChallengeTTL: c.Duration("challenge-ttl"),
+				Store:           st,
+				OnRegister:      metrics.ObserveRegistration,
+				OnRefuse:        metrics.ObserveRefusal,
+				EKPolicy:        policy,
+				Log:             log,
+				ChallengeTTL:    c.Duration("challenge-ttl"),
+				MaxPendingPerEK: c.Int("max-pending-per-ek"),
+				MaxPending:      c.Int("max-pending"),
 			}
 			log.Info("starting", "ek_policy", policy.Mode, "data", c.String("data"))
+			ctx, cancel := context.WithCancel(c.Context)
+			defer cancel()
+			go svc.Run(ctx)
+			promh := promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})
+			if addr := c.String("metrics-listen"); addr != "" {
+				ln, err := net.Listen("tcp", addr)
+				if err != nil {
+					return err
+				}
+				go serveMetrics(ctx, log, ln, promh)
+			}
 			mux := http.NewServeMux()
 			mux.Handle("/", registrar.Handler(svc))
-			mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+			mux.Handle("GET /metrics", httpapi.Admin(promh.ServeHTTP))
 			mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 				if _, err := st.List(r.Context()); err != nil {
 					http.Error(w, "store unavailable", http.StatusServiceUnavailable)
@@ -72,8 +96,26 @@ func registrarCommand() *cli.Command {
 				}
 				w.Write([]byte("ok\n"))
 			})
-			return serveTLS(c.Context, log, c.String("listen"), cfg, mux, nil)
+			return serveTLS(ctx, log, c.String("listen"), cfg, mux, nil)
 		},
+	}
+}
+
+// serveMetrics serves only /metrics, in plain HTTP, on ln until ctx ends:
+// for a scraper on a private interface that holds no admin certificate.
+func serveMetrics(ctx context.Context, log *slog.Logger, ln net.Listener, h http.Handler) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	log.Info("serving /metrics in plain HTTP", "addr", ln.Addr().String())
+	go func() {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shutdownCtx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("metrics listener", "err", err)
 	}
 }
 

@@ -74,8 +74,8 @@ func tenantCommand() *cli.Command {
 						if c.Bool("json") {
 							return printJSON(c.App.Writer, v)
 						}
-						fmt.Fprintf(c.App.Writer, "agent_id:      %s\nactive:        %v\nek_sha256:     %s\nek_trust:      %s\nak_alg:        %s\nak_name:       %s\nregistered_at: %s\nregistrations: %d\n",
-							v.AgentID, v.Active, v.EKSHA256, v.EKTrust, v.AKAlg, v.AKName, v.RegisteredAt.Format("2006-01-02T15:04:05Z07:00"), v.Registrations)
+						fmt.Fprintf(c.App.Writer, "agent_id:              %s\nactive:                %v\nek_sha256:             %s\nek_trust:              %s\nak_alg:                %s\nak_name:               %s\nregistered_at:         %s\nenrollments:           %d\npending_registrations: %d\n",
+							v.AgentID, v.Active, v.EKSHA256, v.EKTrust, v.AKAlg, v.AKName, v.RegisteredAt.Format("2006-01-02T15:04:05Z07:00"), v.Enrollments, v.PendingRegistrations)
 						return nil
 					},
 				},
