@@ -52,3 +52,12 @@ func (r RegistrarAKs) AK(ctx context.Context, id string) (*evidence.AK, error) {
 	}
 	return evidence.NewAK(*pub)
 }
+
+// ActiveAKs implements AKFeed over the registrar's feed of active AKs.
+func (r RegistrarAKs) ActiveAKs(ctx context.Context, version string) (map[string][]byte, string, error) {
+	aks, next, err := r.Client.ActiveAKs(ctx, version)
+	if errors.Is(err, registrar.ErrNotModified) {
+		return nil, version, ErrFeedNotModified
+	}
+	return aks, next, err
+}

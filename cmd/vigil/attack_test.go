@@ -21,6 +21,7 @@ import (
 	"github.com/vigil-attest/vigil/internal/wire"
 	"github.com/vigil-attest/vigil/tpmsim"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
+	"github.com/vigil-attest/vigil/tpmsim/soft"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
@@ -200,6 +201,17 @@ func TestUnauthenticatedPeerCannotChangeAHost(t *testing.T) {
 		t.Errorf("/metrics without a client certificate: %v %v, want 401", rsp.StatusCode, err)
 	}
 
+	// The host's public EK and certificate registered with another TPM's AK.
+	akBefore := d.registrarAK()
+	st0, err := soft.New(soft.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.strangerRegistersHostEK(agent.NewSoftTPM(st0))
+	if ak := d.registrarAK(); ak != akBefore {
+		t.Fatalf("the stranger's registration replaced the host's active AK: %s, was %s", ak, akBefore)
+	}
+
 	before := d.status().Attestations
 	st := d.waitFor("attesting through the attacks", 30*time.Second, func(s agentStatus) bool {
 		return s.State == "attesting" && s.Attestations >= before+3
@@ -210,6 +222,40 @@ func TestUnauthenticatedPeerCannotChangeAHost(t *testing.T) {
 	if evs := d.events(); len(evs) != 0 {
 		t.Fatalf("events reached the issuer: %+v", evs)
 	}
+
+	// An operator deletes the host at the registrar: the verifier follows
+	// within a few intervals, without a restart.
+	d.tenant("registrar", "delete", "host-1")
+	st = d.waitFor("not_enrolled after deletion at the registrar", 15*time.Second, func(s agentStatus) bool { return s.State == "failed" })
+	if st.Reason != "not_enrolled" {
+		t.Fatalf("failed with %q, want not_enrolled", st.Reason)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for len(d.events()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no revocation delivered for the deleted host")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if e := d.events()[0]; e.Type != revocation.TypeRevoked || e.Data.Reason != "not_enrolled" {
+		t.Fatalf("event %s %s, want revoked not_enrolled", e.Type, e.Data.Reason)
+	}
+}
+
+// registrarAK is the host's active AK name at the registrar.
+func (d *attackDeployment) registrarAK() string {
+	d.t.Helper()
+	var v struct {
+		Active bool   `json:"active"`
+		AKName string `json:"ak_name"`
+	}
+	if err := json.Unmarshal([]byte(d.tenant("registrar", "show", "host-1", "--json")), &v); err != nil {
+		d.t.Fatal(err)
+	}
+	if !v.Active {
+		d.t.Fatal("the host has no active AK at the registrar")
+	}
+	return v.AKName
 }
 
 // TestSilenceHealsEndToEnd stops a host's agent past its liveness window

@@ -2,11 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
-	"log/slog"
-	"net"
 	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
@@ -80,11 +76,11 @@ func registrarCommand() *cli.Command {
 			go svc.Run(ctx)
 			promh := promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})
 			if addr := c.String("metrics-listen"); addr != "" {
-				ln, err := net.Listen("tcp", addr)
+				stop, err := serveMetrics(ctx, log, addr, promh)
 				if err != nil {
-					return err
+					return badInputf("--metrics-listen %s: %v", addr, err)
 				}
-				go serveMetrics(ctx, log, ln, promh)
+				defer stop()
 			}
 			mux := http.NewServeMux()
 			mux.Handle("/", registrar.Handler(svc))
@@ -98,24 +94,6 @@ func registrarCommand() *cli.Command {
 			})
 			return serveTLS(ctx, log, c.String("listen"), cfg, mux, nil)
 		},
-	}
-}
-
-// serveMetrics serves only /metrics, in plain HTTP, on ln until ctx ends:
-// for a scraper on a private interface that holds no admin certificate.
-func serveMetrics(ctx context.Context, log *slog.Logger, ln net.Listener, h http.Handler) {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", h)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	log.Info("serving /metrics in plain HTTP", "addr", ln.Addr().String())
-	go func() {
-		<-ctx.Done()
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(shutdownCtx)
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Error("metrics listener", "err", err)
 	}
 }
 

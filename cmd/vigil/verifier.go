@@ -77,6 +77,7 @@ func verifierCommand() *cli.Command {
 				Engine:          &verifier.Engine{Boot: checks, Runtime: checks},
 				OnPolicyChange:  checks.Forget,
 				AKs:             aks,
+				Feed:            aks,
 				Log:             log,
 				DefaultInterval: c.Duration("interval"),
 				Liveness:        c.Duration("liveness"),

@@ -74,6 +74,7 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 		Engine:          &verifier.Engine{Boot: checks, Runtime: checks},
 		OnPolicyChange:  checks.Forget,
 		AKs:             aks,
+		Feed:            aks,
 		Log:             log,
 		DefaultInterval: cfg.Interval,
 		// The bench sweeps intervals below what operators may admit.

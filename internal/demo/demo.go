@@ -167,6 +167,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		Engine:          &verifier.Engine{Boot: checks, Runtime: checks},
 		OnPolicyChange:  checks.Forget,
 		AKs:             aks,
+		Feed:            aks,
 		Log:             quiet,
 		DefaultInterval: opts.Interval,
 		// The demo runs faster than operators may admit hosts.
