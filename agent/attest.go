@@ -161,11 +161,7 @@ func jittered(d time.Duration) time.Duration {
 // within about one interval of an operator's readmission instead of asleep
 // in a long backoff.
 func (a *Attester) wait(ctx context.Context, cur, limit time.Duration, err error) time.Duration {
-	next := min(max(2*cur, 500*time.Millisecond), limit)
-	var ref *RefusedError
-	if errors.As(err, &ref) && ref.RetryAfter > 0 {
-		next = min(ref.RetryAfter, limit)
-	}
+	next := nextBackoff(cur, limit, err)
 	// Full jitter in [next/2, next): a fleet that lost the verifier at once
 	// does not come back at once.
 	d := next/2 + time.Duration(rand.Int64N(int64(next/2)+1))
@@ -174,6 +170,16 @@ func (a *Attester) wait(ctx context.Context, cur, limit time.Duration, err error
 	}
 	sleep(ctx, d)
 	return next
+}
+
+// nextBackoff is the backoff step after cur: doubling from half a second up
+// to limit, or what the server's Retry-After says, up to limit.
+func nextBackoff(cur, limit time.Duration, err error) time.Duration {
+	var ref *RefusedError
+	if errors.As(err, &ref) && ref.RetryAfter > 0 {
+		return min(ref.RetryAfter, limit)
+	}
+	return min(max(2*cur, 500*time.Millisecond), limit)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

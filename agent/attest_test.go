@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -21,5 +22,26 @@ func TestJitteredStaysWithinATenthBelow(t *testing.T) {
 	}
 	if got := jittered(0); got != 0 {
 		t.Errorf("jittered(0) = %s", got)
+	}
+}
+
+// A failed agent is told when to ask again (its interval), and believes it
+// rather than its own backoff, so that it is back soon after an operator
+// readmits it.
+func TestBackoffBelievesRetryAfter(t *testing.T) {
+	failed := &RefusedError{Status: 403, Msg: "agent failed", RetryAfter: 2 * time.Second}
+	for _, tc := range []struct {
+		cur  time.Duration
+		err  error
+		want time.Duration
+	}{
+		{0, errors.New("connection refused"), 500 * time.Millisecond},
+		{40 * time.Second, errors.New("connection refused"), time.Minute},
+		{time.Minute, failed, 2 * time.Second},
+		{time.Minute, &RefusedError{Status: 503, RetryAfter: time.Hour}, time.Minute},
+	} {
+		if got := nextBackoff(tc.cur, time.Minute, tc.err); got != tc.want {
+			t.Errorf("after %s and %v: %s, want %s", tc.cur, tc.err, got, tc.want)
+		}
 	}
 }

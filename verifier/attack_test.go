@@ -369,7 +369,7 @@ func TestSilenceHeals(t *testing.T) {
 	if _, err := svc.Evidence(ctx, h.answer(t, *v.Next)); !isRefusal(err, RefusedConflict) {
 		t.Fatalf("evidence over a nonce from before the silence: %v, want refused", err)
 	}
-	now = now.Add(time.Second)
+	now = now.Add(time.Second + time.Millisecond)
 	v, err := h.attest(t, svc, false)
 	if err != nil || v.State != string(StateAttesting) {
 		t.Fatalf("complete fresh evidence after silence: %+v, %v", v, err)

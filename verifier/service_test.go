@@ -64,7 +64,7 @@ type fleet struct {
 	hosts []*serviceHost
 }
 
-func newFleet(t *testing.T, hosts, goodFiles int) *fleet {
+func newFleet(t testing.TB, hosts, goodFiles int) *fleet {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.Open(t.TempDir())

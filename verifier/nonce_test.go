@@ -1,0 +1,89 @@
+package verifier
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+)
+
+func nonceService(t testing.TB) (*Service, Agent) {
+	t.Helper()
+	svc, _ := newTestService(t)
+	now := time.Unix(1_800_000_000, 0)
+	svc.Now = func() time.Time { return now }
+	return svc, Agent{ID: "a", AdmittedAt: now.Add(-time.Hour), Interval: time.Second}
+}
+
+func TestNonceBindsAgentAdmissionTimeAndOrder(t *testing.T) {
+	ctx := context.Background()
+	svc, a := nonceService(t)
+	n1, err := svc.mintNonce(ctx, a, nonceBootLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2, _ := svc.mintNonce(ctx, a, 0)
+	now := svc.now()
+	info, err := svc.checkNonce(ctx, a, n1, now)
+	if err != nil || !info.bootLog() || info.fullIMA() {
+		t.Fatalf("a nonce as issued: %+v, %v", info, err)
+	}
+	other := a
+	other.ID = "b"
+	readmitted := a
+	readmitted.AdmittedAt = now
+	answered := a
+	answered.LastNonce = info.issueNS
+	flipped := append([]byte(nil), n1...)
+	flipped[1] ^= nonceFullIMA // what was asked is under the MAC too
+	for _, tc := range []struct {
+		name   string
+		a      Agent
+		nonce  []byte
+		at     time.Time
+		reason string
+	}{
+		{"another agent's", other, n1, now, refusedBadNonce},
+		{"from before a readmission", readmitted, n1, now, refusedBadNonce},
+		{"with other flags", a, flipped, now, refusedBadNonce},
+		{"expired", a, n1, now.Add(time.Minute), refusedNonceExpired},
+		{"already answered", answered, n1, now, refusedNonceUsed},
+		{"too short", a, n1[:31], now, refusedBadNonce},
+		{"another version", a, append([]byte{2}, n1[1:]...), now, refusedBadNonce},
+	} {
+		_, err := svc.checkNonce(ctx, tc.a, tc.nonce, tc.at)
+		var r *Refusal
+		if !asRefusal(err, &r) || r.Reason != tc.reason {
+			t.Errorf("%s: %v, want refused %s", tc.name, err, tc.reason)
+		}
+	}
+	// Issued later, so still good after n1 was answered.
+	if _, err := svc.checkNonce(ctx, answered, n2, now); err != nil {
+		t.Errorf("a newer nonce after the older was answered: %v", err)
+	}
+	// A nonce survives a restart: the key is in the store.
+	restarted := &Service{Store: svc.Store, Now: svc.Now}
+	if _, err := restarted.checkNonce(ctx, a, n2, now); err != nil {
+		t.Errorf("a nonce after a restart: %v", err)
+	}
+}
+
+// FuzzNonce: no input panics the nonce check, and the only input it
+// accepts is a nonce the verifier minted.
+func FuzzNonce(f *testing.F) {
+	svc, a := nonceService(f)
+	ctx := context.Background()
+	minted, err := svc.mintNonce(ctx, a, nonceFullIMA)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(minted)
+	f.Add(minted[:16])
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, err := svc.checkNonce(ctx, a, b, svc.now())
+		if err == nil && !bytes.Equal(b, minted) {
+			t.Fatalf("accepted a nonce it never issued: %x", b)
+		}
+	})
+}
