@@ -271,8 +271,15 @@ func TestPendingRegistrationsBoundedAndExpiring(t *testing.T) {
 	fleet, policy := newSoftFleet(t)
 	clk := newClock()
 	const ttl = time.Minute
+	var mu sync.Mutex
+	refusals := map[string]int{}
 	reg := startRegistrarWith(t, policy, func(s *registrar.Service) {
 		s.Now, s.ChallengeTTL, s.MaxPendingPerEK, s.MaxPending = clk.Now, ttl, 2, 3
+		s.OnRefuse = func(reason string) {
+			mu.Lock()
+			refusals[reason]++
+			mu.Unlock()
+		}
 	})
 	ctx := context.Background()
 	host := fleet.tpm()
@@ -364,6 +371,11 @@ func TestPendingRegistrationsBoundedAndExpiring(t *testing.T) {
 	if _, _, err := reg.activeAKs(etag0); !errors.Is(err, registrar.ErrNotModified) {
 		t.Fatalf("change feed after registrations: %v, want not modified", err)
 	}
+	mu.Lock()
+	if refusals[registrar.ReasonTooManyPending] != 2 || len(refusals) != 1 {
+		t.Errorf("refusals counted %v, want 2 too_many_pending", refusals)
+	}
+	mu.Unlock()
 
 	// Past the deadline the sweep removes every pending registration, and
 	// the store is back as it was.
