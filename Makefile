@@ -43,7 +43,8 @@ FUZZ_TARGETS = \
 	./tpmsim/simhost:FuzzDetectFormat ./tpmsim/simhost:FuzzIMAEntry ./tpmsim/simhost:FuzzBootLog \
 	./internal/wire:FuzzEvidenceFastPath ./verifier:FuzzIMAState \
 	./internal/bench:FuzzParseStatCPU ./internal/bench:FuzzParseStatusKB \
-	./internal/bench:FuzzParseMetrics ./internal/bench:FuzzParseListenInodes
+	./internal/bench:FuzzParseMetrics ./internal/bench:FuzzParseListenInodes \
+	./internal/dsse:FuzzParse
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
