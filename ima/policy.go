@@ -2,12 +2,16 @@ package ima
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"regexp"
+	"strconv"
 	"strings"
+
+	"github.com/vigil-attest/vigil/internal/dsse"
 )
 
 // RuntimePolicy is Keylime's runtime-policy JSON, field for field, so that a
@@ -84,38 +88,118 @@ type policyDigest struct {
 // maxPolicyDigestHex bounds a digest string: 128 hex digits is sha512.
 const maxPolicyDigestHex = 128
 
-// ParsePolicy reads a Keylime runtime policy. A DSSE envelope ({"payload":
-// ...}) is opened; its signature is not checked here.
+// policyDoc is the top level of a runtime policy as read: every member
+// Keylime's schema (keylime/ima/ima.py RUNTIME_POLICY_SCHEMA) names, and no
+// other. "meta" and "ima" are read leniently, as Keylime's schema allows
+// more members in them.
+type policyDoc struct {
+	Meta             json.RawMessage     `json:"meta"`
+	Release          *int                `json:"release"`
+	Digests          map[string][]string `json:"digests"`
+	Excludes         []string            `json:"excludes"`
+	Keyrings         map[string][]string `json:"keyrings"`
+	IMA              json.RawMessage     `json:"ima"`
+	IMABuf           map[string][]string `json:"ima-buf"`
+	VerificationKeys *string             `json:"verification-keys"`
+}
+
+// PolicyFields are the top-level members of a runtime policy, as in
+// Keylime's schema; any other member is refused.
+var PolicyFields = []string{"meta", "release", "digests", "excludes", "keyrings", "ima", "ima-buf", "verification-keys"}
+
+// ParsePolicy reads a plain (unsigned) Keylime runtime policy: a JSON
+// object with at least one of PolicyFields and no other member, so that a
+// boot policy or any other document is not taken for a runtime policy
+// (which would deny or, worse, allow by accident). A DSSE envelope is refused
+// here: its signature must be checked first (ParseSignedPolicy).
 func ParsePolicy(data []byte) (*Policy, error) {
-	var probe struct {
-		Payload     *string `json:"payload"`
-		PayloadType string  `json:"payloadType"`
-	}
-	if err := json.Unmarshal(data, &probe); err != nil {
-		return nil, &PolicyError{Msg: "not JSON: " + err.Error()}
-	}
-	if probe.Payload != nil {
-		inner, err := decodeDSSEPayload(*probe.Payload)
-		if err != nil {
-			return nil, err
-		}
-		data = inner
-	}
-	var rp RuntimePolicy
 	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&rp); err != nil {
+	dec.DisallowUnknownFields()
+	var doc policyDoc
+	if err := dec.Decode(&doc); err != nil {
+		if f, ok := unknownField(err); ok {
+			return nil, unknownFieldError(f)
+		}
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, &PolicyError{Msg: "not JSON: " + err.Error()}
+		}
 		return nil, &PolicyError{Msg: "not a runtime policy: " + err.Error()}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, &PolicyError{Msg: fmt.Sprintf("trailing data after the JSON object at byte %d", dec.InputOffset())}
+	}
+	if doc.Meta == nil && doc.Release == nil && doc.Digests == nil && doc.Excludes == nil && doc.Keyrings == nil &&
+		doc.IMA == nil && doc.IMABuf == nil && doc.VerificationKeys == nil {
+		return nil, &PolicyError{Msg: "not a runtime policy: none of its members (" + strings.Join(PolicyFields, ", ") + ")"}
+	}
+	rp := RuntimePolicy{Digests: doc.Digests, Excludes: doc.Excludes, Keyrings: doc.Keyrings, IMABuf: doc.IMABuf}
+	if doc.Release != nil {
+		if *doc.Release < 0 {
+			return nil, &PolicyError{Key: "release", Msg: fmt.Sprintf("%d is negative", *doc.Release)}
+		}
+		rp.Release = *doc.Release
+	}
+	if doc.VerificationKeys != nil {
+		rp.VerificationKeys = *doc.VerificationKeys
+	}
+	if err := unmarshalMember(doc.Meta, &rp.Meta); err != nil {
+		return nil, &PolicyError{Key: "meta", Msg: err.Error()}
+	}
+	if err := unmarshalMember(doc.IMA, &rp.IMA); err != nil {
+		return nil, &PolicyError{Key: "ima", Msg: err.Error()}
 	}
 	return CompilePolicy(rp)
 }
 
-func decodeDSSEPayload(p string) ([]byte, error) {
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
-		if b, err := enc.DecodeString(p); err == nil {
-			return b, nil
-		}
+// ParseSignedPolicy reads a runtime policy that may be a DSSE envelope (as
+// Keylime's `keylime-policy sign runtime` and `vigil policy sign` write):
+// an envelope is opened only when one of its signatures verifies against
+// keys, and its payload must be of Keylime's policy type; a plain policy is
+// read as by ParsePolicy. Errors of the envelope wrap dsse.ErrNoKeys,
+// dsse.ErrPayloadType or dsse.ErrNoValidSignature, or are a
+// *dsse.FormatError.
+func ParseSignedPolicy(data []byte, keys []dsse.PublicKey) (*Policy, error) {
+	if !dsse.IsEnvelope(data) {
+		return ParsePolicy(data)
 	}
-	return nil, &PolicyError{Key: "payload", Msg: "DSSE payload is not base64"}
+	payload, err := dsse.Open(data, dsse.PayloadTypeKeylime, keys)
+	if err != nil {
+		return nil, fmt.Errorf("ima: signed runtime policy: %w", err)
+	}
+	return ParsePolicy(payload)
+}
+
+func unmarshalMember(raw json.RawMessage, v any) error {
+	if raw == nil || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return nil
+	}
+	return json.Unmarshal(raw, v)
+}
+
+func unknownFieldError(f string) error {
+	msg := fmt.Sprintf("unknown member %q: a runtime policy has only %s", f, strings.Join(PolicyFields, ", "))
+	switch f {
+	case "payload", "payloadType", "signatures":
+		msg = "a DSSE-signed policy: its signature must be verified with a configured key (--policy-key) before it is read"
+	case "kind", "scrtm_and_bios", "secure_boot", "boot_digests":
+		msg += " (this looks like a boot policy)"
+	}
+	return &PolicyError{Key: f, Msg: msg}
+}
+
+// unknownField extracts the member name from encoding/json's error for a
+// member DisallowUnknownFields refused.
+func unknownField(err error) (string, bool) {
+	const prefix = "json: unknown field "
+	msg := err.Error()
+	if !strings.HasPrefix(msg, prefix) {
+		return "", false
+	}
+	if f, uerr := strconv.Unquote(msg[len(prefix):]); uerr == nil {
+		return f, true
+	}
+	return msg[len(prefix):], true
 }
 
 // CompilePolicy checks rp and builds its lookup tables.
