@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
+	"github.com/vigil-attest/vigil/internal/dsse"
 	"github.com/vigil-attest/vigil/internal/httpapi"
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
@@ -33,6 +34,7 @@ func verifierCommand() *cli.Command {
 		&cli.DurationFlag{Name: "webhook-max-backoff", Value: 5 * time.Minute, Usage: "longest wait between delivery attempts"},
 		&cli.BoolFlag{Name: "pprof", Usage: "serve Go's profiler under /debug/pprof/ to admin clients (client certificate), to see where the verifier's CPU and memory go"},
 		&cli.StringFlag{Name: "source", Usage: "CloudEvents source `URI` of this verifier (default: urn:vigil:verifier:HOSTNAME)"},
+		&cli.StringSliceFlag{Name: "policy-key", Usage: "public key or certificate `FILE` (PEM) a DSSE-signed policy upload must verify against (repeatable); unsigned policies are taken as well"},
 	)
 	return &cli.Command{
 		Name:   "verifier",
@@ -42,6 +44,10 @@ func verifierCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			if err := required(c, "data", "tls-dir", "registrar"); err != nil {
 				return err
+			}
+			policyKeys, err := dsse.LoadPublicKeys(c.StringSlice("policy-key")...)
+			if err != nil {
+				return badInputf("--policy-key: %v", err)
 			}
 			log, err := newLogger(c, stderr(c))
 			if err != nil {
@@ -83,7 +89,7 @@ func verifierCommand() *cli.Command {
 			}
 			mux := http.NewServeMux()
 			mux.Handle("/", verifier.Handler(svc, verifier.HandlerOptions{
-				CheckPolicy:     verifier.CheckPolicy,
+				CheckPolicy:     verifier.NewPolicyCheck(policyKeys),
 				OnEvidenceBytes: metrics.ObserveEvidenceBytes,
 			}))
 			mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
