@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -88,66 +88,62 @@ type policyDigest struct {
 // maxPolicyDigestHex bounds a digest string: 128 hex digits is sha512.
 const maxPolicyDigestHex = 128
 
-// policyDoc is the top level of a runtime policy as read: every member
-// Keylime's schema (keylime/ima/ima.py RUNTIME_POLICY_SCHEMA) names, and no
-// other. "meta" and "ima" are read leniently, as Keylime's schema allows
-// more members in them.
-type policyDoc struct {
-	Meta             json.RawMessage     `json:"meta"`
-	Release          *int                `json:"release"`
-	Digests          map[string][]string `json:"digests"`
-	Excludes         []string            `json:"excludes"`
-	Keyrings         map[string][]string `json:"keyrings"`
-	IMA              json.RawMessage     `json:"ima"`
-	IMABuf           map[string][]string `json:"ima-buf"`
-	VerificationKeys *string             `json:"verification-keys"`
-}
-
 // PolicyFields are the top-level members of a runtime policy, as in
-// Keylime's schema; any other member is refused.
+// Keylime's schema (keylime/ima/ima.py RUNTIME_POLICY_SCHEMA); any other
+// member is refused.
 var PolicyFields = []string{"meta", "release", "digests", "excludes", "keyrings", "ima", "ima-buf", "verification-keys"}
 
 // ParsePolicy reads a plain (unsigned) Keylime runtime policy: a JSON
-// object with at least one of PolicyFields and no other member, so that a
-// boot policy or any other document is not taken for a runtime policy
-// (which would deny or, worse, allow by accident). A DSSE envelope is refused
-// here: its signature must be checked first (ParseSignedPolicy).
+// object with at least one of PolicyFields, spelt exactly (JSON member names
+// are case-sensitive, as in Keylime), and no other member, so that a boot
+// policy or any other document is not taken for a runtime policy. "meta"
+// and "ima" are read leniently, as Keylime's schema allows more members in
+// them. A DSSE envelope is refused here: its signature must be checked
+// first (ParseSignedPolicy).
 func ParsePolicy(data []byte) (*Policy, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var doc policyDoc
-	if err := dec.Decode(&doc); err != nil {
-		if f, ok := unknownField(err); ok {
-			return nil, unknownFieldError(f)
-		}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
 		var syn *json.SyntaxError
-		if errors.As(err, &syn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if errors.As(err, &syn) || !json.Valid(data) {
 			return nil, &PolicyError{Msg: "not JSON: " + err.Error()}
 		}
-		return nil, &PolicyError{Msg: "not a runtime policy: " + err.Error()}
+		return nil, &PolicyError{Msg: "not a runtime policy (a JSON object): " + err.Error()}
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, &PolicyError{Msg: fmt.Sprintf("trailing data after the JSON object at byte %d", dec.InputOffset())}
+	names := make([]string, 0, len(top))
+	for k := range top {
+		names = append(names, k)
 	}
-	if doc.Meta == nil && doc.Release == nil && doc.Digests == nil && doc.Excludes == nil && doc.Keyrings == nil &&
-		doc.IMA == nil && doc.IMABuf == nil && doc.VerificationKeys == nil {
+	slices.Sort(names)
+	var unknown []string
+	for _, k := range names {
+		if !slices.Contains(PolicyFields, k) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, unknownFieldError(unknown)
+	}
+	if len(top) == 0 {
 		return nil, &PolicyError{Msg: "not a runtime policy: none of its members (" + strings.Join(PolicyFields, ", ") + ")"}
 	}
-	rp := RuntimePolicy{Digests: doc.Digests, Excludes: doc.Excludes, Keyrings: doc.Keyrings, IMABuf: doc.IMABuf}
-	if doc.Release != nil {
-		if *doc.Release < 0 {
-			return nil, &PolicyError{Key: "release", Msg: fmt.Sprintf("%d is negative", *doc.Release)}
+	var rp RuntimePolicy
+	for _, m := range []struct {
+		key string
+		v   any
+	}{
+		{"meta", &rp.Meta}, {"release", &rp.Release}, {"digests", &rp.Digests}, {"excludes", &rp.Excludes},
+		{"keyrings", &rp.Keyrings}, {"ima", &rp.IMA}, {"ima-buf", &rp.IMABuf}, {"verification-keys", &rp.VerificationKeys},
+	} {
+		raw, ok := top[m.key]
+		if !ok || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+			continue
 		}
-		rp.Release = *doc.Release
+		if err := json.Unmarshal(raw, m.v); err != nil {
+			return nil, &PolicyError{Key: m.key, Msg: err.Error()}
+		}
 	}
-	if doc.VerificationKeys != nil {
-		rp.VerificationKeys = *doc.VerificationKeys
-	}
-	if err := unmarshalMember(doc.Meta, &rp.Meta); err != nil {
-		return nil, &PolicyError{Key: "meta", Msg: err.Error()}
-	}
-	if err := unmarshalMember(doc.IMA, &rp.IMA); err != nil {
-		return nil, &PolicyError{Key: "ima", Msg: err.Error()}
+	if rp.Release < 0 {
+		return nil, &PolicyError{Key: "release", Msg: fmt.Sprintf("%d is negative", rp.Release)}
 	}
 	return CompilePolicy(rp)
 }
@@ -170,36 +166,28 @@ func ParseSignedPolicy(data []byte, keys []dsse.PublicKey) (*Policy, error) {
 	return ParsePolicy(payload)
 }
 
-func unmarshalMember(raw json.RawMessage, v any) error {
-	if raw == nil || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
-		return nil
+// unknownFieldError refuses the unknown members (sorted), naming the first
+// as the key and recognising a DSSE envelope and a boot policy.
+func unknownFieldError(unknown []string) error {
+	quoted := make([]string, len(unknown))
+	for i, f := range unknown {
+		quoted[i] = strconv.Quote(f)
 	}
-	return json.Unmarshal(raw, v)
-}
-
-func unknownFieldError(f string) error {
-	msg := fmt.Sprintf("unknown member %q: a runtime policy has only %s", f, strings.Join(PolicyFields, ", "))
-	switch f {
-	case "payload", "payloadType", "signatures":
-		msg = "a DSSE-signed policy: its signature must be verified with a configured key (--policy-key) before it is read"
-	case "kind", "scrtm_and_bios", "secure_boot", "boot_digests":
-		msg += " (this looks like a boot policy)"
+	key := unknown[0]
+	msg := fmt.Sprintf("unknown member %s: a runtime policy has only %s", strings.Join(quoted, ", "), strings.Join(PolicyFields, ", "))
+	for _, f := range []string{"payload", "payloadType", "signatures"} {
+		if slices.Contains(unknown, f) {
+			return &PolicyError{Key: f, Msg: "a DSSE-signed policy: its signature must be verified with a configured key (--policy-key) before it is read"}
+		}
 	}
-	return &PolicyError{Key: f, Msg: msg}
-}
-
-// unknownField extracts the member name from encoding/json's error for a
-// member DisallowUnknownFields refused.
-func unknownField(err error) (string, bool) {
-	const prefix = "json: unknown field "
-	msg := err.Error()
-	if !strings.HasPrefix(msg, prefix) {
-		return "", false
+	// Members of Vigil's boot policy and Keylime's measured-boot reference
+	// state.
+	for _, f := range []string{"kind", "scrtm_and_bios", "secure_boot", "boot_digests"} {
+		if slices.Contains(unknown, f) {
+			return &PolicyError{Key: f, Msg: msg + " (this looks like a boot policy)"}
+		}
 	}
-	if f, uerr := strconv.Unquote(msg[len(prefix):]); uerr == nil {
-		return f, true
-	}
-	return msg[len(prefix):], true
+	return &PolicyError{Key: key, Msg: msg}
 }
 
 // CompilePolicy checks rp and builds its lookup tables.

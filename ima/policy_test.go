@@ -152,6 +152,7 @@ func TestStrictPolicyShape(t *testing.T) {
 		"boot policy":      {`{"kind": "vigil-boot-policy", "version": 1, "bank": "sha256", "boot_digests": []}`, "kind"},
 		"misspelt member":  {`{"meta": {"version": 1}, "digest": {}}`, "digest"},
 		"extra member":     {`{"digests": {}, "allowlist": []}`, "allowlist"},
+		"wrong case":       {`{"Digests": {"/a": ["00"]}}`, "Digests"},
 		"empty object":     {`{}`, ""},
 		"null":             {`null`, ""},
 		"array":            {`[]`, ""},

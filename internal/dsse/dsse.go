@@ -23,7 +23,6 @@
 package dsse
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
@@ -34,7 +33,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -83,13 +82,15 @@ func (e *FormatError) Error() string {
 	return fmt.Sprintf("DSSE envelope %s: %s", e.Field, e.Msg)
 }
 
-// IsEnvelope reports whether data is a JSON object with a "payload" member:
-// what a DSSE envelope has and a policy never does.
+// IsEnvelope reports whether data is a JSON object with a "payload" member
+// (spelt exactly): what a DSSE envelope has and a policy never does.
 func IsEnvelope(data []byte) bool {
-	var probe struct {
-		Payload json.RawMessage `json:"payload"`
+	var top map[string]json.RawMessage
+	if json.Unmarshal(data, &top) != nil {
+		return false
 	}
-	return json.Unmarshal(data, &probe) == nil && probe.Payload != nil
+	_, ok := top["payload"]
+	return ok
 }
 
 // Parse reads an envelope: exactly the DSSE members, a payload type, at
@@ -97,17 +98,29 @@ func IsEnvelope(data []byte) bool {
 // signature decodable (Keylime's decoding: hex, else padded base64, standard
 // or URL-safe alphabet).
 func Parse(data []byte) (*Envelope, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var e Envelope
-	if err := dec.Decode(&e); err != nil {
-		if f, ok := unknownField(err); ok {
-			return nil, &FormatError{Field: strconv.Quote(f), Msg: "not a DSSE member (want payload, payloadType, signatures)"}
-		}
-		return nil, &FormatError{Msg: "not JSON of the DSSE shape: " + err.Error()}
+	// Member names are matched exactly (encoding/json alone would take
+	// "PAYLOAD" for "payload"), and no others are allowed.
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		return nil, &FormatError{Msg: "not a JSON object: " + err.Error()}
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, &FormatError{Msg: fmt.Sprintf("trailing data after the JSON object at byte %d", dec.InputOffset())}
+	if err := onlyMembers("", top, "payload", "payloadType", "signatures"); err != nil {
+		return nil, err
+	}
+	var sigs []map[string]json.RawMessage
+	if raw, ok := top["signatures"]; ok {
+		if err := json.Unmarshal(raw, &sigs); err != nil {
+			return nil, &FormatError{Field: "signatures", Msg: "not a list of objects: " + err.Error()}
+		}
+	}
+	for i, sig := range sigs {
+		if err := onlyMembers(fmt.Sprintf("signatures[%d].", i), sig, "keyid", "sig"); err != nil {
+			return nil, err
+		}
+	}
+	var e Envelope
+	if err := json.Unmarshal(data, &e); err != nil {
+		return nil, &FormatError{Msg: "not of the DSSE shape: " + err.Error()}
 	}
 	if e.PayloadType == "" {
 		return nil, &FormatError{Field: "payloadType", Msg: "missing or empty"}
@@ -133,19 +146,19 @@ func Parse(data []byte) (*Envelope, error) {
 	return &e, nil
 }
 
-// unknownField extracts the member name from encoding/json's error for a
-// member DisallowUnknownFields refused.
-func unknownField(err error) (string, bool) {
-	const prefix = "json: unknown field "
-	msg := err.Error()
-	if !strings.HasPrefix(msg, prefix) {
-		return "", false
+// onlyMembers refuses a member of obj not in names.
+func onlyMembers(prefix string, obj map[string]json.RawMessage, names ...string) error {
+	var unknown []string
+	for k := range obj {
+		if !slices.Contains(names, k) {
+			unknown = append(unknown, k)
+		}
 	}
-	f, uerr := strconv.Unquote(msg[len(prefix):])
-	if uerr != nil {
-		return msg[len(prefix):], true
+	if len(unknown) == 0 {
+		return nil
 	}
-	return f, true
+	slices.Sort(unknown)
+	return &FormatError{Field: prefix + strconv.Quote(unknown[0]), Msg: "not a DSSE member (want " + strings.Join(names, ", ") + ")"}
 }
 
 // decode reads a payload or signature as Keylime's dsse.b64dec does: hex

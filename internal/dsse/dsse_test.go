@@ -208,6 +208,8 @@ func TestParseRefusals(t *testing.T) {
 	}
 	for name, tc := range map[string]struct{ doc, field string }{
 		"unknown member": {`{"payload": "e30=", "payloadType": "t", "signatures": [{"sig": "AAAA"}], "extra": 1}`, `"extra"`},
+		"wrong case":     {`{"Payload": "e30=", "payloadType": "t", "signatures": [{"sig": "AAAA"}]}`, `"Payload"`},
+		"sig member":     {`{"payload": "e30=", "payloadType": "t", "signatures": [{"Sig": "AAAA"}]}`, `signatures[0]."Sig"`},
 		"no type":        {`{"payload": "e30=", "signatures": [{"sig": "AAAA"}]}`, "payloadType"},
 		"bad payload":    {`{"payload": "%%", "payloadType": "t", "signatures": [{"sig": "AAAA"}]}`, "payload"},
 		"unsigned":       {`{"payload": "e30=", "payloadType": "t", "signatures": []}`, "signatures"},
@@ -307,6 +309,7 @@ func TestIsEnvelope(t *testing.T) {
 		`{"payload": null}`:          true,
 		`not json`:                   false,
 		`{"meta": {"payload": "x"}}`: false,
+		`{"PAYLOAD": "x"}`:           false,
 	} {
 		if got := IsEnvelope([]byte(doc)); got != want {
 			t.Errorf("IsEnvelope(%s) = %v", doc, got)
