@@ -44,7 +44,8 @@ FUZZ_TARGETS = \
 	./internal/wire:FuzzEvidenceFastPath ./verifier:FuzzIMAState \
 	./internal/bench:FuzzParseStatCPU ./internal/bench:FuzzParseStatusKB \
 	./internal/bench:FuzzParseMetrics ./internal/bench:FuzzParseListenInodes \
-	./verifier:FuzzNonce
+	./verifier:FuzzNonce \
+	./internal/dsse:FuzzParse
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

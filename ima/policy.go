@@ -2,12 +2,16 @@ package ima
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+
+	"github.com/vigil-attest/vigil/internal/dsse"
 )
 
 // RuntimePolicy is Keylime's runtime-policy JSON, field for field, so that a
@@ -84,38 +88,106 @@ type policyDigest struct {
 // maxPolicyDigestHex bounds a digest string: 128 hex digits is sha512.
 const maxPolicyDigestHex = 128
 
-// ParsePolicy reads a Keylime runtime policy. A DSSE envelope ({"payload":
-// ...}) is opened; its signature is not checked here.
+// PolicyFields are the top-level members of a runtime policy, as in
+// Keylime's schema (keylime/ima/ima.py RUNTIME_POLICY_SCHEMA); any other
+// member is refused.
+var PolicyFields = []string{"meta", "release", "digests", "excludes", "keyrings", "ima", "ima-buf", "verification-keys"}
+
+// ParsePolicy reads a plain (unsigned) Keylime runtime policy: a JSON
+// object with at least one of PolicyFields, spelt exactly (JSON member names
+// are case-sensitive, as in Keylime), and no other member, so that a boot
+// policy or any other document is not taken for a runtime policy. "meta"
+// and "ima" are read leniently, as Keylime's schema allows more members in
+// them. A DSSE envelope is refused here: its signature must be checked
+// first (ParseSignedPolicy).
 func ParsePolicy(data []byte) (*Policy, error) {
-	var probe struct {
-		Payload     *string `json:"payload"`
-		PayloadType string  `json:"payloadType"`
-	}
-	if err := json.Unmarshal(data, &probe); err != nil {
-		return nil, &PolicyError{Msg: "not JSON: " + err.Error()}
-	}
-	if probe.Payload != nil {
-		inner, err := decodeDSSEPayload(*probe.Payload)
-		if err != nil {
-			return nil, err
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) || !json.Valid(data) {
+			return nil, &PolicyError{Msg: "not JSON: " + err.Error()}
 		}
-		data = inner
+		return nil, &PolicyError{Msg: "not a runtime policy (a JSON object): " + err.Error()}
+	}
+	names := make([]string, 0, len(top))
+	for k := range top {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	var unknown []string
+	for _, k := range names {
+		if !slices.Contains(PolicyFields, k) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, unknownFieldError(unknown)
+	}
+	if len(top) == 0 {
+		return nil, &PolicyError{Msg: "not a runtime policy: none of its members (" + strings.Join(PolicyFields, ", ") + ")"}
 	}
 	var rp RuntimePolicy
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&rp); err != nil {
-		return nil, &PolicyError{Msg: "not a runtime policy: " + err.Error()}
+	for _, m := range []struct {
+		key string
+		v   any
+	}{
+		{"meta", &rp.Meta}, {"release", &rp.Release}, {"digests", &rp.Digests}, {"excludes", &rp.Excludes},
+		{"keyrings", &rp.Keyrings}, {"ima", &rp.IMA}, {"ima-buf", &rp.IMABuf}, {"verification-keys", &rp.VerificationKeys},
+	} {
+		raw, ok := top[m.key]
+		if !ok || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+			continue
+		}
+		if err := json.Unmarshal(raw, m.v); err != nil {
+			return nil, &PolicyError{Key: m.key, Msg: err.Error()}
+		}
+	}
+	if rp.Release < 0 {
+		return nil, &PolicyError{Key: "release", Msg: fmt.Sprintf("%d is negative", rp.Release)}
 	}
 	return CompilePolicy(rp)
 }
 
-func decodeDSSEPayload(p string) ([]byte, error) {
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
-		if b, err := enc.DecodeString(p); err == nil {
-			return b, nil
+// ParseSignedPolicy reads a runtime policy that may be a DSSE envelope (as
+// Keylime's `keylime-policy sign runtime` and `vigil policy sign` write):
+// an envelope is opened only when one of its signatures verifies against
+// keys, and its payload must be of Keylime's policy type; a plain policy is
+// read as by ParsePolicy. Errors of the envelope wrap dsse.ErrNoKeys,
+// dsse.ErrPayloadType or dsse.ErrNoValidSignature, or are a
+// *dsse.FormatError.
+func ParseSignedPolicy(data []byte, keys []dsse.PublicKey) (*Policy, error) {
+	if !dsse.IsEnvelope(data) {
+		return ParsePolicy(data)
+	}
+	payload, err := dsse.Open(data, dsse.PayloadTypeKeylime, keys)
+	if err != nil {
+		return nil, fmt.Errorf("ima: signed runtime policy: %w", err)
+	}
+	return ParsePolicy(payload)
+}
+
+// unknownFieldError refuses the unknown members (sorted), naming the first
+// as the key and recognising a DSSE envelope and a boot policy.
+func unknownFieldError(unknown []string) error {
+	quoted := make([]string, len(unknown))
+	for i, f := range unknown {
+		quoted[i] = strconv.Quote(f)
+	}
+	key := unknown[0]
+	msg := fmt.Sprintf("unknown member %s: a runtime policy has only %s", strings.Join(quoted, ", "), strings.Join(PolicyFields, ", "))
+	for _, f := range []string{"payload", "payloadType", "signatures"} {
+		if slices.Contains(unknown, f) {
+			return &PolicyError{Key: f, Msg: "a DSSE-signed policy: its signature must be verified with a configured key (--policy-key) before it is read"}
 		}
 	}
-	return nil, &PolicyError{Key: "payload", Msg: "DSSE payload is not base64"}
+	// Members of Vigil's boot policy and Keylime's measured-boot reference
+	// state.
+	for _, f := range []string{"kind", "scrtm_and_bios", "secure_boot", "boot_digests"} {
+		if slices.Contains(unknown, f) {
+			return &PolicyError{Key: f, Msg: msg + " (this looks like a boot policy)"}
+		}
+	}
+	return &PolicyError{Key: key, Msg: msg}
 }
 
 // CompilePolicy checks rp and builds its lookup tables.

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-attest/vigil/internal/dsse"
 )
 
 // specReplay replays an ASCII ima-ng list from the spec helpers alone.
@@ -381,7 +383,11 @@ func TestKeylimeRuntimePolicyFiles(t *testing.T) {
 	if _, ok := match(plain.digests, []byte("boot_aggregate"), SHA1, d); ok {
 		t.Fatal("prefixed digest matched another algorithm")
 	}
-	signed, err := ParsePolicy(readData(t, "policy", "keylime-runtime-policy-test-signed.json"))
+	keys, err := dsse.ParsePublicKeys(readData(t, "policy", "keylime-runtime-policy-pubkey.pub"), "keylime-runtime-policy-pubkey.pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := ParseSignedPolicy(readData(t, "policy", "keylime-runtime-policy-test-signed.json"), keys)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -165,7 +165,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 			return
 		}
 		if len(body) > MaxPolicy {
-			httpapi.WriteJSON(w, http.StatusRequestEntityTooLarge, wire.Error{Error: "policy over the size limit"})
+			httpapi.WriteJSON(w, http.StatusRequestEntityTooLarge, wire.Error{Error: policyTooLarge})
 			return
 		}
 		p, err := s.AddPolicy(r.Context(), opts.CheckPolicy, r.PathValue("name"), kind, body)

@@ -36,7 +36,8 @@ func quoteCommand() *cli.Command {
 				&cli.StringFlag{Name: "boot-log", Usage: "UEFI event log `FILE` (binary_bios_measurements, raw or base64)"},
 				&cli.StringFlag{Name: "boot-policy", Usage: "measured-boot policy `FILE` (Vigil's, or Keylime's mb_refstate)"},
 				&cli.StringFlag{Name: "ima-log", Usage: "IMA measurement list `FILE` (ASCII or binary)"},
-				&cli.StringFlag{Name: "runtime-policy", Usage: "Keylime runtime policy `FILE` for --ima-log"},
+				&cli.StringFlag{Name: "runtime-policy", Usage: "Keylime runtime policy `FILE` for --ima-log (JSON, or a DSSE envelope verified against --policy-key)"},
+				policyKeyFlag(),
 				&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			},
 			Action: quoteVerify,
@@ -146,8 +147,8 @@ func quoteVerify(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		if bpol, err = bootpolicy.Parse(b); err != nil {
-			return badInputf("--boot-policy %s: %v", f, err)
+		if bpol, err = readBootPolicy(c, "--boot-policy", f, b); err != nil {
+			return err
 		}
 	}
 	var imaLog []byte
@@ -161,8 +162,8 @@ func quoteVerify(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		if rpol, err = ima.ParsePolicy(b); err != nil {
-			return badInputf("--runtime-policy %s: %v", pf, err)
+		if rpol, err = readRuntimePolicy(c, "--runtime-policy", pf, b); err != nil {
+			return err
 		}
 	}
 

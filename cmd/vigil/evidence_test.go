@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/hex"
@@ -278,6 +280,23 @@ func TestQuoteVerifyIMA(t *testing.T) {
 	r, code := verifyQuote(t, append(base, "--runtime-policy", good)...)
 	if code != exitOK || r.IMA == nil || r.IMA.Committed != r.IMA.Entries || r.IMA.Entries == 0 {
 		t.Fatalf("exit %d, failures %v, ima %+v", code, r.Failures, r.IMA)
+	}
+	// Signed, it is read only with a key that verifies it.
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	priv, pub := writeKeyPair(t, dir, "policy", ecKey, &ecKey.PublicKey)
+	_, otherPub := writeKeyPair(t, dir, "other", other, &other.PublicKey)
+	signed := filepath.Join(dir, "runtime-policy.signed.json")
+	if _, code := run(t, context.Background(), "policy", "sign", "--key", priv, good, "--out", signed); code != exitOK {
+		t.Fatalf("policy sign: exit %d", code)
+	}
+	if r, code := verifyQuote(t, append(base, "--runtime-policy", signed, "--policy-key", pub)...); code != exitOK || r.IMA == nil || r.IMA.Entries == 0 {
+		t.Fatalf("signed policy: exit %d, failures %v", code, r.Failures)
+	}
+	for _, keyArgs := range [][]string{nil, {"--policy-key", otherPub}} {
+		if _, code := verifyQuote(t, append(append(base, "--runtime-policy", signed), keyArgs...)...); code != exitUsage {
+			t.Fatalf("signed policy with keys %v: exit %d, want 2", keyArgs, code)
+		}
 	}
 	r, code = verifyQuote(t, append(base, "--runtime-policy", testenv.Data(t, "policy", "keylime-policy-sha256.json"))...)
 	if code != exitFailure || len(r.Failures) == 0 || !strings.HasPrefix(string(r.Failures[0].Reason), "ima_") {

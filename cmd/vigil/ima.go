@@ -42,7 +42,8 @@ func imaCommand() *cli.Command {
 				Usage:     "verify the list against a runtime policy (and a quoted PCR 10)",
 				ArgsUsage: "FILE",
 				Flags: []cli.Flag{jsonFlag, hashAlg,
-					&cli.StringFlag{Name: "policy", Usage: "Keylime runtime policy `FILE` (JSON, or a DSSE envelope)"},
+					&cli.StringFlag{Name: "policy", Usage: "Keylime runtime policy `FILE`: JSON, or a DSSE envelope (made by vigil policy sign or keylime-policy sign runtime), read only if its signature verifies against a --policy-key"},
+					policyKeyFlag(),
 					&cli.StringSliceFlag{Name: "pcr10", Usage: "quoted PCR 10 as `[BANK:]HEX` (bank by length when omitted); repeat per bank"},
 					&cli.BoolFlag{Name: "allow-violations", Usage: "accept violation entries (denied by default)"},
 					&cli.BoolFlag{Name: "pad-sha1", Usage: "replay as kernels before 5.8 did"},
@@ -254,9 +255,9 @@ func imaVerify(c *cli.Context) error {
 	if err != nil {
 		return badInput(err)
 	}
-	pol, err := ima.ParsePolicy(pdata)
+	pol, err := readRuntimePolicy(c, "--policy", c.String("policy"), pdata)
 	if err != nil {
-		return badInputf("%s: %v", c.String("policy"), err)
+		return err
 	}
 	quoted, err := parsePCR10(c.StringSlice("pcr10"))
 	if err != nil {

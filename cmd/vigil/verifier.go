@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
+	"github.com/vigil-attest/vigil/internal/dsse"
 	"github.com/vigil-attest/vigil/internal/httpapi"
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
@@ -37,6 +38,7 @@ func verifierCommand() *cli.Command {
 		&cli.StringFlag{Name: "metrics-listen", Usage: "also serve /metrics over plain HTTP on `ADDR`, for a Prometheus on a private interface (on the service port it needs an admin certificate)"},
 		&cli.DurationFlag{Name: "registrar-poll", Usage: "how often to ask the registrar which hosts it still vouches for (default: --interval)"},
 		&cli.DurationFlag{Name: "min-interval", Value: time.Second, Hidden: true, Usage: "shortest interval an agent may be admitted with (tests and demos go lower)"},
+		&cli.StringSliceFlag{Name: "policy-key", Usage: "public key or certificate `FILE` (PEM) a DSSE-signed policy upload must verify against (repeatable); unsigned policies are taken as well"},
 	)
 	return &cli.Command{
 		Name:   "verifier",
@@ -46,6 +48,10 @@ func verifierCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			if err := required(c, "data", "tls-dir", "registrar"); err != nil {
 				return err
+			}
+			policyKeys, err := dsse.LoadPublicKeys(c.StringSlice("policy-key")...)
+			if err != nil {
+				return badInputf("--policy-key: %v", err)
 			}
 			log, err := newLogger(c, stderr(c))
 			if err != nil {
@@ -96,7 +102,7 @@ func verifierCommand() *cli.Command {
 			}
 			mux := http.NewServeMux()
 			mux.Handle("/", verifier.Handler(svc, verifier.HandlerOptions{
-				CheckPolicy:     verifier.CheckPolicy,
+				CheckPolicy:     verifier.NewPolicyCheck(policyKeys),
 				OnEvidenceBytes: metrics.ObserveEvidenceBytes,
 			}))
 			metricsHandler := promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})
