@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,7 +18,6 @@ import (
 	"testing"
 
 	"github.com/vigil-attest/vigil/internal/dsse"
-	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/testenv"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/internal/wire"
@@ -36,20 +34,7 @@ const testBootPolicy = `{"kind": "vigil-boot-policy", "version": 1, "bank": "sha
 // certificate.
 func adminServer(t *testing.T, keys []dsse.PublicKey) (*Service, string, *http.Client) {
 	t.Helper()
-	db, err := store.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	st := BoltStore{DB: db}
-	checks := &PolicyChecks{Store: st}
-	svc := &Service{
-		Store:          st,
-		Engine:         &Engine{Boot: checks, Runtime: checks},
-		OnPolicyChange: checks.Forget,
-		AKs:            noAKs{},
-		Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
+	svc, _ := newTestService(t)
 	tlsDir := filepath.Join(t.TempDir(), "tls")
 	if err := tlsutil.InitDir(tlsDir, tlsutil.InitOptions{}); err != nil {
 		t.Fatal(err)

@@ -71,10 +71,7 @@ func (s *Service) failNotEnrolled(ctx context.Context, sl *slot, now time.Time) 
 	f := Fail(ReasonNotEnrolled, "ak_not_active", "the registrar no longer has an active AK for agent %q (deleted or never activated)", a.ID)
 	a.State, a.Reason, a.Detail, a.FailedAt = StateFailed, f.Reason, f.Error(), now
 	events := []revocation.Event{revocation.NewEvent(revocation.TypeRevoked, now, eventData(a, f))}
-	if err := s.commitFailure(ctx, sl, a, events); err != nil {
-		s.log().Error("cannot fail an agent the registrar no longer vouches for", "agent_id", a.ID, "err", err)
-		return
-	}
+	s.commitFailure(ctx, sl, a, events)
 	s.log().Warn("attestation failed", "agent_id", a.ID, "reason", f.Reason, "detail", f.Detail)
 	if s.OnVerdict != nil {
 		s.OnVerdict(a, f, 0)

@@ -2,7 +2,6 @@ package verifier
 
 import (
 	"context"
-	"errors"
 	"math"
 	"time"
 
@@ -26,46 +25,40 @@ func (s *Service) CheckLiveness(ctx context.Context) (int, error) {
 	})
 	failed := 0
 	for _, id := range due {
-		ok, err := s.failSilent(ctx, id, now)
-		if err != nil {
-			return failed, err
-		}
-		if ok {
+		if s.failSilent(ctx, id, now) {
 			failed++
 		}
 	}
 	return failed, nil
 }
 
-func (s *Service) failSilent(ctx context.Context, id string, now time.Time) (bool, error) {
+func (s *Service) failSilent(ctx context.Context, id string, now time.Time) bool {
 	v, ok := s.slots.Load(id)
 	if !ok {
-		return false, nil
+		return false
 	}
 	sl := v.(*slot)
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
 	if sl.removed || sl.agent == nil {
-		return false, nil
+		return false
 	}
 	a := *sl.agent
 	// Re-check under the agent's lock: evidence may have arrived.
 	last := s.lastHeard(a)
 	deadline := addSaturating(last, s.livenessWindow(a))
 	if (a.State != StatePending && a.State != StateAttesting) || now.Before(deadline) {
-		return false, nil
+		return false
 	}
 	f := Fail(ReasonLivenessTimeout, "no_evidence", "no good evidence since %s (deadline %s)", last.UTC().Format(time.RFC3339Nano), deadline.UTC().Format(time.RFC3339Nano))
 	a.State, a.Reason, a.Detail, a.FailedAt = StateFailed, f.Reason, f.Error(), now
 	events := []revocation.Event{revocation.NewEvent(revocation.TypeRevoked, now, eventData(a, f))}
-	if err := s.commitFailure(ctx, sl, a, events); err != nil {
-		return false, err
-	}
+	s.commitFailure(ctx, sl, a, events)
 	s.log().Warn("attestation failed", "agent_id", id, "reason", f.Reason, "detail", f.Detail)
 	if s.OnVerdict != nil {
 		s.OnVerdict(a, f, 0)
 	}
-	return true, nil
+	return true
 }
 
 // addSaturating is t+d, or the latest representable time when that
@@ -76,8 +69,6 @@ func addSaturating(t time.Time, d time.Duration) time.Time {
 	}
 	return time.Unix(0, math.MaxInt64)
 }
-
-var errNothingToDo = errors.New("nothing to do")
 
 // lastHeard is when the liveness window of agent a started: its last good
 // evidence, its admission, or this verifier's start, whichever is latest.

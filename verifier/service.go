@@ -572,9 +572,7 @@ func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, 
 	}
 	switch {
 	case f != nil:
-		if err := s.commitFailure(ctx, sl, next, events); err != nil {
-			return wire.Verdict{}, err
-		}
+		s.commitFailure(ctx, sl, next, events)
 	case next.State != a.State || s.CheckpointEvery <= 0 || s.storeDown.Load():
 		// A change of state is durable before it is answered; so is every
 		// verdict while the store is failing, which is how a verdict finds
@@ -626,7 +624,7 @@ func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, 
 // not watched for silence, and its evidence is refused — and Run stores it
 // with its events once the store can be written: the failure that happened
 // is the one recorded, not a later liveness timeout.
-func (s *Service) commitFailure(ctx context.Context, sl *slot, next Agent, events []revocation.Event) error {
+func (s *Service) commitFailure(ctx context.Context, sl *slot, next Agent, events []revocation.Event) {
 	err := s.saveSync(ctx, sl, next, events)
 	s.set(sl, next)
 	if err != nil {
@@ -634,12 +632,9 @@ func (s *Service) commitFailure(ctx context.Context, sl *slot, next Agent, event
 		sl.unsaved = append(sl.unsaved, events...)
 		sl.dirty = false
 		s.park(sl)
-		return nil
+		return
 	}
-	if len(events) > 0 {
-		s.eventsRaised()
-	}
-	return nil
+	s.eventsRaised()
 }
 
 // Refused counts and logs a refused agent request, and returns err. The

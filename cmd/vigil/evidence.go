@@ -511,13 +511,5 @@ func policyCreateBoot(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	js = append(js, '\n')
-	if out := c.String("out"); out != "" {
-		if err := os.WriteFile(out, js, 0o644); err != nil {
-			return badInputf("--out: %v", err)
-		}
-		return nil
-	}
-	_, err = c.App.Writer.Write(js)
-	return err
+	return writeDocument(c, js)
 }

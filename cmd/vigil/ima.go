@@ -358,15 +358,7 @@ func policyCreateRuntimeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			out = append(out, '\n')
-			if f := c.String("out"); f != "" {
-				if err := os.WriteFile(f, out, 0o644); err != nil {
-					return failed(err)
-				}
-				return nil
-			}
-			_, err = c.App.Writer.Write(out)
-			return err
+			return writeDocument(c, out)
 		},
 	}
 }

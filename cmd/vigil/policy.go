@@ -74,17 +74,23 @@ func policySignCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			out = append(out, '\n')
-			if f := c.String("out"); f != "" {
-				if err := os.WriteFile(f, out, 0o644); err != nil {
-					return failed(err)
-				}
-				return nil
-			}
-			_, err = c.App.Writer.Write(out)
-			return err
+			return writeDocument(c, out)
 		},
 	}
+}
+
+// writeDocument writes a document a command made (a policy, an envelope)
+// to --out, or to standard output without it.
+func writeDocument(c *cli.Context, doc []byte) error {
+	doc = append(doc, '\n')
+	if f := c.String("out"); f != "" {
+		if err := os.WriteFile(f, doc, 0o644); err != nil {
+			return badInputf("--out: %v", err)
+		}
+		return nil
+	}
+	_, err := c.App.Writer.Write(doc)
+	return err
 }
 
 // policyKeyFlag is --policy-key of the offline commands that read policies.
