@@ -28,15 +28,17 @@ import (
 // attackDeployment is a registrar, a verifier with a webhook receiver,
 // and one host over swtpm with its agent, all run through the CLI.
 type attackDeployment struct {
-	t        *testing.T
-	dir      string
-	host     *e2eHost
-	tlsDir   string
-	regURL   string
-	verURL   string
-	rcv      *webhookReceiver
-	agent    *process
-	agentArg []string
+	t      *testing.T
+	dir    string
+	host   *e2eHost
+	tlsDir string
+	regURL string
+	verURL string
+	// metricsURL is the verifier's --metrics-listen.
+	metricsURL string
+	rcv        *webhookReceiver
+	agent      *process
+	agentArg   []string
 	// stranger is a client with the deployment CA and nothing else: no
 	// client certificate, no TPM of the host's.
 	stranger *http.Client
@@ -69,9 +71,10 @@ func newAttackDeployment(t *testing.T) *attackDeployment {
 		t.Fatal("ca init")
 	}
 	d.regURL = startRegistrarCmd(t, d.tlsDir, d.host.sw.CADir())
-	addr := freeAddr(t)
-	d.verURL = "https://" + addr
+	addr, metricsAddr := freeAddr(t), freeAddr(t)
+	d.verURL, d.metricsURL = "https://"+addr, "http://"+metricsAddr+"/metrics"
 	startProcess(t, nil, "verifier", "--data", filepath.Join(dir, "verifier"), "--tls-dir", d.tlsDir, "--listen", addr,
+		"--metrics-listen", metricsAddr,
 		"--registrar", d.regURL, "--interval", "300ms", "--min-interval", "100ms", "--log-level", "warn",
 		"--webhook", srv.URL, "--webhook-secret-file", secretFile, "--webhook-ca", caFile, "--webhook-max-backoff", "300ms")
 	waitHealthy(t, d.tlsDir, d.verURL)
@@ -210,6 +213,19 @@ func TestUnauthenticatedPeerCannotChangeAHost(t *testing.T) {
 	d.strangerRegistersHostEK(agent.NewSoftTPM(st0))
 	if ak := d.registrarAK(); ak != akBefore {
 		t.Fatalf("the stranger's registration replaced the host's active AK: %s, was %s", ak, akBefore)
+	}
+
+	// Each refusal was counted, on the operator's plain metrics port.
+	rsp, err := http.Get(d.metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(rsp.Body)
+	rsp.Body.Close()
+	for _, reason := range []string{"malformed_quote", "too_large", "unknown_agent"} {
+		if !strings.Contains(string(page), `vigil_verifier_refused_total{reason="`+reason+`"}`) {
+			t.Errorf("--metrics-listen page has no refusal count for %s", reason)
+		}
 	}
 
 	before := d.status().Attestations
