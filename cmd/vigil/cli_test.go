@@ -164,6 +164,8 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"agent", "enroll", "--data", t.TempDir(), "--tpm", "sim", "--registrar", "https://127.0.0.1:1", "--ca", filepath.Join(tlsDir, "ca.crt"), "--id", "bad id/with slash"},
 		{"tenant", "--tls-dir", tlsDir, "--registrar", "https://127.0.0.1:1", "registrar", "show"},
 		{"ca", "init"},
+		{"verifier", "--data", t.TempDir(), "--tls-dir", tlsDir, "--registrar", "https://127.0.0.1:1", "--listen", "127.0.0.1:0", "--auto-recover", "sometimes"},
+		{"verifier", "--data", t.TempDir(), "--tls-dir", tlsDir, "--registrar", "https://127.0.0.1:1", "--listen", "127.0.0.1:0", "--metrics-listen", "not an address"},
 	} {
 		if _, code := run(t, ctx, args...); code != exitUsage {
 			t.Errorf("vigil %s: exit %d, want 2", strings.Join(args, " "), code)
