@@ -177,6 +177,12 @@ func TestAttackForgedEvidenceIsRefusedAndChangesNothing(t *testing.T) {
 			t.Errorf("%s: %d, want %d", tc.name, code, tc.want)
 		}
 	}
+	// A body over what the challenge asked for, in the host's name.
+	ch := h.challengeHTTP(t, hd, false)
+	big, _ := wire.Marshal(wire.Evidence{AgentID: h.id, Nonce: ch.Nonce, IMA: make([]byte, wire.MaxEvidenceIMA)})
+	if rec := postEvidence(hd, h.id, ch.Nonce, big); rec.Code != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversize evidence: %d, want 413", rec.Code)
+	}
 	if after := storeSnapshot(t, f.st); after != before {
 		t.Fatalf("refused evidence changed the store:\nbefore %s\nafter  %s", before, after)
 	}
