@@ -242,6 +242,15 @@ type slot struct {
 	parked  bool
 }
 
+// selectionOf makes the slot's PCR selection for agent a once; the
+// caller holds sl.mu.
+func (sl *slot) selectionOf(a Agent) {
+	if sl.selectionRaw == nil {
+		sl.selection = Selection(a)
+		sl.selectionRaw = marshalSelection(sl.selection)
+	}
+}
+
 // set makes a the slot's record; the caller holds sl.mu.
 func (s *Service) set(sl *slot, a Agent) {
 	sl.agent = &a
@@ -381,10 +390,7 @@ func (s *Service) recoverable(a Agent) bool {
 // issue makes a challenge; the caller holds sl.mu. full asks for
 // everything: the IMA list from entry 0 and the boot log.
 func (s *Service) issue(ctx context.Context, sl *slot, a Agent, full bool) (wire.Challenge, error) {
-	if sl.selectionRaw == nil {
-		sl.selection = Selection(a)
-		sl.selectionRaw = marshalSelection(sl.selection)
-	}
+	sl.selectionOf(a)
 	full = full || a.Clock == nil
 	var flags byte
 	if full {
@@ -487,10 +493,7 @@ func (s *Service) evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict,
 		// (a restart lost a checkpoint) or the nonce is older than that.
 		return wire.Verdict{}, refuseAs(RefusedConflict, refusedIMAOffset, "agent %q: IMA entries start at %d, the verifier expects %d: ask for a new challenge", a.ID, ev.IMAOffset, want)
 	}
-	if sl.selectionRaw == nil {
-		sl.selection = Selection(a)
-		sl.selectionRaw = marshalSelection(sl.selection)
-	}
+	sl.selectionOf(a)
 	asked := Asked{
 		Nonce:       n.raw,
 		Selection:   sl.selection,
