@@ -42,8 +42,8 @@ FUZZ_TARGETS = \
 	./tpmsim/soft:FuzzParseState ./tpmsim/soft:FuzzActivateCredential ./tpmsim/soft:FuzzParseECCPoint \
 	./tpmsim/simhost:FuzzDetectFormat ./tpmsim/simhost:FuzzIMAEntry ./tpmsim/simhost:FuzzBootLog \
 	./internal/wire:FuzzEvidenceFastPath ./verifier:FuzzIMAState \
-	./internal/bench:FuzzParseStatCPU ./internal/bench:FuzzParseStatusKB \
-	./internal/bench:FuzzParseMetrics ./internal/bench:FuzzParseListenInodes \
+	./cmd/vigil/internal/bench:FuzzParseStatCPU ./cmd/vigil/internal/bench:FuzzParseStatusKB \
+	./cmd/vigil/internal/bench:FuzzParseMetrics ./cmd/vigil/internal/bench:FuzzParseListenInodes \
 	./verifier:FuzzNonce \
 	./internal/dsse:FuzzParse
 

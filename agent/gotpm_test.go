@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/tpmsim"
+	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 )
 
 // tpmUnderTest names a real TPM implementation and how to open it.
@@ -23,7 +24,7 @@ type tpmUnderTest struct {
 
 func realTPMs(t *testing.T) []tpmUnderTest {
 	t.Helper()
-	sw := tpmsim.NewTestSwtpm(t, "")
+	sw := tpmsimtest.NewTestSwtpm(t, "")
 	sim, err := tpmsim.OpenSimulator()
 	if err != nil {
 		t.Fatalf("simulator: %v", err)

@@ -19,6 +19,7 @@ import (
 	"github.com/vigil-attest/vigil/registrar"
 	"github.com/vigil-attest/vigil/tpmsim"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
+	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 )
 
 // testRegistrar is a registrar served over TLS on loopback with a real
@@ -152,7 +153,7 @@ func wantRefused(t *testing.T, err error, status int) {
 }
 
 func TestEnrollAgainstSwtpmWithEKChain(t *testing.T) {
-	sw := tpmsim.NewTestSwtpm(t, "")
+	sw := tpmsimtest.NewTestSwtpm(t, "")
 	reg := startRegistrar(t, newTLSDir(t), t.TempDir(), chainPolicy(t, sw.CADir()))
 	ctx := context.Background()
 
@@ -199,7 +200,7 @@ func TestEnrollAgainstSwtpmWithEKChain(t *testing.T) {
 }
 
 func TestEnrollDefaultAgentIDIsEKHash(t *testing.T) {
-	sw := tpmsim.NewTestSwtpm(t, "")
+	sw := tpmsimtest.NewTestSwtpm(t, "")
 	reg := startRegistrar(t, newTLSDir(t), t.TempDir(), chainPolicy(t, sw.CADir()))
 	res, err := reg.enroller(swtpmOpener(sw), t.TempDir(), "", tpm2.TPMAlgRSA).Enroll(context.Background())
 	if err != nil {
@@ -211,7 +212,7 @@ func TestEnrollDefaultAgentIDIsEKHash(t *testing.T) {
 }
 
 func TestEKChainToAnotherRootRefused(t *testing.T) {
-	sw := tpmsim.NewTestSwtpm(t, "")
+	sw := tpmsimtest.NewTestSwtpm(t, "")
 	other := newTLSDir(t) // its ca.crt is a self-signed root unrelated to swtpm's CA
 	reg := startRegistrar(t, newTLSDir(t), t.TempDir(), chainPolicy(t, other))
 	_, err := reg.enroller(swtpmOpener(sw), t.TempDir(), "h1", tpm2.TPMAlgRSA).Enroll(context.Background())
@@ -222,7 +223,7 @@ func TestEKChainToAnotherRootRefused(t *testing.T) {
 }
 
 func TestEKAllowlist(t *testing.T) {
-	sw := tpmsim.NewTestSwtpm(t, "")
+	sw := tpmsimtest.NewTestSwtpm(t, "")
 	hash := ekHash(t, swtpmOpener(sw))
 	for _, tc := range []struct {
 		name  string
@@ -253,7 +254,7 @@ func TestEKAllowlist(t *testing.T) {
 }
 
 func TestForgedActivationProofRefused(t *testing.T) {
-	sw := tpmsim.NewTestSwtpm(t, "")
+	sw := tpmsimtest.NewTestSwtpm(t, "")
 	reg := startRegistrar(t, newTLSDir(t), t.TempDir(), chainPolicy(t, sw.CADir()))
 	ctx := context.Background()
 
@@ -299,8 +300,8 @@ func TestForgedActivationProofRefused(t *testing.T) {
 
 func TestSecondTPMUnderSameIDRefused(t *testing.T) {
 	ca := t.TempDir()
-	first := tpmsim.NewTestSwtpm(t, ca)
-	second := tpmsim.NewTestSwtpm(t, ca)
+	first := tpmsimtest.NewTestSwtpm(t, ca)
+	second := tpmsimtest.NewTestSwtpm(t, ca)
 	reg := startRegistrar(t, newTLSDir(t), t.TempDir(), chainPolicy(t, ca))
 	ctx := context.Background()
 	if _, err := reg.enroller(swtpmOpener(first), t.TempDir(), "shared", tpm2.TPMAlgRSA).Enroll(ctx); err != nil {
@@ -323,7 +324,7 @@ func TestSecondTPMUnderSameIDRefused(t *testing.T) {
 
 func TestRegistrarRestartKeepsRecords(t *testing.T) {
 	ca := t.TempDir()
-	tpms := []*tpmsim.Swtpm{tpmsim.NewTestSwtpm(t, ca), tpmsim.NewTestSwtpm(t, ca)}
+	tpms := []*tpmsim.Swtpm{tpmsimtest.NewTestSwtpm(t, ca), tpmsimtest.NewTestSwtpm(t, ca)}
 	reg := startRegistrar(t, newTLSDir(t), t.TempDir(), chainPolicy(t, ca))
 	ctx := context.Background()
 	for i, sw := range tpms {
@@ -397,7 +398,7 @@ func postCBOR(t *testing.T, reg *testRegistrar, path string, req, rsp any) int {
 // 0x01c00016, userWithAuth, SHA-384 name): enrollment must find it, match it
 // to its certificate, and let the registrar make a credential for it.
 func TestEnrollWithECCEK(t *testing.T) {
-	sw := tpmsim.NewTestSwtpm(t, "")
+	sw := tpmsimtest.NewTestSwtpm(t, "")
 	reg := startRegistrar(t, newTLSDir(t), t.TempDir(), chainPolicy(t, sw.CADir()))
 	e := reg.enroller(swtpmOpener(sw), t.TempDir(), "ecc-ek", tpm2.TPMAlgECC)
 	e.EKAlg = tpm2.TPMAlgECC

@@ -18,8 +18,8 @@ import (
 	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/internal/wire"
 	"github.com/vigil-attest/vigil/registrar"
-	"github.com/vigil-attest/vigil/tpmsim"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
+	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 )
 
 func startRegistrarWith(t *testing.T, policy registrar.EKPolicy, configure func(*registrar.Service)) *testRegistrar {
@@ -155,7 +155,7 @@ func sameActive(a, b registrar.AgentView) bool {
 // replays that AK's registration.
 func TestRegistrationCannotHijackEnrollment(t *testing.T) {
 	fleet, softPolicy := newSoftFleet(t)
-	sw := tpmsim.NewTestSwtpm(t, "")
+	sw := tpmsimtest.NewTestSwtpm(t, "")
 	for _, tc := range []struct {
 		name   string
 		open   agent.Opener

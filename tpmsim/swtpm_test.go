@@ -1,4 +1,4 @@
-package tpmsim
+package tpmsim_test
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+	"github.com/vigil-attest/vigil/tpmsim"
+	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 )
 
 // readNV reads a whole NV index, in chunks the TPM accepts.
@@ -42,7 +44,7 @@ func readNV(t *testing.T, tpm transport.TPM, index tpm2.TPMHandle) []byte {
 }
 
 func TestSwtpmManufacturedWithEKCertificatesFromItsCA(t *testing.T) {
-	s := NewTestSwtpm(t, "")
+	s := tpmsimtest.NewTestSwtpm(t, "")
 	tpm, err := s.Open(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -93,13 +95,13 @@ func TestSwtpmManufacturedWithEKCertificatesFromItsCA(t *testing.T) {
 func TestSeveralSwtpmsAtOnceShareACA(t *testing.T) {
 	caDir := t.TempDir()
 	const n = 3
-	tpms := make([]*Swtpm, n)
+	tpms := make([]*tpmsim.Swtpm, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tpms[i] = NewTestSwtpm(t, caDir)
+			tpms[i] = tpmsimtest.NewTestSwtpm(t, caDir)
 		}()
 	}
 	wg.Wait()
@@ -125,7 +127,7 @@ func TestSeveralSwtpmsAtOnceShareACA(t *testing.T) {
 }
 
 func TestSwtpmRestartIsAReboot(t *testing.T) {
-	s := NewTestSwtpm(t, "")
+	s := tpmsimtest.NewTestSwtpm(t, "")
 	ctx := context.Background()
 	readClock := func() tpm2.TPMSClockInfo {
 		tpm, err := s.Open(ctx)

@@ -19,9 +19,9 @@ import (
 	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/internal/wire"
-	"github.com/vigil-attest/vigil/tpmsim"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
+	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
@@ -49,7 +49,7 @@ func newAttackDeployment(t *testing.T) *attackDeployment {
 	ctx := context.Background()
 	dir := t.TempDir()
 	d := &attackDeployment{t: t, dir: dir, host: &e2eHost{
-		sw:       tpmsim.NewTestSwtpm(t, ""),
+		sw:       tpmsimtest.NewTestSwtpm(t, ""),
 		bootLog:  filepath.Join(dir, "binary_bios_measurements"),
 		imaLog:   simhost.IMALog{Path: filepath.Join(dir, "binary_runtime_measurements")},
 		measured: filepath.Join(dir, "usr-bin"),

@@ -15,7 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-attest/vigil/agent"
-	"github.com/vigil-attest/vigil/internal/bench"
+	"github.com/vigil-attest/vigil/cmd/vigil/internal/bench"
 )
 
 func benchCommand() *cli.Command {

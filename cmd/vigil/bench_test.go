@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vigil-attest/vigil/internal/bench"
+	"github.com/vigil-attest/vigil/cmd/vigil/internal/bench"
 )
 
 // TestBenchShortRun runs a small bench with the verifier as a child

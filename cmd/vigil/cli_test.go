@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/vigil-attest/vigil/internal/tlsutil"
-	"github.com/vigil-attest/vigil/tpmsim"
+	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 )
 
 // run executes the vigil command tree in-process and returns its standard
@@ -100,7 +100,7 @@ func TestCAInitRefusesToOverwrite(t *testing.T) {
 }
 
 func TestEnrollByHandThroughTheCLI(t *testing.T) {
-	sw := tpmsim.NewTestSwtpm(t, "")
+	sw := tpmsimtest.NewTestSwtpm(t, "")
 	ctx := context.Background()
 	tlsDir := filepath.Join(t.TempDir(), "tls")
 	if _, code := run(t, ctx, "ca", "init", tlsDir); code != 0 {

@@ -4,7 +4,7 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"github.com/vigil-attest/vigil/internal/demo"
+	"github.com/vigil-attest/vigil/cmd/vigil/internal/demo"
 )
 
 func demoCommand() *cli.Command {

@@ -16,6 +16,7 @@ import (
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/tpmsim"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
+	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 )
 
 // e2eHost is a simulated host: swtpm plus the boot log and IMA list a
@@ -100,7 +101,7 @@ func TestContinuousAttestationEndToEnd(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	h := &e2eHost{
-		sw:       tpmsim.NewTestSwtpm(t, ""),
+		sw:       tpmsimtest.NewTestSwtpm(t, ""),
 		bootLog:  filepath.Join(dir, "binary_bios_measurements"),
 		imaLog:   simhost.IMALog{Path: filepath.Join(dir, "binary_runtime_measurements")},
 		measured: filepath.Join(dir, "usr-bin"),

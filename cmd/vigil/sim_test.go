@@ -19,6 +19,7 @@ import (
 	"github.com/vigil-attest/vigil/tpmsim"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
+	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 	"github.com/vigil-attest/vigil/verifier/bootlog"
 	"github.com/vigil-attest/vigil/verifier/evidence"
 )
@@ -33,7 +34,7 @@ type simTPM struct {
 func simTPMs() []simTPM {
 	return []simTPM{
 		{"swtpm", func(t *testing.T) (string, func() map[tpm2.TPMAlgID]map[int][]byte) {
-			sw := tpmsim.NewTestSwtpm(t, "")
+			sw := tpmsimtest.NewTestSwtpm(t, "")
 			return sw.Spec(), func() map[tpm2.TPMAlgID]map[int][]byte {
 				conn, err := sw.Open(context.Background())
 				if err != nil {

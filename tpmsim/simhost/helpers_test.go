@@ -12,6 +12,7 @@ import (
 	"github.com/vigil-attest/vigil/tpmsim"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
+	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 )
 
 // backend is a real TPM implementation to run the simulated host on.
@@ -46,7 +47,7 @@ func openSoft(t testing.TB) simhost.TPM {
 
 func openSwtpm(t testing.TB) simhost.TPM {
 	t.Helper()
-	s := tpmsim.NewTestSwtpm(t, "")
+	s := tpmsimtest.NewTestSwtpm(t, "")
 	conn, err := s.Open(context.Background())
 	if err != nil {
 		t.Fatal(err)

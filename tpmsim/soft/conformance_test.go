@@ -18,8 +18,8 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/vigil-attest/vigil/agent"
-	"github.com/vigil-attest/vigil/tpmsim"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
+	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 )
 
 var ctx = context.Background()
@@ -429,7 +429,7 @@ func conform(t *testing.T, r realTPM) {
 }
 
 func TestConformanceSwtpm(t *testing.T) {
-	sw := tpmsim.NewTestSwtpm(t, "")
+	sw := tpmsimtest.NewTestSwtpm(t, "")
 	conform(t, realTPM{
 		name: "swtpm",
 		conn: func(t *testing.T) transport.TPMCloser {
@@ -484,7 +484,7 @@ func TestAKTemplateIsTheAgents(t *testing.T) {
 // a critical subjectAltName holding TPM manufacturer, model
 // and version as a directoryName, and the key usage for the key type.
 func TestEKCertificateLikeSwtpm(t *testing.T) {
-	sw := tpmsim.NewTestSwtpm(t, "")
+	sw := tpmsimtest.NewTestSwtpm(t, "")
 	c, err := sw.Open(ctx)
 	if err != nil {
 		t.Fatal(err)

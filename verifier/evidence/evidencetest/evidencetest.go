@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/vigil-attest/vigil/tpmsim"
+	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 	"github.com/vigil-attest/vigil/verifier/evidence"
 )
 
@@ -96,7 +97,7 @@ func Simulator(t testing.TB) *tpmsim.Simulator {
 // swtpm is not installed) and returns a connection to it.
 func Swtpm(t testing.TB) transport.TPM {
 	t.Helper()
-	s := tpmsim.NewTestSwtpm(t, "")
+	s := tpmsimtest.NewTestSwtpm(t, "")
 	conn, err := s.Open(context.Background())
 	if err != nil {
 		t.Fatalf("open swtpm: %v", err)

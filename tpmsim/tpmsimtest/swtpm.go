@@ -1,10 +1,11 @@
-package tpmsim
+package tpmsimtest
 
 import (
 	"context"
 	"testing"
 
 	"github.com/vigil-attest/vigil/internal/testenv"
+	"github.com/vigil-attest/vigil/tpmsim"
 )
 
 // NewTestSwtpm starts an swtpm for the test and stops it when the test ends,
@@ -12,10 +13,10 @@ import (
 // fails when VIGIL_REQUIRE_SWTPM=1. caDir may be "" for a CA of its own, or a
 // directory shared by several instances so their EK certificates chain to
 // one root.
-func NewTestSwtpm(t testing.TB, caDir string) *Swtpm {
+func NewTestSwtpm(t testing.TB, caDir string) *tpmsim.Swtpm {
 	t.Helper()
 	testenv.RequireSwtpm(t)
-	s, err := StartSwtpm(context.Background(), SwtpmConfig{Dir: t.TempDir(), CADir: caDir})
+	s, err := tpmsim.StartSwtpm(context.Background(), tpmsim.SwtpmConfig{Dir: t.TempDir(), CADir: caDir})
 	if err != nil {
 		t.Fatalf("start swtpm: %v", err)
 	}

@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vigil-attest/vigil/internal/loopback"
+	"github.com/vigil-attest/vigil/cmd/vigil/internal/loopback"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/registrar"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
