@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/internal/wire"
 )
 
@@ -71,28 +72,6 @@ type EnrollResult struct {
 	EKAlg    string `json:"ek_alg"`
 	AKReused bool   `json:"ak_reused"`
 	HasEKCrt bool   `json:"ek_cert_present"`
-}
-
-// AlgName is the short name of a key algorithm ("rsa", "ecc").
-func AlgName(alg tpm2.TPMAlgID) string {
-	switch alg {
-	case tpm2.TPMAlgRSA:
-		return "rsa"
-	case tpm2.TPMAlgECC:
-		return "ecc"
-	}
-	return fmt.Sprintf("alg-%#x", uint16(alg))
-}
-
-// ParseAlg parses "rsa" or "ecc".
-func ParseAlg(s string) (tpm2.TPMAlgID, error) {
-	switch strings.ToLower(s) {
-	case "rsa":
-		return tpm2.TPMAlgRSA, nil
-	case "ecc", "ecdsa":
-		return tpm2.TPMAlgECC, nil
-	}
-	return 0, fmt.Errorf("unknown key algorithm %q (want rsa or ecc)", s)
 }
 
 func (e *Enroller) log() *slog.Logger {
@@ -158,12 +137,12 @@ func (e *Enroller) Enroll(ctx context.Context) (EnrollResult, error) {
 	if err := saveAK(e.DataDir, st); err != nil {
 		return EnrollResult{}, err
 	}
-	e.log().Info("enrolled", "agent_id", reg.AgentID, "ak_alg", AlgName(e.AKAlg), "ak_reused", reused)
+	e.log().Info("enrolled", "agent_id", reg.AgentID, "ak_alg", tpmfacts.AlgName(e.AKAlg), "ak_reused", reused)
 	return EnrollResult{
 		AgentID:  reg.AgentID,
 		Active:   act.Active,
-		AKAlg:    AlgName(e.AKAlg),
-		EKAlg:    AlgName(e.EKAlg),
+		AKAlg:    tpmfacts.AlgName(e.AKAlg),
+		EKAlg:    tpmfacts.AlgName(e.EKAlg),
 		AKReused: reused,
 		HasEKCrt: len(ekCert) > 0,
 	}, nil

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 )
 
 // TCG EK Credential Profile NV indices of the EK certificates.
@@ -262,55 +263,8 @@ func trimDER(b []byte) []byte {
 	return b[:len(b)-len(rest)]
 }
 
-// AKTemplate is the public area of an attestation key of type akAlg: a
-// restricted signing key that never leaves the TPM (fixedTPM, fixedParent),
-// whose private part the TPM generated (sensitiveDataOrigin), usable with
-// its (empty) password (userWithAuth). The registrar refuses keys without
-// these attributes.
-func AKTemplate(akAlg tpm2.TPMAlgID) (tpm2.TPMTPublic, error) {
-	attrs := tpm2.TPMAObject{
-		FixedTPM:            true,
-		FixedParent:         true,
-		SensitiveDataOrigin: true,
-		UserWithAuth:        true,
-		Restricted:          true,
-		SignEncrypt:         true,
-	}
-	switch akAlg {
-	case tpm2.TPMAlgRSA:
-		return tpm2.TPMTPublic{
-			Type:             tpm2.TPMAlgRSA,
-			NameAlg:          tpm2.TPMAlgSHA256,
-			ObjectAttributes: attrs,
-			Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgRSA, &tpm2.TPMSRSAParms{
-				Scheme: tpm2.TPMTRSAScheme{
-					Scheme:  tpm2.TPMAlgRSASSA,
-					Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgRSASSA, &tpm2.TPMSSigSchemeRSASSA{HashAlg: tpm2.TPMAlgSHA256}),
-				},
-				KeyBits: 2048,
-			}),
-			Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{}),
-		}, nil
-	case tpm2.TPMAlgECC:
-		return tpm2.TPMTPublic{
-			Type:             tpm2.TPMAlgECC,
-			NameAlg:          tpm2.TPMAlgSHA256,
-			ObjectAttributes: attrs,
-			Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
-				Scheme: tpm2.TPMTECCScheme{
-					Scheme:  tpm2.TPMAlgECDSA,
-					Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256}),
-				},
-				CurveID: tpm2.TPMECCNistP256,
-			}),
-			Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{}),
-		}, nil
-	}
-	return tpm2.TPMTPublic{}, fmt.Errorf("unsupported AK algorithm %v", akAlg)
-}
-
 func (g *goTPM) CreateAK(ctx context.Context, ekAlg, akAlg tpm2.TPMAlgID) (AKBlob, error) {
-	tmpl, err := AKTemplate(akAlg)
+	tmpl, err := tpmfacts.AKTemplate(akAlg)
 	if err != nil {
 		return AKBlob{}, err
 	}

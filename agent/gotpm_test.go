@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/tpmsim"
 	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 )
@@ -50,7 +51,7 @@ func TestAKActivatesAndQuotes(t *testing.T) {
 	ctx := context.Background()
 	for _, tut := range realTPMs(t) {
 		for _, akAlg := range []tpm2.TPMAlgID{tpm2.TPMAlgRSA, tpm2.TPMAlgECC} {
-			t.Run(tut.name+"/"+AlgName(akAlg), func(t *testing.T) {
+			t.Run(tut.name+"/"+tpmfacts.AlgName(akAlg), func(t *testing.T) {
 				tpm, err := tut.open(ctx)
 				if err != nil {
 					t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/vigil-attest/vigil/internal/adminapi"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 )
 
 // AdminClient calls the registrar's admin API. Its HTTP client must present
@@ -120,7 +121,7 @@ func DecodeAKList(b []byte) (map[string][]byte, string, error) {
 	}
 	aks := make(map[string][]byte, len(list.Agents))
 	for i, a := range list.Agents {
-		if !ValidAgentID(a.AgentID) {
+		if !tpmfacts.ValidAgentID(a.AgentID) {
 			return nil, "", fmt.Errorf("AK list entry %d: %q is not an agent ID", i, a.AgentID)
 		}
 		name, err := hex.DecodeString(a.AKName)

@@ -15,6 +15,7 @@ import (
 	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/internal/wire"
 	"github.com/vigil-attest/vigil/registrar"
 	"github.com/vigil-attest/vigil/tpmsim"
@@ -436,7 +437,7 @@ func TestEnrollSoftTPM(t *testing.T) {
 			t.Fatal(err)
 		}
 		open := func(context.Context) (agent.TPM, error) { return agent.NewSoftTPM(st), nil }
-		id := "soft-" + agent.AlgName(akAlg)
+		id := "soft-" + tpmfacts.AlgName(akAlg)
 		res, err := reg.enroller(open, t.TempDir(), id, akAlg).Enroll(context.Background())
 		if err != nil {
 			t.Fatal(err)

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
-	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/internal/store"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/internal/wire"
 )
 
@@ -39,7 +39,7 @@ func seedAK(t testing.TB) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ak, err := agent.AKTemplate(tpm2.TPMAlgRSA)
+	ak, err := tpmfacts.AKTemplate(tpm2.TPMAlgRSA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func FuzzDecodeAKList(f *testing.F) {
 			t.Fatal("accepted an empty etag")
 		}
 		for id, name := range aks {
-			if !ValidAgentID(id) || len(name) == 0 {
+			if !tpmfacts.ValidAgentID(id) || len(name) == 0 {
 				t.Fatalf("accepted entry %q → %x", id, name)
 			}
 		}

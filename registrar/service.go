@@ -9,11 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"regexp"
 	"sync"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/internal/wire"
 )
 
@@ -112,13 +112,6 @@ type Service struct {
 	refusals refusalLog
 }
 
-var agentIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
-
-// ValidAgentID reports whether id can name an agent: 1 to 128 characters
-// from letters, digits and . _ : -, starting with a letter or digit, so it is
-// safe in URLs, file names and log lines.
-func ValidAgentID(id string) bool { return agentIDPattern.MatchString(id) }
-
 func (s *Service) now() time.Time {
 	if s.Now != nil {
 		return s.Now().UTC()
@@ -202,7 +195,7 @@ func (s *Service) register(ctx context.Context, req wire.RegisterRequest) (wire.
 	if id == "" {
 		id = ekHash
 	}
-	if !ValidAgentID(id) {
+	if !tpmfacts.ValidAgentID(id) {
 		return wire.RegisterResponse{}, invalid("agent_id", "%q is not a valid agent ID (1-128 of A-Z a-z 0-9 . _ : -)", id)
 	}
 	akAlg, err := CheckAK(ak)
@@ -319,7 +312,7 @@ func (s *Service) Activate(ctx context.Context, req wire.ActivateRequest) (wire.
 }
 
 func (s *Service) activate(ctx context.Context, req wire.ActivateRequest) (wire.ActivateResponse, error) {
-	if !ValidAgentID(req.AgentID) {
+	if !tpmfacts.ValidAgentID(req.AgentID) {
 		return wire.ActivateResponse{}, invalid("agent_id", "%q is not a valid agent ID", req.AgentID)
 	}
 	if len(req.Proof) == 0 {

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/url"
-	"regexp"
 	"time"
 
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
@@ -14,8 +14,6 @@ import (
 // policy that cannot be evaluated is refused at the door, not at the first
 // verdict.
 type PolicyCheck func(kind PolicyKind, body []byte) error
-
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 
 // Bounds on what an operator admits an agent with: each is far above any
 // real use, and keeps one record from growing without limit.
@@ -39,7 +37,7 @@ func (s *Service) intervalBounds() (lo, hi time.Duration) {
 
 // AddPolicy stores a new version of a named policy.
 func (s *Service) AddPolicy(ctx context.Context, check PolicyCheck, name string, kind PolicyKind, body []byte) (Policy, error) {
-	if !idPattern.MatchString(name) {
+	if !tpmfacts.ValidAgentID(name) {
 		return Policy{}, refuse(RefusedInvalid, "policy name %q: 1-128 of A-Z a-z 0-9 . _ : -", name)
 	}
 	if kind != PolicyRuntime && kind != PolicyBoot {
@@ -76,7 +74,7 @@ type AdmitRequest struct {
 // required: an agent with nothing to be checked against would be trusted for
 // merely having a TPM (deny by default).
 func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
-	if !idPattern.MatchString(req.AgentID) {
+	if !tpmfacts.ValidAgentID(req.AgentID) {
 		return Agent{}, refuse(RefusedInvalid, "agent ID %q: 1-128 of A-Z a-z 0-9 . _ : -", req.AgentID)
 	}
 	if req.RuntimePolicy == "" && req.BootPolicy == "" {

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/ima"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/internal/wire"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
@@ -30,7 +31,7 @@ func (s staticAKs) AK(context.Context, string) (*evidence.AK, error) { return s.
 //	go test ./verifier -run '^$' -bench Verdict -benchtime 2000x
 func BenchmarkVerdict(b *testing.B) {
 	for _, alg := range []tpm2.TPMAlgID{tpm2.TPMAlgRSA, tpm2.TPMAlgECC} {
-		b.Run(agent.AlgName(alg), func(b *testing.B) { benchVerdict(b, alg) })
+		b.Run(tpmfacts.AlgName(alg), func(b *testing.B) { benchVerdict(b, alg) })
 	}
 }
 

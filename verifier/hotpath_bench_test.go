@@ -16,6 +16,7 @@ import (
 	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/ima"
 	"github.com/vigil-attest/vigil/internal/httpapi"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/internal/wire"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
@@ -155,7 +156,7 @@ func verdictOnce(engine *Engine, a Agent, key *evidence.AK, asked Asked, body []
 //	go test ./verifier -run '^$' -bench HotPath -benchmem
 func BenchmarkHotPath(b *testing.B) {
 	for _, alg := range []tpm2.TPMAlgID{tpm2.TPMAlgRSA, tpm2.TPMAlgECC} {
-		b.Run(agent.AlgName(alg), func(b *testing.B) { benchHotPath(b, alg, 20) })
+		b.Run(tpmfacts.AlgName(alg), func(b *testing.B) { benchHotPath(b, alg, 20) })
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 )
 
 // agentEnrollFlags are the flags `vigil agent enroll` shares with `vigil
@@ -102,11 +103,11 @@ func enrollerFromFlags(c *cli.Context) (*agent.Enroller, func() error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	akAlg, err := agent.ParseAlg(c.String("ak-alg"))
+	akAlg, err := tpmfacts.ParseAlg(c.String("ak-alg"))
 	if err != nil {
 		return nil, nil, badInputf("--ak-alg: %v", err)
 	}
-	ekAlg, err := agent.ParseAlg(c.String("ek-alg"))
+	ekAlg, err := tpmfacts.ParseAlg(c.String("ek-alg"))
 	if err != nil {
 		return nil, nil, badInputf("--ek-alg: %v", err)
 	}

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/cmd/vigil/internal/bench"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 )
 
 func benchCommand() *cli.Command {
@@ -110,7 +110,7 @@ func benchOptions(c *cli.Context) (bench.Options, error) {
 	case c.Int("ima-entries") < 0 || c.Int("ima-entries") > 10000:
 		return opts, errors.New("--ima-entries must be between 0 and 10000")
 	}
-	akAlg, err := agent.ParseAlg(c.String("ak-alg"))
+	akAlg, err := tpmfacts.ParseAlg(c.String("ak-alg"))
 	if err != nil {
 		return opts, fmt.Errorf("--ak-alg: %w", err)
 	}

@@ -8,10 +8,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/registrar"
 )
 
-var validAgentID = registrar.ValidAgentID
+var validAgentID = tpmfacts.ValidAgentID
 
 func tenantCommand() *cli.Command {
 	flags, before := serviceFlags(

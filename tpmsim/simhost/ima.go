@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/internal/flock"
 )
 
 // IMAPCR is the PCR IMA extends.
@@ -241,10 +242,10 @@ func (l IMALog) Append(ctx context.Context, t PCRExtender, entries ...IMAEntry) 
 		return err
 	}
 	defer f.Close()
-	if err := lockFile(f); err != nil {
+	if err := flock.Lock(f); err != nil {
 		return fmt.Errorf("lock %s: %w", l.Path, err)
 	}
-	defer unlockFile(f)
+	defer flock.Unlock(f)
 
 	var head [4]byte
 	n, err := f.ReadAt(head[:], 0)

@@ -17,57 +17,13 @@ import (
 	"fmt"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 )
-
-// akTemplate is the public area the agent asks a real TPM for (see
-// agent.AKTemplate): a restricted signing key that never leaves the TPM,
-// generated inside it, usable with its empty password.
-func akTemplate(akAlg tpm2.TPMAlgID) (tpm2.TPMTPublic, error) {
-	attrs := tpm2.TPMAObject{
-		FixedTPM:            true,
-		FixedParent:         true,
-		SensitiveDataOrigin: true,
-		UserWithAuth:        true,
-		Restricted:          true,
-		SignEncrypt:         true,
-	}
-	switch akAlg {
-	case tpm2.TPMAlgRSA:
-		return tpm2.TPMTPublic{
-			Type:             tpm2.TPMAlgRSA,
-			NameAlg:          tpm2.TPMAlgSHA256,
-			ObjectAttributes: attrs,
-			Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgRSA, &tpm2.TPMSRSAParms{
-				Scheme: tpm2.TPMTRSAScheme{
-					Scheme:  tpm2.TPMAlgRSASSA,
-					Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgRSASSA, &tpm2.TPMSSigSchemeRSASSA{HashAlg: tpm2.TPMAlgSHA256}),
-				},
-				KeyBits: 2048,
-			}),
-			Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{}),
-		}, nil
-	case tpm2.TPMAlgECC:
-		return tpm2.TPMTPublic{
-			Type:             tpm2.TPMAlgECC,
-			NameAlg:          tpm2.TPMAlgSHA256,
-			ObjectAttributes: attrs,
-			Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
-				Scheme: tpm2.TPMTECCScheme{
-					Scheme:  tpm2.TPMAlgECDSA,
-					Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256}),
-				},
-				CurveID: tpm2.TPMECCNistP256,
-			}),
-			Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{}),
-		}, nil
-	}
-	return tpm2.TPMTPublic{}, fmt.Errorf("unsupported AK algorithm %v (want RSA or ECC)", akAlg)
-}
 
 // CreateAK creates an attestation key of type akAlg under the EK of type
 // ekAlg and returns it as TPM2_Create would.
 func (t *TPM) CreateAK(ctx context.Context, ekAlg, akAlg tpm2.TPMAlgID) (AKBlob, error) {
-	tmpl, err := akTemplate(akAlg)
+	tmpl, err := tpmfacts.AKTemplate(akAlg)
 	if err != nil {
 		return AKBlob{}, fmt.Errorf("soft TPM: create AK: %w", err)
 	}

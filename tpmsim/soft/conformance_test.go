@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/vigil-attest/vigil/agent"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
 	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 )
@@ -464,7 +465,7 @@ func TestAKTemplateIsTheAgents(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, alg := range []tpm2.TPMAlgID{tpm2.TPMAlgRSA, tpm2.TPMAlgECC} {
-		want, err := agent.AKTemplate(alg)
+		want, err := tpmfacts.AKTemplate(alg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 )
 
 var bg = context.Background()
@@ -269,7 +270,7 @@ func TestCreateAKAttributes(t *testing.T) {
 					t.Errorf("blob EKAlg %v", blob.EKAlg)
 				}
 				pub := mustPub(t, blob.Public)
-				tmpl, err := akTemplate(akAlg)
+				tmpl, err := tpmfacts.AKTemplate(akAlg)
 				if err != nil {
 					t.Fatal(err)
 				}

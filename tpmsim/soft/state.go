@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/internal/flock"
 )
 
 // state is everything a TPM keeps in NV, and its PCRs.
@@ -437,12 +438,12 @@ func (f *stateFile) lock() (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("soft TPM: lock %s: %w", f.path, err)
 	}
-	if err := lockFile(lf); err != nil {
+	if err := flock.Lock(lf); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("soft TPM: lock %s: %w", f.path, err)
 	}
 	return func() {
-		_ = unlockFile(lf)
+		_ = flock.Unlock(lf)
 		lf.Close()
 	}, nil
 }

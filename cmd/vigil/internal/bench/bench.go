@@ -20,6 +20,7 @@ import (
 	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/ima"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/registrar"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
@@ -183,7 +184,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	}
 	setupStart := time.Now()
 	sum := Summary{
-		Agents: opts.Agents, AKAlg: agent.AlgName(opts.AKAlg), EKAlg: "ecc",
+		Agents: opts.Agents, AKAlg: tpmfacts.AlgName(opts.AKAlg), EKAlg: "ecc",
 		IMAEntries: opts.IMAEntries, IntervalMS: opts.Interval.Milliseconds(),
 		Policies: "runtime (IMA) policy only; no boot policy, so steady-state verdicts check quote + IMA",
 		Errors:   map[string]uint64{}, States: map[string]int{},

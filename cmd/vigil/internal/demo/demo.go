@@ -18,8 +18,8 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/agent"
-	"github.com/vigil-attest/vigil/ima"
 	"github.com/vigil-attest/vigil/cmd/vigil/internal/loopback"
+	"github.com/vigil-attest/vigil/ima"
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"

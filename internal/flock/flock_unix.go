@@ -1,13 +1,14 @@
 //go:build unix
 
-package simhost
+package flock
 
 import (
 	"os"
 	"syscall"
 )
 
-func lockFile(f *os.File) error {
+// Lock takes an exclusive lock on f, waiting for it.
+func Lock(f *os.File) error {
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
 		if err != syscall.EINTR {
@@ -16,6 +17,7 @@ func lockFile(f *os.File) error {
 	}
 }
 
-func unlockFile(f *os.File) error {
+// Unlock releases the lock Lock took.
+func Unlock(f *os.File) error {
 	return syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 }
