@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
@@ -20,7 +21,6 @@ func tenantCommand() *cli.Command {
 		&cli.StringFlag{Name: "registrar", Usage: "registrar `URL`"},
 		&cli.StringFlag{Name: "verifier", Usage: "verifier `URL`"},
 	)
-	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print the result as JSON"}
 	return &cli.Command{
 		Name:   "tenant",
 		Usage:  "operator commands against the registrar and verifier admin APIs",
@@ -30,83 +30,89 @@ func tenantCommand() *cli.Command {
 			Name:  "registrar",
 			Usage: "registered agents",
 			Subcommands: []*cli.Command{
-				{
-					Name:  "list",
-					Usage: "list registered agents",
-					Flags: []cli.Flag{jsonFlag},
-					Action: func(c *cli.Context) error {
-						client, err := registrarAdmin(c)
-						if err != nil {
-							return err
-						}
-						views, err := client.List(c.Context)
-						if err != nil {
-							return err
-						}
-						if c.Bool("json") {
-							return printJSON(c.App.Writer, views)
-						}
-						tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-						fmt.Fprintln(tw, "AGENT\tACTIVE\tAK\tEK TRUST\tREGISTERED")
-						for _, v := range views {
-							fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\n", v.AgentID, v.Active, v.AKAlg, v.EKTrust, v.RegisteredAt.Format("2006-01-02T15:04:05Z07:00"))
-						}
-						return tw.Flush()
-					},
-				},
-				{
-					Name:      "show",
-					Usage:     "show one registered agent",
-					ArgsUsage: "ID",
-					Flags:     []cli.Flag{jsonFlag},
-					Action: func(c *cli.Context) error {
-						id, err := oneID(c)
-						if err != nil {
-							return err
-						}
-						client, err := registrarAdmin(c)
-						if err != nil {
-							return err
-						}
-						v, err := client.Get(c.Context, id)
-						if err != nil {
-							return notFoundIsBadInput(err)
-						}
-						if c.Bool("json") {
-							return printJSON(c.App.Writer, v)
-						}
-						fmt.Fprintf(c.App.Writer, "agent_id:              %s\nactive:                %v\nek_sha256:             %s\nek_trust:              %s\nak_alg:                %s\nak_name:               %s\nregistered_at:         %s\nenrollments:           %d\npending_registrations: %d\n",
-							v.AgentID, v.Active, v.EKSHA256, v.EKTrust, v.AKAlg, v.AKName, v.RegisteredAt.Format("2006-01-02T15:04:05Z07:00"), v.Enrollments, v.PendingRegistrations)
-						return nil
-					},
-				},
-				{
-					Name:      "delete",
-					Usage:     "delete an agent's registration (it must enroll again)",
-					ArgsUsage: "ID",
-					Flags:     []cli.Flag{jsonFlag},
-					Action: func(c *cli.Context) error {
-						id, err := oneID(c)
-						if err != nil {
-							return err
-						}
-						client, err := registrarAdmin(c)
-						if err != nil {
-							return err
-						}
-						if err := client.Delete(c.Context, id); err != nil {
-							return notFoundIsBadInput(err)
-						}
-						if c.Bool("json") {
-							return printJSON(c.App.Writer, map[string]any{"agent_id": id, "deleted": true})
-						}
-						fmt.Fprintf(c.App.Writer, "deleted %s\n", id)
-						return nil
-					},
-				},
+				tenantCmd("list", "list registered agents", "", registrarAdmin, func(c *cli.Context, client *registrar.AdminClient, _ string) error {
+					views, err := client.List(c.Context)
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						return printJSON(c.App.Writer, views)
+					}
+					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "AGENT\tACTIVE\tAK\tEK TRUST\tREGISTERED")
+					for _, v := range views {
+						fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\n", v.AgentID, v.Active, v.AKAlg, v.EKTrust, v.RegisteredAt.Format(time.RFC3339))
+					}
+					return tw.Flush()
+				}),
+				tenantCmd("show", "show one registered agent", "ID", registrarAdmin, func(c *cli.Context, client *registrar.AdminClient, id string) error {
+					v, err := client.Get(c.Context, id)
+					if err != nil {
+						return notFoundIsBadInput(err)
+					}
+					if c.Bool("json") {
+						return printJSON(c.App.Writer, v)
+					}
+					fmt.Fprintf(c.App.Writer, "agent_id:              %s\nactive:                %v\nek_sha256:             %s\nek_trust:              %s\nak_alg:                %s\nak_name:               %s\nregistered_at:         %s\nenrollments:           %d\npending_registrations: %d\n",
+						v.AgentID, v.Active, v.EKSHA256, v.EKTrust, v.AKAlg, v.AKName, v.RegisteredAt.Format(time.RFC3339), v.Enrollments, v.PendingRegistrations)
+					return nil
+				}),
+				tenantCmd("delete", "delete an agent's registration (it must enroll again)", "ID", registrarAdmin, func(c *cli.Context, client *registrar.AdminClient, id string) error {
+					if err := client.Delete(c.Context, id); err != nil {
+						return notFoundIsBadInput(err)
+					}
+					return printDone(c, map[string]any{"agent_id": id, "deleted": true}, "deleted %s", id)
+				}),
 			},
 		}},
 	}
+}
+
+// tenantCmd is a tenant subcommand over an admin client: it checks its one
+// argument (argsUsage "ID": an agent ID, "NAME": a policy name, "": none),
+// connects, and runs do. Every such command takes --json, and flags more.
+func tenantCmd[C any](name, usage, argsUsage string, connect func(*cli.Context) (C, error), do func(c *cli.Context, client C, arg string) error, flags ...cli.Flag) *cli.Command {
+	return &cli.Command{
+		Name:      name,
+		Usage:     usage,
+		ArgsUsage: argsUsage,
+		Flags:     append(flags, &cli.BoolFlag{Name: "json", Usage: "print the result as JSON"}),
+		Action: func(c *cli.Context) error {
+			var arg string
+			var err error
+			switch argsUsage {
+			case "ID":
+				arg, err = oneID(c)
+			case "NAME":
+				arg, err = oneName(c)
+			}
+			if err != nil {
+				return err
+			}
+			client, err := connect(c)
+			if err != nil {
+				return err
+			}
+			return do(c, client, arg)
+		},
+	}
+}
+
+// printDone reports an action that returns nothing: v with --json, else
+// the line format.
+func printDone(c *cli.Context, v any, format string, args ...any) error {
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, v)
+	}
+	_, err := fmt.Fprintf(c.App.Writer, format+"\n", args...)
+	return err
+}
+
+func oneName(c *cli.Context) (string, error) {
+	if c.NArg() != 1 {
+		return "", badInputf("usage: %s NAME", c.Command.FullName())
+	}
+	return c.Args().First(), nil
 }
 
 func oneID(c *cli.Context) (string, error) {
