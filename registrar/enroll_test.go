@@ -5,15 +5,18 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/agent"
-	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/internal/wire"
@@ -30,11 +33,12 @@ type testRegistrar struct {
 	tlsDir string
 	data   string
 	policy registrar.EKPolicy
-	db     *store.DB
+	reg    *registrar.Registrar
 	srv    *httptest.Server
 	svc    *registrar.Service
-	// configure, if set, adjusts each Service start makes.
-	configure func(*registrar.Service)
+	// configure, if set, adjusts the configuration of each registrar
+	// start makes.
+	configure func(*registrar.Config)
 }
 
 func newTLSDir(t *testing.T) string {
@@ -55,30 +59,48 @@ func startRegistrar(t *testing.T, tlsDir, data string, policy registrar.EKPolicy
 }
 
 func (r *testRegistrar) start() {
-	db, err := store.Open(r.data)
+	tlsCfg, err := tlsutil.ServerConfig(r.tlsDir)
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	cfg, err := tlsutil.ServerConfig(r.tlsDir)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	svc := &registrar.Service{Store: registrar.BoltStore{DB: db}, EKPolicy: r.policy}
+	cfg := registrar.DefaultConfig()
+	cfg.DataDir, cfg.EKPolicy = r.data, r.policy
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	if r.configure != nil {
-		r.configure(svc)
+		r.configure(&cfg)
 	}
-	srv := httptest.NewUnstartedServer(registrar.Handler(svc))
-	srv.TLS = cfg
+	reg, err := registrar.New(cfg)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(reg.Handler())
+	srv.TLS = tlsCfg
 	srv.StartTLS()
-	r.db, r.srv, r.svc = db, srv, svc
+	r.reg, r.srv, r.svc = reg, srv, reg.Service()
 }
 
 func (r *testRegistrar) stop() {
 	if r.srv != nil {
 		r.srv.Close()
-		r.db.Close()
+		r.reg.Close()
 		r.srv = nil
 	}
+}
+
+// refusals reads the registrar's refusal counts from its metrics.
+func (r *testRegistrar) refusals() map[string]int {
+	r.t.Helper()
+	rec := httptest.NewRecorder()
+	r.reg.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	out := map[string]int{}
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		var reason string
+		var n int
+		if _, err := fmt.Sscanf(line, "vigil_registrar_refused_total{reason=%q} %d", &reason, &n); err == nil && n > 0 {
+			out[reason] = n
+		}
+	}
+	return out
 }
 
 func (r *testRegistrar) agentHTTP() *http.Client {

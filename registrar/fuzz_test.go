@@ -68,8 +68,7 @@ func FuzzRegisterRequest(f *testing.F) {
 	}
 	f.Cleanup(func() { db.Close() })
 	st := BoltStore{DB: db}
-	svc := &Service{Store: st, EKPolicy: EKPolicy{Mode: EKPolicyAny}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	h := Handler(svc)
+	h := anyEKRegistrar(f, st).Handler()
 
 	f.Fuzz(func(t *testing.T, body []byte) {
 		before, err := st.List(context.Background())
@@ -107,8 +106,7 @@ func TestRegisterRefusesBadInputNamingTheField(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	svc := &Service{Store: BoltStore{DB: db}, EKPolicy: EKPolicy{Mode: EKPolicyAny}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	h := Handler(svc)
+	h := anyEKRegistrar(t, BoltStore{DB: db}).Handler()
 	ek, ak := seedEK(t), seedAK(t)
 	unrestricted := func() []byte {
 		p, _ := tpm2.Unmarshal[tpm2.TPMTPublic](ak)
@@ -148,7 +146,7 @@ func TestRegisterRefusesBadInputNamingTheField(t *testing.T) {
 			}
 		})
 	}
-	recs, _ := svc.Store.List(context.Background())
+	recs, _ := BoltStore{DB: db}.List(context.Background())
 	if len(recs) != 0 {
 		t.Errorf("%d records stored by refused requests", len(recs))
 	}
@@ -227,4 +225,18 @@ func FuzzDecodeAKList(f *testing.F) {
 			}
 		}
 	})
+}
+
+// anyEKRegistrar is a registrar over st that takes any EK, so that tests
+// of input handling need no EK certificates.
+func anyEKRegistrar(t testing.TB, st Store) *Registrar {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Store, cfg.EKPolicy = st, EKPolicy{Mode: EKPolicyAny}
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -22,7 +22,7 @@ import (
 	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 )
 
-func startRegistrarWith(t *testing.T, policy registrar.EKPolicy, configure func(*registrar.Service)) *testRegistrar {
+func startRegistrarWith(t *testing.T, policy registrar.EKPolicy, configure func(*registrar.Config)) *testRegistrar {
 	t.Helper()
 	r := &testRegistrar{t: t, tlsDir: newTLSDir(t), data: t.TempDir(), policy: policy, configure: configure}
 	r.start()
@@ -271,15 +271,8 @@ func TestPendingRegistrationsBoundedAndExpiring(t *testing.T) {
 	fleet, policy := newSoftFleet(t)
 	clk := newClock()
 	const ttl = time.Minute
-	var mu sync.Mutex
-	refusals := map[string]int{}
-	reg := startRegistrarWith(t, policy, func(s *registrar.Service) {
-		s.Now, s.ChallengeTTL, s.MaxPendingPerEK, s.MaxPending = clk.Now, ttl, 2, 3
-		s.OnRefuse = func(reason string) {
-			mu.Lock()
-			refusals[reason]++
-			mu.Unlock()
-		}
+	reg := startRegistrarWith(t, policy, func(c *registrar.Config) {
+		c.Now, c.ChallengeTTL, c.MaxPendingPerEK, c.MaxPending = clk.Now, ttl, 2, 3
 	})
 	ctx := context.Background()
 	host := fleet.tpm()
@@ -371,11 +364,9 @@ func TestPendingRegistrationsBoundedAndExpiring(t *testing.T) {
 	if _, _, err := reg.activeAKs(etag0); !errors.Is(err, registrar.ErrNotModified) {
 		t.Fatalf("change feed after registrations: %v, want not modified", err)
 	}
-	mu.Lock()
-	if refusals[registrar.ReasonTooManyPending] != 2 || len(refusals) != 1 {
+	if refusals := reg.refusals(); refusals[registrar.ReasonTooManyPending] != 2 || len(refusals) != 1 {
 		t.Errorf("refusals counted %v, want 2 too_many_pending", refusals)
 	}
-	mu.Unlock()
 
 	// Past the deadline the sweep removes every pending registration, and
 	// the store is back as it was.
@@ -410,7 +401,7 @@ func TestPendingRegistrationsBoundedAndExpiring(t *testing.T) {
 func TestExpiredChallengeRefused(t *testing.T) {
 	fleet, policy := newSoftFleet(t)
 	clk := newClock()
-	reg := startRegistrarWith(t, policy, func(s *registrar.Service) { s.Now, s.ChallengeTTL = clk.Now, time.Minute })
+	reg := startRegistrarWith(t, policy, func(c *registrar.Config) { c.Now, c.ChallengeTTL = clk.Now, time.Minute })
 	ctx := context.Background()
 	host := fleet.tpm()
 	pub := publicOf(t, host)

@@ -2,12 +2,8 @@ package main
 
 import (
 	"context"
-	"net/http"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
-	"github.com/vigil-attest/vigil/internal/httpapi"
-	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/registrar"
 )
@@ -45,54 +41,31 @@ func registrarCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			cfg, err := tlsutil.ServerConfig(c.String("tls-dir"))
+			tlsCfg, err := tlsutil.ServerConfig(c.String("tls-dir"))
 			if err != nil {
 				return badInput(err)
 			}
-			db, err := store.Open(c.String("data"))
+			log = log.With("service", "registrar")
+			cfg := registrar.DefaultConfig()
+			cfg.DataDir, cfg.EKPolicy, cfg.Log = c.String("data"), policy, log
+			cfg.ChallengeTTL, cfg.MaxPendingPerEK, cfg.MaxPending = c.Duration("challenge-ttl"), c.Int("max-pending-per-ek"), c.Int("max-pending")
+			reg, err := registrar.New(cfg)
 			if err != nil {
 				return err
 			}
-			defer db.Close()
-			log = log.With("service", "registrar")
-			if policy.Mode == registrar.EKPolicyAny {
-				log.Warn("--ek-policy any: every EK is accepted without a check; use only for trials")
-			}
-			st := registrar.BoltStore{DB: db}
-			metrics := registrar.NewMetrics(st)
-			svc := &registrar.Service{
-				Store:           st,
-				OnRegister:      metrics.ObserveRegistration,
-				OnRefuse:        metrics.ObserveRefusal,
-				EKPolicy:        policy,
-				Log:             log,
-				ChallengeTTL:    c.Duration("challenge-ttl"),
-				MaxPendingPerEK: c.Int("max-pending-per-ek"),
-				MaxPending:      c.Int("max-pending"),
-			}
+			defer reg.Close()
 			log.Info("starting", "ek_policy", policy.Mode, "data", c.String("data"))
 			ctx, cancel := context.WithCancel(c.Context)
 			defer cancel()
-			go svc.Run(ctx)
-			promh := promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})
+			go reg.Run(ctx)
 			if addr := c.String("metrics-listen"); addr != "" {
-				stop, err := serveMetrics(ctx, log, addr, promh)
+				stop, err := serveMetrics(ctx, log, addr, reg.MetricsHandler())
 				if err != nil {
 					return badInputf("--metrics-listen %s: %v", addr, err)
 				}
 				defer stop()
 			}
-			mux := http.NewServeMux()
-			mux.Handle("/", registrar.Handler(svc))
-			mux.Handle("GET /metrics", httpapi.Admin(promh.ServeHTTP))
-			mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-				if _, err := st.List(r.Context()); err != nil {
-					http.Error(w, "store unavailable", http.StatusServiceUnavailable)
-					return
-				}
-				w.Write([]byte("ok\n"))
-			})
-			return serveTLS(ctx, log, c.String("listen"), cfg, mux, nil)
+			return serveTLS(ctx, log, c.String("listen"), tlsCfg, reg.Handler(), nil)
 		},
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/vigil-attest/vigil/internal/httpapi"
 )
 
 // serveTLS serves h on addr with cfg until ctx ends, then shuts down
@@ -18,15 +20,7 @@ func serveTLS(ctx context.Context, log *slog.Logger, addr string, cfg *tls.Confi
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           h,
-		TLSConfig:         cfg,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       5 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := httpapi.NewServer(h, cfg, log)
 	log.Info("listening", "addr", ln.Addr().String())
 	if ready != nil {
 		ready(ln.Addr())
@@ -58,7 +52,7 @@ func serveMetrics(ctx context.Context, log *slog.Logger, addr string, h http.Han
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv := httpapi.NewServer(mux, nil, log)
 	log.Info("serving metrics", "addr", ln.Addr().String())
 	go srv.Serve(ln)
 	ctx, cancel := context.WithCancel(ctx)

@@ -6,6 +6,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -127,4 +128,22 @@ func (a Answers) JSON(w http.ResponseWriter, code int, v any, err error) {
 func (a Answers) JSONError(w http.ResponseWriter, err error) {
 	code, body := a.failure(err)
 	WriteJSON(w, code, body)
+}
+
+// NewServer is the one place Vigil's HTTP servers are configured: the
+// registrar, the verifier, the demo's and the bench's all serve with these
+// settings, so what the bench measures is what ships. tlsCfg may be nil for
+// a plain listener (a metrics port).
+func NewServer(h http.Handler, tlsCfg *tls.Config, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		// Agents keep one connection open between attestations: a TLS
+		// handshake per attestation would cost more than the verdict.
+		IdleTimeout: 5 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }

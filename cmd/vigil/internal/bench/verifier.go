@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vigil-attest/vigil/internal/httpapi"
 	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/verifier"
@@ -96,11 +97,7 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 	if err != nil {
 		return err
 	}
-	// The same server settings as `vigil verifier`: a 5-minute idle
-	// timeout keeps every agent's connection open between attestations.
-	srv := &http.Server{Handler: h, TLSConfig: srvCfg, ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv := httpapi.NewServer(h, srvCfg, log)
 	ep := Endpoints{URL: "https://" + ln.Addr().String()}
 	var servers []*http.Server
 	errc := make(chan error, 2)
@@ -118,7 +115,7 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 		mux.HandleFunc("POST /bench/server-times", func(w http.ResponseWriter, r *http.Request) {
 			json.NewEncoder(w).Encode(server.take())
 		})
-		psrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		psrv := httpapi.NewServer(mux, nil, log)
 		servers = append(servers, psrv)
 		ep.PProf = "http://" + pln.Addr().String()
 		go func() { errc <- psrv.Serve(pln) }()

@@ -141,7 +141,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		return sum, err
 	}
 	rcv := &receiver{key: secret, say: say}
-	rcvURL, stopRcv, err := loopback.Serve(tlsDir, rcv)
+	rcvURL, stopRcv, err := loopback.Serve(tlsDir, rcv, quiet)
 	if err != nil {
 		return sum, err
 	}
@@ -184,7 +184,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 			}
 		},
 	}
-	verURL, stopVer, err := loopback.Serve(tlsDir, verifier.Handler(verSvc, verifier.HandlerOptions{CheckPolicy: verifier.CheckPolicy}))
+	verURL, stopVer, err := loopback.Serve(tlsDir, verifier.Handler(verSvc, verifier.HandlerOptions{CheckPolicy: verifier.CheckPolicy}), quiet)
 	if err != nil {
 		return sum, err
 	}

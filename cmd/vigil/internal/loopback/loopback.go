@@ -13,7 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/vigil-attest/vigil/internal/store"
+	"github.com/vigil-attest/vigil/internal/httpapi"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/registrar"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
@@ -27,7 +27,8 @@ type Deployment struct {
 	RegistrarURL string
 
 	stopRegistrar func()
-	db            *store.DB
+	reg           *registrar.Registrar
+	cancel        context.CancelFunc
 }
 
 // Start creates the CA in dir/tls, a manufacturer named mfrName (its
@@ -54,27 +55,32 @@ func Start(dir, mfrName string, log *slog.Logger) (*Deployment, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.db, err = store.Open(filepath.Join(dir, "registrar")); err != nil {
+	cfg := registrar.DefaultConfig()
+	cfg.DataDir, cfg.Log = filepath.Join(dir, "registrar"), log
+	cfg.EKPolicy = registrar.EKPolicy{Mode: registrar.EKPolicyChain, Roots: roots, Intermediates: inter}
+	if d.reg, err = registrar.New(cfg); err != nil {
 		return nil, err
 	}
-	svc := &registrar.Service{Store: registrar.BoltStore{DB: d.db}, Log: log,
-		EKPolicy: registrar.EKPolicy{Mode: registrar.EKPolicyChain, Roots: roots, Intermediates: inter}}
-	if d.RegistrarURL, d.stopRegistrar, err = Serve(d.TLSDir, registrar.Handler(svc)); err != nil {
-		d.db.Close()
+	if d.RegistrarURL, d.stopRegistrar, err = Serve(d.TLSDir, d.reg.Handler(), log); err != nil {
+		d.reg.Close()
 		return nil, err
 	}
+	var ctx context.Context
+	ctx, d.cancel = context.WithCancel(context.Background())
+	go d.reg.Run(ctx)
 	return d, nil
 }
 
 // Close stops the registrar and closes its store.
 func (d *Deployment) Close() {
+	d.cancel()
 	d.stopRegistrar()
-	d.db.Close()
+	d.reg.Close()
 }
 
 // Serve serves h over TLS with the server certificate in tlsDir on a free
 // loopback port, returning its URL and a function that shuts it down.
-func Serve(tlsDir string, h http.Handler) (string, func(), error) {
+func Serve(tlsDir string, h http.Handler, log *slog.Logger) (string, func(), error) {
 	cfg, err := tlsutil.ServerConfig(tlsDir)
 	if err != nil {
 		return "", nil, err
@@ -83,7 +89,7 @@ func Serve(tlsDir string, h http.Handler) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second}
+	srv := httpapi.NewServer(h, cfg, log)
 	go srv.ServeTLS(ln, "", "")
 	return "https://" + ln.Addr().String(), func() {
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
