@@ -158,14 +158,11 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	}
 	defer verDB.Close()
 	verStore := verifier.BoltStore{DB: verDB}
-	checks := &verifier.PolicyChecks{Store: verStore}
 	var verdicts atomic.Uint64
 	failedAt := sync.Map{} // agent ID → time.Time
 	aks := verifier.NewRegistrarAKs(regURL, adminTLS)
 	verSvc := &verifier.Service{
 		Store:           verStore,
-		Engine:          &verifier.Engine{Boot: checks, Runtime: checks},
-		OnPolicyChange:  checks.Forget,
 		AKs:             aks,
 		Feed:            aks,
 		Log:             quiet,
