@@ -54,9 +54,7 @@ func (s *Service) AddPolicy(ctx context.Context, check PolicyCheck, name string,
 	}
 	if err == nil {
 		s.log().Info("policy stored", "policy", name, "kind", kind, "version", p.Version, "sha256", p.SHA256)
-		if s.OnPolicyChange != nil {
-			s.OnPolicyChange(name)
-		}
+		s.policies.forget(name)
 	}
 	return p, err
 }
@@ -224,9 +222,7 @@ func (s *Service) DeletePolicy(ctx context.Context, name string) error {
 	case err != nil:
 		return err
 	}
-	if s.OnPolicyChange != nil {
-		s.OnPolicyChange(name)
-	}
+	s.policies.forget(name)
 	s.log().Info("policy deleted", "policy", name)
 	return nil
 }

@@ -115,9 +115,8 @@ func TestSignedPolicyUpload(t *testing.T) {
 			t.Fatalf("%s: %d %s", name, code, msg)
 		}
 		// The compile path reads the stored envelope.
-		checks := &PolicyChecks{Store: svc.Store}
-		p, err := checks.runtimePolicy(name)
-		if err != nil || p.Paths() != 1 {
+		pol := new(policyCache).resolve(ctx, svc.Store, Agent{RuntimePolicy: name})
+		if p, err := pol.Runtime, pol.RuntimeErr; err != nil || p.Paths() != 1 {
 			t.Fatalf("%s: compiled %v", name, err)
 		}
 	}
@@ -126,7 +125,7 @@ func TestSignedPolicyUpload(t *testing.T) {
 	}
 	if code, msg := putPolicy(t, client, url, "signed-boot", "boot", signPolicy(t, dsse.PayloadTypeKeylime, []byte(testBootPolicy), ecKey)); code != http.StatusCreated {
 		t.Fatalf("signed boot policy: %d %s", code, msg)
-	} else if _, err := (&PolicyChecks{Store: svc.Store}).bootPolicy("signed-boot"); err != nil {
+	} else if err := new(policyCache).resolve(ctx, svc.Store, Agent{BootPolicy: "signed-boot"}).BootErr; err != nil {
 		t.Fatalf("signed boot policy compiled: %v", err)
 	}
 

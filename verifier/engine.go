@@ -3,56 +3,47 @@ package verifier
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/ima"
 	"github.com/vigil-attest/vigil/internal/wire"
+	"github.com/vigil-attest/vigil/verifier/bootpolicy"
 	"github.com/vigil-attest/vigil/verifier/evidence"
+	"github.com/vigil-attest/vigil/verifier/verdict"
 )
 
-// Failure is a verdict against an agent.
-type Failure struct {
-	Reason Reason
-	// Check names the check that failed (bad_signature, pcr_digest_mismatch,
-	// ima_not_in_policy, ...), Detail says where (which file, which PCR).
-	Check  string
-	Detail string
-}
-
-func (f *Failure) Error() string {
-	if f.Check != "" {
-		return fmt.Sprintf("%s: %s: %s", f.Reason, f.Check, f.Detail)
-	}
-	return fmt.Sprintf("%s: %s", f.Reason, f.Detail)
-}
+// Failure is a verdict against an agent. It is the verdict pipeline's, so
+// a failure reads the same online and in `vigil quote verify`.
+type Failure = verdict.Failure
 
 // Fail builds a Failure.
 func Fail(r Reason, check, format string, args ...any) *Failure {
-	return &Failure{Reason: r, Check: check, Detail: fmt.Sprintf(format, args...)}
-}
-
-// BootVerifier checks a UEFI boot log: it must replay to the quoted PCRs
-// and meet the named boot policy. Errors are *Failure.
-type BootVerifier interface {
-	VerifyBoot(log []byte, quoted evidence.PCRValues, policy string) error
-}
-
-// RuntimeVerifier checks new IMA entries incrementally: from the stored
-// state, the entries (starting at entry number offset) must replay to the
-// quoted PCR 10 and meet the named runtime policy. It returns the new state
-// and the number of entries verified so far. Errors are *Failure.
-type RuntimeVerifier interface {
-	VerifyRuntime(state []byte, offset uint64, entries []byte, quoted evidence.PCRValues, policy string) (newState []byte, total uint64, err error)
+	return verdict.Fail(r, check, format, args...)
 }
 
 // Engine decides on evidence. It does no I/O: everything it needs is in its
-// input, and its output is the agent's next record.
-type Engine struct {
-	Boot    BootVerifier
-	Runtime RuntimeVerifier
+// input — the agent's record, its AK, the challenge, the evidence, the
+// compiled policies and the time — and its output is the agent's next
+// record. The checks themselves are package verdict's.
+type Engine struct{}
+
+// Policies are the compiled policies an agent's evidence is held to, which
+// the service resolves from the names in its record before the check.
+type Policies struct {
+	Boot    *bootpolicy.Policy
+	Runtime *ima.Policy
+	// BootErr and RuntimeErr say why a named policy could not be had (not
+	// stored, or not compiling). Only a check that needs the policy fails
+	// for it, and only after the quote proved where the evidence came
+	// from, so they are inputs rather than the service's early return.
+	BootErr, RuntimeErr error
 }
+
+// imaMaxFailures caps the IMA failures a verdict collects: the first names
+// the verdict, the rest are only counted.
+const imaMaxFailures = 5
 
 // Asked is what a challenge asked for, remembered by the verifier until
 // the evidence comes back.
@@ -99,8 +90,9 @@ func Selection(a Agent) tpm2.TPMLPCRSelection {
 	return evidence.Selection(pcrs, Bank)
 }
 
-// Check verifies evidence for agent a against what was asked.
-func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, now time.Time) Outcome {
+// Check verifies evidence for agent a against what was asked, holding it
+// to the compiled policies pol.
+func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, pol Policies, now time.Time) Outcome {
 	fail := func(f *Failure) Outcome {
 		next := a
 		next.State, next.Reason, next.Detail, next.FailedAt = StateFailed, f.Reason, f.Error(), now
@@ -110,23 +102,23 @@ func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, 
 	if !bytes.Equal(ev.Nonce, asked.Nonce) {
 		return refuse(Fail(ReasonInvalidEvidence, string(evidence.ReasonNonceMismatch), "evidence answers another challenge"))
 	}
-	q, err := evidence.ParseQuote(ev.Quote, ev.Signature)
-	if err != nil {
-		return refuse(quoteFailure(err))
+	q, f := verdict.ParseQuote(ev.Quote, ev.Signature)
+	if f != nil {
+		return refuse(f)
 	}
 	pcrs := make(evidence.PCRValues, len(ev.PCRs))
 	for bank, values := range ev.PCRs {
 		pcrs[tpm2.TPMAlgID(bank)] = values
 	}
-	// VerifyQuote checks the signature and the nonce before the PCR values:
-	// a failure of the first kind is a refusal, of the second a verdict on
-	// evidence the agent's TPM signed.
-	res, err := ak.VerifyQuote(q, evidence.Expect{Nonce: asked.Nonce, PCRs: pcrs})
-	if err != nil {
-		if unproven(evidence.ReasonOf(err)) {
-			return refuse(quoteFailure(err))
+	// The quote check verifies the signature and the nonce before the PCR
+	// values: a failure of the first kind is a refusal, of the second a
+	// verdict on evidence the agent's TPM signed.
+	res, f := verdict.Quote(ak, q, evidence.Expect{Nonce: asked.Nonce, PCRs: pcrs})
+	if f != nil {
+		if verdict.Unproven(f) {
+			return refuse(f)
 		}
-		return fail(quoteFailure(err))
+		return fail(f)
 	}
 	if !sameSelection(res.Selection, asked.Selection) {
 		return fail(Fail(ReasonInvalidEvidence, "pcr_selection_mismatch", "the quote covers other PCRs than the challenge asked for"))
@@ -135,9 +127,9 @@ func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, 
 	next := a
 	freshBoot := a.Clock == nil
 	if a.Clock != nil {
-		change, err := evidence.CheckClock(*a.Clock, res.Clock)
-		if err != nil {
-			return fail(quoteFailure(err))
+		change, f := verdict.Clock(*a.Clock, res.Clock)
+		if f != nil {
+			return fail(f)
 		}
 		if change.Reboot() {
 			covered := (a.BootPolicy == "" || len(ev.BootLog) > 0) && (a.RuntimePolicy == "" || ev.IMAOffset == 0)
@@ -161,11 +153,11 @@ func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, 
 		if len(ev.BootLog) == 0 {
 			return fail(Fail(ReasonInvalidEvidence, "boot_log_missing", "a boot policy applies and no boot log of the current boot was verified"))
 		}
-		if e.Boot == nil {
-			return fail(Fail(ReasonPolicyViolation, "boot_check_unavailable", "this verifier cannot check boot logs"))
+		if pol.Boot == nil {
+			return fail(unavailable("boot", a.BootPolicy, pol.BootErr))
 		}
-		if err := e.Boot.VerifyBoot(ev.BootLog, res.PCRs, a.BootPolicy); err != nil {
-			return fail(asFailure(err))
+		if _, f := verdict.Boot(ev.BootLog, res.PCRs, pol.Boot); f != nil {
+			return fail(f)
 		}
 		next.BootChecked = true
 	}
@@ -174,14 +166,25 @@ func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, 
 		if ev.IMAOffset != asked.IMAOffset || ev.IMAOffset != next.IMAEntries {
 			return fail(Fail(ReasonInvalidEvidence, "ima_offset_mismatch", "IMA entries start at %d, the challenge asked for %d", ev.IMAOffset, asked.IMAOffset))
 		}
-		if e.Runtime == nil {
-			return fail(Fail(ReasonPolicyViolation, "runtime_check_unavailable", "this verifier cannot check IMA logs"))
+		if pol.Runtime == nil {
+			return fail(unavailable("runtime", a.RuntimePolicy, pol.RuntimeErr))
 		}
-		state, total, err := e.Runtime.VerifyRuntime(next.IMAState, ev.IMAOffset, ev.IMA, res.PCRs, a.RuntimePolicy)
+		var st ima.State
+		if len(next.IMAState) > 0 {
+			var err error
+			if st, err = decodeIMAState(next.IMAState); err != nil {
+				return fail(Fail(ReasonInvalidEvidence, "", "stored IMA state: %v", err))
+			}
+		}
+		r, f := verdict.Runtime(st, ev.IMAOffset, ev.IMA, res.PCRs, pol.Runtime, imaMaxFailures)
+		if f != nil {
+			return fail(f)
+		}
+		state, err := appendIMAState(nil, r.State)
 		if err != nil {
-			return fail(asFailure(err))
+			return fail(Fail(ReasonInvalidEvidence, "", "%v", err))
 		}
-		next.IMAState, next.IMAEntries = state, total
+		next.IMAState, next.IMAEntries = state, r.State.Entries
 	}
 
 	clock := res.Clock
@@ -192,32 +195,13 @@ func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, 
 	return Outcome{Agent: next}
 }
 
-// unproven tells the quote-check failures that leave open who made the
-// quote: anyone can send those, so they say nothing about the host.
-func unproven(r evidence.Reason) bool {
-	switch r {
-	case evidence.ReasonMalformedQuote, evidence.ReasonMalformedSignature, evidence.ReasonBadMagic,
-		evidence.ReasonBadType, evidence.ReasonBadSignature, evidence.ReasonUnsupportedSignature,
-		evidence.ReasonNonceMismatch:
-		return true
+// unavailable is the verdict when the agent's named policy could not be
+// compiled or read: the host cannot be judged, so it is not trusted.
+func unavailable(kind, name string, err error) *Failure {
+	if err == nil {
+		err = fmt.Errorf("no compiled %s policy %q was given", kind, name)
 	}
-	return false
-}
-
-func quoteFailure(err error) *Failure {
-	var f *evidence.Failure
-	if errors.As(err, &f) {
-		return &Failure{Reason: ReasonInvalidEvidence, Check: string(f.Reason), Detail: err.Error()}
-	}
-	return Fail(ReasonInvalidEvidence, "malformed_quote", "%v", err)
-}
-
-func asFailure(err error) *Failure {
-	var f *Failure
-	if errors.As(err, &f) {
-		return f
-	}
-	return Fail(ReasonInvalidEvidence, "", "%v", err)
+	return Fail(ReasonPolicyViolation, kind+"_policy_unavailable", "%v", err)
 }
 
 // sameSelection compares two selections field by field (marshalling them

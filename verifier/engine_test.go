@@ -96,12 +96,17 @@ func asked(a Agent, nonce string) Asked {
 
 func TestEngineDecides(t *testing.T) {
 	svc, _ := newTestService(t)
-	engine := svc.Engine
 	now := time.Now()
 	h := newEngineHost(t, svc)
+	// The policies are resolved at each check, as the service does: a
+	// host created later stores a new version of "rt".
+	var engine Engine
+	check := func(a Agent, key *evidence.AK, ask Asked, ev wire.Evidence) Outcome {
+		return engine.Check(a, key, ask, ev, svc.policies.resolve(context.Background(), svc.Store, a), now)
+	}
 
 	// An honest first attestation.
-	out := engine.Check(h.agent, h.key, asked(h.agent, "n1"), h.answer(t, asked(h.agent, "n1")), now)
+	out := check(h.agent, h.key, asked(h.agent, "n1"), h.answer(t, asked(h.agent, "n1")))
 	if out.Failure != nil || out.Agent.State != StateAttesting || out.Agent.IMAEntries != 1 || out.Agent.Clock == nil {
 		t.Fatalf("honest evidence: %+v, %v", out.Agent, out.Failure)
 	}
@@ -137,7 +142,7 @@ func TestEngineDecides(t *testing.T) {
 			if tc.tamper != nil {
 				tc.tamper(&ev)
 			}
-			out := engine.Check(tc.agent, tc.key, ask, ev, now)
+			out := check(tc.agent, tc.key, ask, ev)
 			if tc.reason == "" {
 				if out.Refused == nil || out.Refused.Check != tc.check || out.Failure != nil {
 					t.Fatalf("got refusal %v, failure %v; want refused %s", out.Refused, out.Failure, tc.check)
@@ -161,7 +166,7 @@ func TestEngineDecides(t *testing.T) {
 		wrong := ask
 		wrong.Selection = evidence.Selection([]int{0}, Bank)
 		ev := h.answer(t, wrong)
-		out := engine.Check(good, h.key, ask, ev, now)
+		out := check(good, h.key, ask, ev)
 		if out.Failure == nil || out.Failure.Check != "pcr_selection_mismatch" {
 			t.Fatalf("got %v", out.Failure)
 		}
@@ -175,13 +180,13 @@ func TestEngineDecides(t *testing.T) {
 			t.Fatal(err)
 		}
 		ask := asked(good, "n4") // resumes at entry 1: the agent did not restart
-		out := engine.Check(good, h.key, ask, h.answer(t, ask), now)
+		out := check(good, h.key, ask, h.answer(t, ask))
 		if out.Failure != nil || !out.Reboot || out.Agent.Attestations != good.Attestations {
 			t.Fatalf("reboot: %+v reboot=%v failure=%v", out.Agent, out.Reboot, out.Failure)
 		}
 		full := ask
 		full.IMAOffset = 0
-		out = engine.Check(good, h.key, full, h.answer(t, full), now)
+		out = check(good, h.key, full, h.answer(t, full))
 		if out.Failure != nil || out.Reboot || out.Agent.IMAEntries != 1 || out.Agent.Clock.ResetCount != good.Clock.ResetCount+1 {
 			t.Fatalf("fresh evidence after the reboot: %+v %v", out.Agent, out.Failure)
 		}

@@ -129,12 +129,12 @@ func (d *discard) WriteHeader(int)             {}
 // verdictOnce is the verifier's request path without the store and the
 // HTTP server: decode the body, decide, answer with a verdict carrying the
 // next challenge. Profiles focus on it (pprof -focus verdictOnce).
-func verdictOnce(engine *Engine, a Agent, key *evidence.AK, asked Asked, body []byte, w http.ResponseWriter, now time.Time) (Outcome, error) {
+func verdictOnce(engine *Engine, pol Policies, a Agent, key *evidence.AK, asked Asked, body []byte, w http.ResponseWriter, now time.Time) (Outcome, error) {
 	var ev wire.Evidence
 	if err := wire.Read(bytes.NewReader(body), wire.MaxEvidence, &ev); err != nil {
 		return Outcome{}, err
 	}
-	out := engine.Check(a, key, asked, ev, now)
+	out := engine.Check(a, key, asked, ev, pol, now)
 	if out.Failure != nil {
 		return out, out.Failure
 	}
@@ -165,13 +165,14 @@ const hotOps = 200
 func benchHotPath(b *testing.B, akAlg tpm2.TPMAlgID, perAttestation int) {
 	svc, _ := newTestService(b)
 	h := newHotHost(b, svc, akAlg)
-	engine := svc.Engine
+	engine := &Engine{}
+	pol := svc.policies.resolve(context.Background(), svc.Store, h.agent)
 	now := time.Now()
 
 	// The first attestation (the whole list) is not steady state.
 	a0 := h.agent
 	first := asked(a0, "nonce-0000000000000000000000000")
-	out, err := verdictOnce(engine, a0, h.key, first, h.evidence(b, first, perAttestation), &discard{h: http.Header{}}, now)
+	out, err := verdictOnce(engine, pol, a0, h.key, first, h.evidence(b, first, perAttestation), &discard{h: http.Header{}}, now)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -200,7 +201,7 @@ func benchHotPath(b *testing.B, akAlg tpm2.TPMAlgID, perAttestation int) {
 		if i%hotOps == 0 {
 			a = a0
 		}
-		out, err := verdictOnce(engine, a, h.key, ops[i%hotOps].asked, ops[i%hotOps].body, w, now)
+		out, err := verdictOnce(engine, pol, a, h.key, ops[i%hotOps].asked, ops[i%hotOps].body, w, now)
 		if err != nil {
 			b.Fatalf("op %d: %v", i, err)
 		}

@@ -29,13 +29,10 @@ func newTestService(t testing.TB) (*Service, http.Handler) {
 	}
 	t.Cleanup(func() { db.Close() })
 	st := BoltStore{DB: db}
-	checks := &PolicyChecks{Store: st}
 	svc := &Service{
-		Store:          st,
-		Engine:         &Engine{Boot: checks, Runtime: checks},
-		OnPolicyChange: checks.Forget,
-		AKs:            noAKs{},
-		Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Store: st,
+		AKs:   noAKs{},
+		Log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	return svc, Handler(svc, HandlerOptions{CheckPolicy: CheckPolicy})
 }

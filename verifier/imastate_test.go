@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -174,7 +175,7 @@ func TestEngineContinuesFromCBORState(t *testing.T) {
 	a := h.agent
 	for i, form := range []string{"binary", "cbor", "binary"} {
 		ask := asked(a, "nonce-"+form+string(rune('0'+i)))
-		out, err := verdictOnce(svc.Engine, a, h.key, ask, h.evidence(t, ask, 5), &discard{h: make(map[string][]string)}, now)
+		out, err := verdictOnce(&Engine{}, svc.policies.resolve(context.Background(), svc.Store, a), a, h.key, ask, h.evidence(t, ask, 5), &discard{h: make(map[string][]string)}, now)
 		if err != nil {
 			t.Fatalf("attestation %d: %v", i, err)
 		}

@@ -108,10 +108,9 @@ func ParseAutoRecover(s string) (AutoRecover, error) {
 
 // Service runs attestation for many agents.
 type Service struct {
-	Store  Store
-	Engine *Engine
-	AKs    AKSource
-	Log    *slog.Logger
+	Store Store
+	AKs   AKSource
+	Log   *slog.Logger
 	// DefaultInterval applies to agents admitted without one.
 	DefaultInterval time.Duration
 	// NonceTTL is how long a challenge can be answered.
@@ -124,9 +123,6 @@ type Service struct {
 	LivenessIntervals int
 	// Now defaults to time.Now.
 	Now func() time.Time
-	// OnPolicyChange, if set, is told when a policy gets a new version or is
-	// deleted (to drop compiled copies).
-	OnPolicyChange func(name string)
 	// OnEvents, if set, is told when revocation events were stored (to
 	// wake the dispatcher).
 	OnEvents func()
@@ -160,6 +156,10 @@ type Service struct {
 	OnRefused func(reason string)
 
 	slots sync.Map // agent ID → *slot
+
+	// engine decides; policies feeds it the compiled policies.
+	engine   Engine
+	policies policyCache
 
 	// persistMu orders checkpoints against synchronous writes: a write
 	// that must be durable before its answer (a failure, a state change,
@@ -520,12 +520,13 @@ func (s *Service) evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict,
 		}
 		sl.ak = ak
 	}
-	out := s.Engine.Check(base, ak, asked, ev, start)
+	pol := s.policies.resolve(ctx, s.Store, base)
+	out := s.engine.Check(base, ak, asked, ev, pol, start)
 	if out.Refused != nil && out.Refused.Check == string(evidence.ReasonBadSignature) {
 		// The agent may have enrolled a new AK since it was cached.
 		if fresh, err := s.fetchAK(ctx, a.ID); err == nil && string(fresh.Name) != string(ak.Name) {
 			sl.ak = fresh
-			out = s.Engine.Check(base, fresh, asked, ev, start)
+			out = s.engine.Check(base, fresh, asked, ev, pol, start)
 		}
 	}
 	if out.Refused != nil {

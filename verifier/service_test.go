@@ -121,13 +121,10 @@ func newFleet(t testing.TB, hosts, goodFiles int) *fleet {
 
 // service is a verifier over the fleet's store, as after a (re)start.
 func (f *fleet) service(checkpoint time.Duration) *Service {
-	checks := &PolicyChecks{Store: f.st}
 	return &Service{
 		Store:           f.st,
-		Engine:          &Engine{Boot: checks, Runtime: checks},
 		AKs:             f.aks,
 		Log:             slog.New(slog.NewTextHandler(io.Discard, nil)),
-		OnPolicyChange:  checks.Forget,
 		CheckpointEvery: checkpoint,
 	}
 }

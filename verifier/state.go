@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/vigil-attest/vigil/verifier/evidence"
+	"github.com/vigil-attest/vigil/verifier/verdict"
 )
 
 // State is where an agent stands.
@@ -18,19 +19,21 @@ const (
 	StateDeleted   State = "deleted"
 )
 
-// Reason says why an agent failed.
-type Reason string
+// Reason says why an agent failed. Evidence fails for the reasons of the
+// verdict pipeline (package verdict, which `vigil quote verify` shares);
+// the service adds those that need no evidence.
+type Reason = verdict.Reason
 
 // Failure reasons, a fixed vocabulary for operators, metrics and revocation
 // events. The detail (which file, which PCR) goes with them as text.
 const (
 	// ReasonPolicyViolation: genuine evidence of something the policy does
 	// not allow (a file not in the runtime policy, a disallowed bootloader).
-	ReasonPolicyViolation Reason = "policy_violation"
+	ReasonPolicyViolation = verdict.ReasonPolicyViolation
 	// ReasonInvalidEvidence: evidence that does not hold together (bad
 	// signature, wrong nonce, PCRs that do not match the quote, a log that
 	// does not replay to the quoted PCRs, a counter rollback).
-	ReasonInvalidEvidence Reason = "invalid_evidence"
+	ReasonInvalidEvidence = verdict.ReasonInvalidEvidence
 	// ReasonLivenessTimeout: no good evidence within the liveness deadline.
 	ReasonLivenessTimeout Reason = "liveness_timeout"
 	// ReasonNotEnrolled: the registrar no longer vouches for the agent's AK.

@@ -457,57 +457,29 @@ func policyCreateBoot(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	l, err := bootlog.Parse(b)
-	if err != nil {
-		return badInputf("--boot-log %s: %v", name, err)
-	}
-	bank := l.Banks[0]
-	if l.HasBank(tpm2.TPMAlgSHA256) {
-		bank = tpm2.TPMAlgSHA256
-	}
+	var opts bootpolicy.LogOptions
 	if s := c.String("bank"); s != "" {
-		if bank, err = evidence.ParseBank(s); err != nil {
+		if opts.Bank, err = evidence.ParseBank(s); err != nil {
 			return badInputf("--bank: %v", err)
 		}
-		if !l.HasBank(bank) {
-			return badInputf("--boot-log %s: the log has no %s digests", name, s)
-		}
 	}
-	// Without the host's PCRs the log is taken at its word (it is the
-	// known-good host); with them it must replay to them first.
-	var pcrs evidence.PCRValues
 	if f := c.String("pcrs"); f != "" {
 		pb, err := readInput("pcrs", f)
 		if err != nil {
 			return err
 		}
-		if err := json.Unmarshal(pb, &pcrs); err != nil {
+		if err := json.Unmarshal(pb, &opts.PCRs); err != nil {
 			return badInputf("--pcrs %s: %v", f, err)
 		}
-	} else {
-		r, err := l.Replay(bank)
-		if err != nil {
-			return badInputf("--boot-log %s: %v", name, err)
-		}
-		h, _ := evidence.HashOf(bank)
-		pcrs = evidence.PCRValues{}
-		for _, i := range append(bootlog.BootPCRs, 14) {
-			v, ok := r[i]
-			if !ok {
-				v = make([]byte, h.Size())
-			}
-			pcrs.Set(bank, i, v)
-		}
 	}
-	v, err := l.Verify(pcrs)
-	if err != nil {
+	pol, err := bootpolicy.FromLog(b, opts)
+	if evidence.ReasonOf(err) != "" {
 		return failed(fmt.Errorf("--boot-log %s: %w", name, err))
 	}
-	st, err := v.State(bank)
 	if err != nil {
-		return failed(err)
+		return badInputf("--boot-log %s: %v", name, err)
 	}
-	js, err := json.MarshalIndent(bootpolicy.FromState(st), "", "  ")
+	js, err := json.MarshalIndent(pol, "", "  ")
 	if err != nil {
 		return err
 	}

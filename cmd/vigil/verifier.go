@@ -76,12 +76,9 @@ func verifierCommand() *cli.Command {
 				return badInputf("--auto-recover: %v", err)
 			}
 			st := verifier.BoltStore{DB: db}
-			checks := &verifier.PolicyChecks{Store: st}
 			aks := verifier.NewRegistrarAKs(c.String("registrar"), adminCfg)
 			svc := &verifier.Service{
 				Store:           st,
-				Engine:          &verifier.Engine{Boot: checks, Runtime: checks},
-				OnPolicyChange:  checks.Forget,
 				AKs:             aks,
 				Feed:            aks,
 				Log:             log,

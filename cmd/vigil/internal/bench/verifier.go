@@ -68,12 +68,9 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 	defer db.Close()
 	st := verifier.BoltStore{DB: db}
 	server := newServerTimes()
-	checks := &verifier.PolicyChecks{Store: st}
 	aks := verifier.NewRegistrarAKs(cfg.RegistrarURL, adminCfg)
 	svc := &verifier.Service{
 		Store:           st,
-		Engine:          &verifier.Engine{Boot: checks, Runtime: checks},
-		OnPolicyChange:  checks.Forget,
 		AKs:             aks,
 		Feed:            aks,
 		Log:             log,

@@ -25,9 +25,7 @@ import (
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
 	"github.com/vigil-attest/vigil/verifier"
-	"github.com/vigil-attest/vigil/verifier/bootlog"
 	"github.com/vigil-attest/vigil/verifier/bootpolicy"
-	"github.com/vigil-attest/vigil/verifier/evidence"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
@@ -158,14 +156,11 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	}
 	defer verDB.Close()
 	verStore := verifier.BoltStore{DB: verDB}
-	checks := &verifier.PolicyChecks{Store: verStore}
 	var verdicts atomic.Uint64
 	failedAt := sync.Map{} // agent ID → time.Time
 	aks := verifier.NewRegistrarAKs(regURL, adminTLS)
 	verSvc := &verifier.Service{
 		Store:           verStore,
-		Engine:          &verifier.Engine{Boot: checks, Runtime: checks},
-		OnPolicyChange:  checks.Forget,
 		AKs:             aks,
 		Feed:            aks,
 		Log:             quiet,
@@ -463,7 +458,11 @@ func admit(ctx context.Context, svc *verifier.Service, h *host) error {
 	if err != nil {
 		return err
 	}
-	bp, err := bootPolicy(bootBytes)
+	pol, err := bootpolicy.FromLog(bootBytes, bootpolicy.LogOptions{})
+	if err != nil {
+		return err
+	}
+	bp, err := json.MarshalIndent(pol, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -480,33 +479,4 @@ func admit(ctx context.Context, svc *verifier.Service, h *host) error {
 		Identities:    []string{"spiffe://demo.vigil.example/node/" + h.id},
 	})
 	return err
-}
-
-// bootPolicy is `vigil policy create boot` for a known-good log.
-func bootPolicy(log []byte) ([]byte, error) {
-	l, err := bootlog.Parse(log)
-	if err != nil {
-		return nil, err
-	}
-	r, err := l.Replay(tpm2.TPMAlgSHA256)
-	if err != nil {
-		return nil, err
-	}
-	pcrs := evidence.PCRValues{}
-	for _, i := range bootlog.BootPCRs {
-		v, ok := r[i]
-		if !ok {
-			v = make([]byte, 32)
-		}
-		pcrs.Set(tpm2.TPMAlgSHA256, i, v)
-	}
-	v, err := l.Verify(pcrs)
-	if err != nil {
-		return nil, err
-	}
-	st, err := v.State(tpm2.TPMAlgSHA256)
-	if err != nil {
-		return nil, err
-	}
-	return json.MarshalIndent(bootpolicy.FromState(st), "", "  ")
 }
