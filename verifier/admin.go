@@ -2,8 +2,11 @@ package verifier
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/vigil-attest/vigil/internal/tpmfacts"
@@ -48,15 +51,39 @@ func (s *Service) AddPolicy(ctx context.Context, check PolicyCheck, name string,
 			return Policy{}, refuse(RefusedInvalid, "%s policy %q: %v", kind, name, err)
 		}
 	}
-	p, err := s.Store.PutPolicy(ctx, Policy{Name: name, Kind: kind, Body: body, CreatedAt: s.now().UTC()})
-	if errors.Is(err, ErrExists) {
-		return Policy{}, refuse(RefusedConflict, "%v", err)
-	}
+	p, err := s.putPolicy(ctx, Policy{Name: name, Kind: kind, Body: body, CreatedAt: s.now().UTC()})
 	if err == nil {
 		s.log().Info("policy stored", "policy", name, "kind", kind, "version", p.Version, "sha256", p.SHA256)
 		s.policies.forget(name)
 	}
 	return p, err
+}
+
+// putPolicy stores p as the next version of its name: one more than the
+// highest stored, of the same kind. Two operators adding versions at once
+// both get one, in some order.
+func (s *Service) putPolicy(ctx context.Context, p Policy) (Policy, error) {
+	sum := sha256.Sum256(p.Body)
+	p.SHA256 = hex.EncodeToString(sum[:])
+	for {
+		cur, err := s.Store.GetPolicy(ctx, p.Name)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			p.Version = 1
+		case err != nil:
+			return Policy{}, err
+		case cur.Kind != p.Kind:
+			return Policy{}, refuse(RefusedConflict, "policy %q is a %s policy, not %s: %v", p.Name, cur.Kind, p.Kind, ErrExists)
+		default:
+			p.Version = cur.Version + 1
+		}
+		err = s.Store.CreatePolicy(ctx, p)
+		if !errors.Is(err, ErrExists) {
+			return p, err
+		}
+		// Another version took this number meanwhile: read the newest
+		// again, which may also be of another kind by now.
+	}
 }
 
 // AdmitRequest is what an operator admits an agent with.
@@ -78,6 +105,10 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 	if req.RuntimePolicy == "" && req.BootPolicy == "" {
 		return Agent{}, refuse(RefusedInvalid, "agent %q: a runtime policy, a boot policy or both are required", req.AgentID)
 	}
+	// Held until the agent is stored, so that no policy checked here is
+	// deleted before the agent that uses it exists.
+	s.policyMu.RLock()
+	defer s.policyMu.RUnlock()
 	for _, ref := range []struct {
 		name string
 		kind PolicyKind
@@ -211,14 +242,31 @@ func (s *Service) forget(id string, sl *slot) {
 	s.slots.CompareAndDelete(id, sl)
 }
 
-// DeletePolicy deletes a policy that no agent uses.
+// DeletePolicy deletes a policy that no agent uses, so no agent is left
+// without one.
 func (s *Service) DeletePolicy(ctx context.Context, name string) error {
-	err := s.Store.DeletePolicy(ctx, name)
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	// The stored records are the ones to ask: an agent's policies change
+	// only by operator actions, which are stored before they are answered.
+	agents, err := s.Store.ListAgents(ctx)
+	if err != nil {
+		return err
+	}
+	var users []string
+	for _, a := range agents {
+		if a.RuntimePolicy == name || a.BootPolicy == name {
+			users = append(users, a.ID)
+		}
+	}
+	if len(users) > 0 {
+		slices.Sort(users)
+		return refuse(RefusedConflict, "policy %q is used by agents %v: %v", name, users, ErrExists)
+	}
+	err = s.Store.DeletePolicy(ctx, name)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return refuse(RefusedNotFound, "%v", err)
-	case errors.Is(err, ErrExists):
-		return refuse(RefusedConflict, "%v", err)
 	case err != nil:
 		return err
 	}

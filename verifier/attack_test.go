@@ -35,7 +35,7 @@ func storeSnapshot(t *testing.T, st Store) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	events, err := st.PendingEvents(ctx, []string{"probe"})
+	events, err := st.PendingEvents(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestAttackForgedEvidenceIsRefusedAndChangesNothing(t *testing.T) {
 	if a, _ := svc.Status(ctx, h.id); a.State != StateAttesting || a.Attestations != 3 {
 		t.Fatalf("host after the attacks: %s after %d attestations, want attesting after 3", a.State, a.Attestations)
 	}
-	if evs, _ := f.st.PendingEvents(ctx, []string{"probe"}); len(evs) != 0 {
+	if evs, _ := f.st.PendingEvents(ctx); len(evs) != 0 {
 		t.Fatalf("events raised: %+v", evs)
 	}
 }
@@ -347,7 +347,7 @@ func TestStoreThatCannotBeWritten(t *testing.T) {
 	if a.State != StateFailed || a.Reason != ReasonPolicyViolation || !strings.Contains(a.Detail, "/tmp/miner") {
 		t.Fatalf("stored after recovery: %s %s %q, want failed policy_violation on /tmp/miner", a.State, a.Reason, a.Detail)
 	}
-	evs, err := f.st.PendingEvents(ctx, []string{"probe"})
+	evs, err := f.st.PendingEvents(ctx)
 	if err != nil || len(evs) != 1 || evs[0].Event.Type != revocation.TypeRevoked || evs[0].Event.Data.Reason != string(ReasonPolicyViolation) {
 		t.Fatalf("outbox after recovery: %+v, %v; want one revocation for the policy violation", evs, err)
 	}
@@ -383,7 +383,7 @@ func TestSilenceHeals(t *testing.T) {
 	if a := f.stored(t, h.id); a.State != StateAttesting || a.Reason != "" || !a.FailedAt.IsZero() {
 		t.Fatalf("stored after coming back: %+v", a)
 	}
-	evs, err := f.st.PendingEvents(ctx, []string{"probe"})
+	evs, err := f.st.PendingEvents(ctx)
 	if err != nil || len(evs) != 2 {
 		t.Fatalf("events: %+v, %v", evs, err)
 	}

@@ -3,9 +3,8 @@ package verifier
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/vigil-attest/vigil/internal/store"
@@ -15,18 +14,30 @@ import (
 
 const (
 	agentsCollection   = "verifier.agents"
-	policiesCollection = "verifier.policies"        // name → latest version
+	policiesCollection = "verifier.policies"        // name → highest version
 	versionsCollection = "verifier.policy_versions" // name@version → every version
-	outboxCollection   = "verifier.outbox"          // event ID → event and its delivery status
-	secretsCollection  = "verifier.secrets"         // name → key material (the nonce MAC key)
+	// The outbox is two collections so that the dispatcher's rounds read
+	// only what is still to deliver, however much has been delivered.
+	outboxCollection    = "verifier.outbox"           // event ID → pending event and its status per sink
+	deliveredCollection = "verifier.outbox_delivered" // event ID → delivered event, until pruned
+	secretsCollection   = "verifier.secrets"          // name → key material (the nonce MAC key)
 )
 
-// outboxRecord is an event with its delivery status per sink.
+// outboxRecord is a pending event with its delivery status per sink.
 type outboxRecord struct {
 	Event  revocation.Event                 `cbor:"event"`
 	Status map[string]revocation.SinkStatus `cbor:"status"`
-	// Done is set once every configured sink accepted the event.
+	// Done is only ever read: stores written before delivered events moved
+	// to their own collection set it here, and the dispatcher moves such
+	// an event on its first round.
 	Done bool `cbor:"done"`
+}
+
+// deliveredRecord is an event every sink has, kept until pruned.
+type deliveredRecord struct {
+	Event       revocation.Event                 `cbor:"event"`
+	Status      map[string]revocation.SinkStatus `cbor:"status"`
+	DeliveredAt time.Time                        `cbor:"delivered_at"`
 }
 
 func putEvents(tx store.Tx, events []revocation.Event) error {
@@ -43,7 +54,7 @@ func putEvents(tx store.Tx, events []revocation.Event) error {
 }
 
 // PendingEvents implements revocation.Outbox.
-func (s BoltStore) PendingEvents(ctx context.Context, sinks []string) ([]revocation.Pending, error) {
+func (s BoltStore) PendingEvents(ctx context.Context) ([]revocation.Pending, error) {
 	var out []revocation.Pending
 	err := s.DB.View(ctx, func(tx store.Tx) error {
 		return tx.ForEach(outboxCollection, func(id string, b []byte) error {
@@ -51,46 +62,92 @@ func (s BoltStore) PendingEvents(ctx context.Context, sinks []string) ([]revocat
 			if err := decode("outbox event", id, b, &r); err != nil {
 				return err
 			}
-			if !r.Done || !deliveredToAll(r.Status, sinks) {
-				out = append(out, revocation.Pending{Event: r.Event, Status: r.Status})
-			}
+			out = append(out, revocation.Pending{Event: r.Event, Status: r.Status})
 			return nil
 		})
 	})
 	return out, err
 }
 
-func deliveredToAll(st map[string]revocation.SinkStatus, sinks []string) bool {
-	for _, s := range sinks {
-		if !st[s].Delivered {
-			return false
-		}
+func getPending(tx store.Tx, eventID string) (outboxRecord, error) {
+	var r outboxRecord
+	b := tx.Get(outboxCollection, eventID)
+	if b == nil {
+		return r, fmt.Errorf("pending outbox event %q: %w", eventID, ErrNotFound)
 	}
-	return true
+	if err := decode("outbox event", eventID, b, &r); err != nil {
+		return r, err
+	}
+	if r.Status == nil {
+		r.Status = map[string]revocation.SinkStatus{}
+	}
+	return r, nil
 }
 
 // RecordDelivery implements revocation.Outbox.
-func (s BoltStore) RecordDelivery(ctx context.Context, eventID, sink string, st revocation.SinkStatus, sinks []string) error {
+func (s BoltStore) RecordDelivery(ctx context.Context, eventID, sink string, st revocation.SinkStatus) error {
 	return s.DB.Update(ctx, func(tx store.Tx) error {
-		b := tx.Get(outboxCollection, eventID)
-		if b == nil {
-			return fmt.Errorf("outbox event %q: %w", eventID, ErrNotFound)
-		}
-		var r outboxRecord
-		if err := decode("outbox event", eventID, b, &r); err != nil {
-			return err
-		}
-		if r.Status == nil {
-			r.Status = map[string]revocation.SinkStatus{}
-		}
-		r.Status[sink] = st
-		r.Done = deliveredToAll(r.Status, sinks)
-		nb, err := wire.Marshal(r)
+		r, err := getPending(tx, eventID)
 		if err != nil {
 			return err
 		}
-		return tx.Put(outboxCollection, eventID, nb)
+		r.Status[sink] = st
+		b, err := wire.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return tx.Put(outboxCollection, eventID, b)
 	})
+}
+
+// MarkDelivered implements revocation.Outbox.
+func (s BoltStore) MarkDelivered(ctx context.Context, eventID string, at time.Time) error {
+	return s.DB.Update(ctx, func(tx store.Tx) error {
+		r, err := getPending(tx, eventID)
+		if err != nil {
+			return err
+		}
+		b, err := wire.Marshal(deliveredRecord{Event: r.Event, Status: r.Status, DeliveredAt: at.UTC()})
+		if err != nil {
+			return err
+		}
+		if err := tx.Put(deliveredCollection, eventID, b); err != nil {
+			return err
+		}
+		_, err = tx.Delete(outboxCollection, eventID)
+		return err
+	})
+}
+
+// PruneDelivered implements revocation.Outbox.
+func (s BoltStore) PruneDelivered(ctx context.Context, cutoff time.Time) (int, error) {
+	n := 0
+	err := s.DB.Update(ctx, func(tx store.Tx) error {
+		n = 0
+		var old []string
+		err := tx.ForEach(deliveredCollection, func(id string, b []byte) error {
+			var r deliveredRecord
+			if err := decode("delivered outbox event", id, b, &r); err != nil {
+				return err
+			}
+			if !r.DeliveredAt.After(cutoff) {
+				old = append(old, id)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		// Deleting inside ForEach would disturb bbolt's cursor.
+		for _, id := range old {
+			if _, err := tx.Delete(deliveredCollection, id); err != nil {
+				return err
+			}
+		}
+		n = len(old)
+		return nil
+	})
+	return n, err
 }
 
 // BoltStore is the Store on the embedded database.
@@ -212,31 +269,34 @@ func (s BoltStore) DeleteAgent(ctx context.Context, id string) error {
 	})
 }
 
-func (s BoltStore) PutPolicy(ctx context.Context, p Policy) (Policy, error) {
-	sum := sha256.Sum256(p.Body)
-	p.SHA256 = hex.EncodeToString(sum[:])
-	err := s.DB.Update(ctx, func(tx store.Tx) error {
-		p.Version = 1
-		if b := tx.Get(policiesCollection, p.Name); b != nil {
-			var cur Policy
-			if err := decode("policy", p.Name, b, &cur); err != nil {
+func versionKey(name string, version int) string { return fmt.Sprintf("%s@%d", name, version) }
+
+func (s BoltStore) CreatePolicy(ctx context.Context, p Policy) error {
+	b, err := wire.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return s.DB.Update(ctx, func(tx store.Tx) error {
+		key := versionKey(p.Name, p.Version)
+		if tx.Get(versionsCollection, key) != nil {
+			return fmt.Errorf("policy %q version %d: %w", p.Name, p.Version, ErrExists)
+		}
+		if err := tx.Put(versionsCollection, key, b); err != nil {
+			return err
+		}
+		// policiesCollection is an index of the highest version, so that
+		// GetPolicy, on every verdict's cache miss, is one read.
+		if cur := tx.Get(policiesCollection, p.Name); cur != nil {
+			var c Policy
+			if err := decode("policy", p.Name, cur, &c); err != nil {
 				return err
 			}
-			if cur.Kind != p.Kind {
-				return fmt.Errorf("policy %q is a %s policy, not %s: %w", p.Name, cur.Kind, p.Kind, ErrExists)
+			if c.Version > p.Version {
+				return nil
 			}
-			p.Version = cur.Version + 1
-		}
-		b, err := wire.Marshal(p)
-		if err != nil {
-			return err
-		}
-		if err := tx.Put(versionsCollection, fmt.Sprintf("%s@%d", p.Name, p.Version), b); err != nil {
-			return err
 		}
 		return tx.Put(policiesCollection, p.Name, b)
 	})
-	return p, err
 }
 
 func (s BoltStore) GetPolicy(ctx context.Context, name string) (Policy, error) {
@@ -267,27 +327,8 @@ func (s BoltStore) ListPolicies(ctx context.Context) ([]Policy, error) {
 	return out, err
 }
 
-// DeletePolicy removes a policy and its versions; a policy an agent uses is
-// kept (ErrExists), so no agent is left without one.
 func (s BoltStore) DeletePolicy(ctx context.Context, name string) error {
 	return s.DB.Update(ctx, func(tx store.Tx) error {
-		var users []string
-		err := tx.ForEach(agentsCollection, func(id string, b []byte) error {
-			var a Agent
-			if err := decode("agent", id, b, &a); err != nil {
-				return err
-			}
-			if a.RuntimePolicy == name || a.BootPolicy == name {
-				users = append(users, id)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if len(users) > 0 {
-			return fmt.Errorf("policy %q is used by agents %v: %w", name, users, ErrExists)
-		}
 		b := tx.Get(policiesCollection, name)
 		if b == nil {
 			return fmt.Errorf("policy %q: %w", name, ErrNotFound)
@@ -296,8 +337,20 @@ func (s BoltStore) DeletePolicy(ctx context.Context, name string) error {
 		if err := decode("policy", name, b, &p); err != nil {
 			return err
 		}
-		for v := 1; v <= p.Version; v++ {
-			if _, err := tx.Delete(versionsCollection, fmt.Sprintf("%s@%d", name, v)); err != nil {
+		// Every key, not 1…p.Version: version numbers are the caller's and
+		// may have gaps. Names hold no "@", so the prefix is this name's.
+		var keys []string
+		err := tx.ForEach(versionsCollection, func(k string, _ []byte) error {
+			if strings.HasPrefix(k, name+"@") {
+				keys = append(keys, k)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if _, err := tx.Delete(versionsCollection, k); err != nil {
 				return err
 			}
 		}

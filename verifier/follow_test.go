@@ -86,7 +86,7 @@ func TestFollowRegistrar(t *testing.T) {
 	if a, _ := svc.Status(ctx, replaced.id); a.State != StateAttesting {
 		t.Errorf("host with a replaced AK: %s, want still attesting", a.State)
 	}
-	evs, _ := f.st.PendingEvents(ctx, []string{"probe"})
+	evs, _ := f.st.PendingEvents(ctx)
 	if len(evs) != 1 || evs[0].Event.Data.AgentID != deleted.id {
 		t.Errorf("events: %+v, want one revocation of %s", evs, deleted.id)
 	}

@@ -193,6 +193,9 @@ type Service struct {
 	parked map[*slot]struct{}
 
 	refusals refusalLog
+	// policyMu keeps a policy from being deleted between an admission's
+	// check that it exists and the admitted agent's creation.
+	policyMu sync.RWMutex
 	// loaded is set once every stored agent has a slot (Load).
 	loaded atomic.Bool
 }

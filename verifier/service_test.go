@@ -269,7 +269,7 @@ func TestCheckpointDefersOnlyProgress(t *testing.T) {
 	if a.State != StateFailed || a.Reason != ReasonPolicyViolation || a.Attestations != 4 {
 		t.Errorf("stored after the failure: %s %s, %d attestations", a.State, a.Reason, a.Attestations)
 	}
-	pending, err := f.st.PendingEvents(ctx, nil)
+	pending, err := f.st.PendingEvents(ctx)
 	if err != nil || len(pending) != 1 || pending[0].Event.Data.AgentID != h.id {
 		t.Errorf("outbox after the failure: %+v, %v", pending, err)
 	}

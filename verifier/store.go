@@ -34,38 +34,64 @@ type Policy struct {
 	Body      []byte     `cbor:"body" json:"body,omitempty"`
 }
 
-// Store keeps agents and policies. The verifier needs nothing else from a
-// database: no ordering, no cursors, so PostgreSQL can implement it with two
-// tables.
+// Store keeps agents, policies, secrets and the revocation outbox. The
+// verifier needs nothing else from a database: no ordering, no cursors, so
+// PostgreSQL can implement it with a table per kind of thing.
+//
+// A Store is storage only. The rules — what a policy's next version is, that
+// a policy in use cannot be deleted, when an event is done with — are the
+// Service's and the revocation.Dispatcher's, so that a second backend
+// repeats none of them. storetest.Run states this contract as tests; every
+// backend passes it.
+//
+// Errors: ErrNotFound and ErrExists (matched with errors.Is) where a method
+// says so; any other error means nothing was stored.
 type Store interface {
+	// GetAgent returns the agent stored under id, or ErrNotFound.
 	GetAgent(ctx context.Context, id string) (Agent, error)
+	// ListAgents returns every stored agent, in no promised order.
 	ListAgents(ctx context.Context) ([]Agent, error)
 	// CreateAgent stores a new agent; ErrExists if the ID is taken.
 	CreateAgent(ctx context.Context, a Agent) error
-	// SaveAgent stores an agent's new record after a verdict, and the
-	// events the verdict raises, in one transaction: a failed agent never
-	// exists without its revocation event. Many concurrent calls may share
-	// one commit; it returns once durable.
+	// SaveAgent replaces an agent's record after a verdict, and adds the
+	// events the verdict raises to the outbox, in one transaction: a failed
+	// agent never exists without its revocation event. It never creates
+	// an agent: ErrNotFound, and nothing stored, if a.ID is not stored
+	// (deleted meanwhile). Many concurrent calls may share one commit; it
+	// returns once durable.
 	SaveAgent(ctx context.Context, a Agent, events ...revocation.Event) error
-	// Checkpoint stores the records of many agents in one transaction: the
-	// progress of agents that kept attesting (counters, clock, IMA offset)
-	// since the last checkpoint. Records of agents no longer stored are
-	// dropped, not recreated.
+	// Checkpoint replaces the records of many agents in one transaction:
+	// the progress of agents that kept attesting (counters, clock, IMA
+	// offset) since the last checkpoint. Records of agents no longer stored
+	// are dropped, not recreated, and are no error.
 	Checkpoint(ctx context.Context, agents []Agent) error
-	// UpdateAgent changes an agent atomically (operator actions, liveness)
-	// and stores the events fn returns in the same transaction.
+	// UpdateAgent reads agent id, lets fn change it, and stores the result
+	// with the events fn returns, in one transaction; ErrNotFound if id is
+	// not stored. An error from fn is returned and nothing is stored.
 	UpdateAgent(ctx context.Context, id string, fn func(*Agent) ([]revocation.Event, error)) error
+	// DeleteAgent removes an agent; ErrNotFound if it was not stored. Its
+	// outbox events stay.
 	DeleteAgent(ctx context.Context, id string) error
 
-	// PutPolicy stores p as the next version of its name and returns it.
-	PutPolicy(ctx context.Context, p Policy) (Policy, error)
-	// GetPolicy returns the latest version.
+	// CreatePolicy stores p as version p.Version of the policy p.Name, as
+	// given (SHA256 and CreatedAt included); ErrExists, and nothing stored,
+	// if that version of that name is stored already. Versions are rows:
+	// the caller chooses the number, and two callers racing for the same
+	// one are told apart by ErrExists.
+	CreatePolicy(ctx context.Context, p Policy) error
+	// GetPolicy returns the highest stored version of a policy, or
+	// ErrNotFound.
 	GetPolicy(ctx context.Context, name string) (Policy, error)
+	// ListPolicies returns the highest version of every policy, without
+	// bodies, in no promised order.
 	ListPolicies(ctx context.Context) ([]Policy, error)
+	// DeletePolicy removes every version of a policy; ErrNotFound if there
+	// was none.
 	DeletePolicy(ctx context.Context, name string) error
 
 	// Secret returns the key material stored under name, making size
-	// random bytes the first time. Verifiers sharing a store share it.
+	// random bytes the first time. Every later call, from this process or
+	// another on the same store, returns the same bytes.
 	Secret(ctx context.Context, name string, size int) ([]byte, error)
 	// Ping writes to the store, to tell whether it can be written.
 	Ping(ctx context.Context) error

@@ -32,6 +32,7 @@ func verifierCommand() *cli.Command {
 		&cli.StringSliceFlag{Name: "webhook-secret-file", Usage: "`FILE` holding the whsec_ secret of the webhook at the same position (repeatable)"},
 		&cli.StringFlag{Name: "webhook-ca", Usage: "CA certificate `FILE` for webhook receivers with private certificates"},
 		&cli.DurationFlag{Name: "webhook-max-backoff", Value: 5 * time.Minute, Usage: "longest wait between delivery attempts"},
+		&cli.DurationFlag{Name: "outbox-retention", Value: revocation.DefaultRetention, Usage: "how long a revocation event delivered to every webhook is kept before it is pruned"},
 		&cli.BoolFlag{Name: "pprof", Usage: "serve Go's profiler under /debug/pprof/ to admin clients (client certificate), to see where the verifier's CPU and memory go"},
 		&cli.StringFlag{Name: "source", Usage: "CloudEvents source `URI` of this verifier (default: urn:vigil:verifier:HOSTNAME)"},
 		&cli.StringFlag{Name: "auto-recover", Value: string(verifier.RecoverSilence), Usage: "which failures heal by themselves: silence (a host failed only for silence is attesting again once it sends complete fresh evidence that passes) or never"},
@@ -124,7 +125,7 @@ func verifierCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			disp := &revocation.Dispatcher{Outbox: st, Sinks: sinks, Log: log, MaxBackoff: c.Duration("webhook-max-backoff")}
+			disp := &revocation.Dispatcher{Outbox: st, Sinks: sinks, Log: log, MaxBackoff: c.Duration("webhook-max-backoff"), Retention: c.Duration("outbox-retention")}
 			disp.Init()
 			svc.OnEvents = disp.Wake
 			go disp.Run(c.Context)

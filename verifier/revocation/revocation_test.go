@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -16,30 +17,30 @@ import (
 // memOutbox is an in-memory Outbox for the dispatcher's own tests; the
 // verifier's store implements the real one and is tested with it.
 type memOutbox struct {
-	mu     sync.Mutex
-	events []Event
-	status map[string]map[string]SinkStatus
+	mu        sync.Mutex
+	events    []Event
+	status    map[string]map[string]SinkStatus
+	delivered map[string]time.Time
 }
 
-func (o *memOutbox) PendingEvents(_ context.Context, sinks []string) ([]Pending, error) {
+func (o *memOutbox) PendingEvents(context.Context) ([]Pending, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var out []Pending
 	for _, e := range o.events {
+		if _, done := o.delivered[e.ID]; done {
+			continue
+		}
 		st := map[string]SinkStatus{}
-		done := true
-		for _, s := range sinks {
-			st[s] = o.status[e.ID][s]
-			done = done && st[s].Delivered
+		for s, v := range o.status[e.ID] {
+			st[s] = v
 		}
-		if !done {
-			out = append(out, Pending{Event: e, Status: st})
-		}
+		out = append(out, Pending{Event: e, Status: st})
 	}
 	return out, nil
 }
 
-func (o *memOutbox) RecordDelivery(_ context.Context, id, sink string, st SinkStatus, _ []string) error {
+func (o *memOutbox) RecordDelivery(_ context.Context, id, sink string, st SinkStatus) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.status == nil {
@@ -50,6 +51,31 @@ func (o *memOutbox) RecordDelivery(_ context.Context, id, sink string, st SinkSt
 	}
 	o.status[id][sink] = st
 	return nil
+}
+
+func (o *memOutbox) MarkDelivered(_ context.Context, id string, at time.Time) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.delivered == nil {
+		o.delivered = map[string]time.Time{}
+	}
+	o.delivered[id] = at
+	return nil
+}
+
+func (o *memOutbox) PruneDelivered(_ context.Context, cutoff time.Time) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	o.events = slices.DeleteFunc(o.events, func(e Event) bool {
+		at, done := o.delivered[e.ID]
+		if done && !at.After(cutoff) {
+			n++
+			return true
+		}
+		return false
+	})
+	return n, nil
 }
 
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -197,5 +223,42 @@ func TestParseSecretRefusesBadSecrets(t *testing.T) {
 		if _, err := ParseSecret(s); err == nil {
 			t.Errorf("ParseSecret(%q) accepted", s)
 		}
+	}
+}
+
+func TestDoneOnceEverySinkHasIt(t *testing.T) {
+	key, _ := ParseSecret(testSecret)
+	rcv := &receiver{t: t, key: key}
+	srv := httptest.NewTLSServer(rcv)
+	defer srv.Close()
+	ob := &memOutbox{events: []Event{testEvent()}}
+	id := ob.events[0].ID
+	// A sink that delivered before a restart and has since been dropped
+	// from the configuration is not waited for.
+	ob.RecordDelivery(context.Background(), id, "https://gone.example/", SinkStatus{Attempts: 3, LastError: "refused"})
+	d := &Dispatcher{Outbox: ob, Sinks: []Sink{newSink(t, srv, testSecret)}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d.Once(context.Background())
+	if _, done := ob.delivered[id]; !done || len(rcv.accepted) != 1 {
+		t.Fatalf("after one delivery to the only sink: marked delivered %v, accepted %d", done, len(rcv.accepted))
+	}
+	d.Once(context.Background())
+	if len(rcv.accepted) != 1 {
+		t.Fatalf("a delivered event was sent again (%d times)", len(rcv.accepted))
+	}
+}
+
+func TestPruneKeepsRecentAndPending(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	old, recent, pending := testEvent(), testEvent(), testEvent()
+	ob := &memOutbox{events: []Event{old, recent, pending}}
+	ob.MarkDelivered(ctx, old.ID, now.Add(-DefaultRetention-time.Minute))
+	ob.MarkDelivered(ctx, recent.ID, now.Add(-DefaultRetention+time.Minute))
+	d := &Dispatcher{Outbox: ob, Now: func() time.Time { return now }, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if n, err := d.Prune(ctx); err != nil || n != 1 {
+		t.Fatalf("Prune = %d, %v; want the one event delivered past the retention", n, err)
+	}
+	if len(ob.events) != 2 || ob.events[0].ID != recent.ID || ob.events[1].ID != pending.ID {
+		t.Fatalf("left %v", ob.events)
 	}
 }
