@@ -4,41 +4,38 @@ import (
 	"context"
 	"crypto/tls"
 	"net/http"
-	"net/http/pprof"
 	"net/url"
 	"os"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-attest/vigil/internal/dsse"
-	"github.com/vigil-attest/vigil/internal/httpapi"
-	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/verifier"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
 func verifierCommand() *cli.Command {
+	def := verifier.DefaultConfig()
 	flags, before := serviceFlags(
 		&cli.StringFlag{Name: "data", Usage: "data `DIR` (the embedded store lives here)"},
 		&cli.StringFlag{Name: "tls-dir", Usage: "`DIR` made by `vigil ca init` (server cert; admin cert to reach the registrar)"},
 		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8891", Usage: "`ADDR` to serve on"},
 		&cli.StringFlag{Name: "registrar", Usage: "registrar `URL`, where AKs are fetched"},
-		&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "default attestation interval for agents admitted without one"},
+		&cli.DurationFlag{Name: "interval", Value: def.Interval, Usage: "default attestation interval for agents admitted without one"},
 		&cli.DurationFlag{Name: "liveness", Usage: "silence after which an agent fails (default: 3 of its intervals)"},
-		&cli.DurationFlag{Name: "checkpoint", Value: time.Second, Usage: "how often attesting agents' progress is stored; failures and state changes are stored at once (0: every verdict at once)"},
+		&cli.DurationFlag{Name: "checkpoint", Value: def.CheckpointEvery, Usage: "how often attesting agents' progress is stored; failures and state changes are stored at once (0: every verdict at once)"},
 		&cli.StringSliceFlag{Name: "webhook", Usage: "`URL` to post revocation events to (repeatable)"},
 		&cli.StringSliceFlag{Name: "webhook-secret-file", Usage: "`FILE` holding the whsec_ secret of the webhook at the same position (repeatable)"},
 		&cli.StringFlag{Name: "webhook-ca", Usage: "CA certificate `FILE` for webhook receivers with private certificates"},
-		&cli.DurationFlag{Name: "webhook-max-backoff", Value: 5 * time.Minute, Usage: "longest wait between delivery attempts"},
-		&cli.DurationFlag{Name: "outbox-retention", Value: revocation.DefaultRetention, Usage: "how long a revocation event delivered to every webhook is kept before it is pruned"},
+		&cli.DurationFlag{Name: "webhook-max-backoff", Value: def.WebhookMaxBackoff, Usage: "longest wait between delivery attempts"},
+		&cli.DurationFlag{Name: "outbox-retention", Value: def.OutboxRetention, Usage: "how long a revocation event delivered to every webhook is kept before it is pruned"},
 		&cli.BoolFlag{Name: "pprof", Usage: "serve Go's profiler under /debug/pprof/ to admin clients (client certificate), to see where the verifier's CPU and memory go"},
 		&cli.StringFlag{Name: "source", Usage: "CloudEvents source `URI` of this verifier (default: urn:vigil:verifier:HOSTNAME)"},
-		&cli.StringFlag{Name: "auto-recover", Value: string(verifier.RecoverSilence), Usage: "which failures heal by themselves: silence (a host failed only for silence is attesting again once it sends complete fresh evidence that passes) or never"},
+		&cli.StringFlag{Name: "auto-recover", Value: string(def.AutoRecover), Usage: "which failures heal by themselves: silence (a host failed only for silence is attesting again once it sends complete fresh evidence that passes) or never"},
 		&cli.StringFlag{Name: "metrics-listen", Usage: "also serve /metrics over plain HTTP on `ADDR`, for a Prometheus on a private interface (on the service port it needs an admin certificate)"},
 		&cli.DurationFlag{Name: "registrar-poll", Usage: "how often to ask the registrar which hosts it still vouches for (default: --interval)"},
-		&cli.DurationFlag{Name: "min-interval", Value: time.Second, Hidden: true, Usage: "shortest interval an agent may be admitted with (tests and demos go lower)"},
+		&cli.DurationFlag{Name: "min-interval", Value: def.MinInterval, Hidden: true, Usage: "shortest interval an agent may be admitted with (tests and demos go lower)"},
 		&cli.StringSliceFlag{Name: "policy-key", Usage: "public key or certificate `FILE` (PEM) a DSSE-signed policy upload must verify against (repeatable); unsigned policies are taken as well"},
 	)
 	return &cli.Command{
@@ -67,74 +64,42 @@ func verifierCommand() *cli.Command {
 			if err != nil {
 				return badInput(err)
 			}
-			db, err := store.Open(c.String("data"))
-			if err != nil {
-				return err
-			}
-			defer db.Close()
 			recover, err := verifier.ParseAutoRecover(c.String("auto-recover"))
 			if err != nil {
 				return badInputf("--auto-recover: %v", err)
 			}
-			st := verifier.BoltStore{DB: db}
-			aks := verifier.NewRegistrarAKs(c.String("registrar"), adminCfg)
-			svc := &verifier.Service{
-				Store:           st,
-				AKs:             aks,
-				Feed:            aks,
-				Log:             log,
-				DefaultInterval: c.Duration("interval"),
-				Liveness:        c.Duration("liveness"),
-				CheckpointEvery: c.Duration("checkpoint"),
-				AutoRecover:     recover,
-				MinInterval:     c.Duration("min-interval"),
-				FeedEvery:       c.Duration("registrar-poll"),
-			}
-			metrics := verifier.NewMetrics(svc)
-			svc.OnVerdict, svc.OnCheckpoint, svc.OnRefused = metrics.ObserveVerdict, metrics.ObserveCheckpoint, metrics.ObserveRefused
 			if c.Duration("checkpoint") < 0 {
 				return badInputf("--checkpoint %s: must not be negative", c.Duration("checkpoint"))
-			}
-			if err := svc.Load(c.Context); err != nil {
-				return err
-			}
-			mux := http.NewServeMux()
-			mux.Handle("/", verifier.Handler(svc, verifier.HandlerOptions{
-				CheckPolicy:     verifier.NewPolicyCheck(policyKeys),
-				OnEvidenceBytes: metrics.ObserveEvidenceBytes,
-			}))
-			metricsHandler := promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})
-			mux.Handle("GET /metrics", httpapi.Admin(metricsHandler.ServeHTTP))
-			if addr := c.String("metrics-listen"); addr != "" {
-				stop, err := serveMetrics(c.Context, log, addr, metricsHandler)
-				if err != nil {
-					return badInputf("--metrics-listen %s: %v", addr, err)
-				}
-				defer stop()
-			}
-			if c.Bool("pprof") {
-				// Behind the admin certificate: a profile shows code paths and
-				// heap contents, and costs CPU while it runs.
-				mux.Handle("GET /debug/pprof/", httpapi.Admin(pprof.Index))
-				mux.Handle("GET /debug/pprof/profile", httpapi.Admin(pprof.Profile))
-				mux.Handle("GET /debug/pprof/trace", httpapi.Admin(pprof.Trace))
-				mux.Handle("GET /debug/pprof/symbol", httpapi.Admin(pprof.Symbol))
-				mux.Handle("GET /debug/pprof/cmdline", httpapi.Admin(pprof.Cmdline))
 			}
 			sinks, err := webhookSinks(c)
 			if err != nil {
 				return err
 			}
-			disp := &revocation.Dispatcher{Outbox: st, Sinks: sinks, Log: log, MaxBackoff: c.Duration("webhook-max-backoff"), Retention: c.Duration("outbox-retention")}
-			disp.Init()
-			svc.OnEvents = disp.Wake
-			go disp.Run(c.Context)
+			cfg := verifier.DefaultConfig()
+			cfg.DataDir, cfg.Log = c.String("data"), log
+			cfg.RegistrarURL, cfg.RegistrarTLS, cfg.FeedEvery = c.String("registrar"), adminCfg, c.Duration("registrar-poll")
+			cfg.Interval, cfg.MinInterval, cfg.Liveness = c.Duration("interval"), c.Duration("min-interval"), c.Duration("liveness")
+			cfg.CheckpointEvery, cfg.AutoRecover, cfg.PolicyKeys = c.Duration("checkpoint"), recover, policyKeys
+			cfg.Sinks, cfg.WebhookMaxBackoff, cfg.OutboxRetention = sinks, c.Duration("webhook-max-backoff"), c.Duration("outbox-retention")
+			cfg.PProf = c.Bool("pprof")
+			ver, err := verifier.New(c.Context, cfg)
+			if err != nil {
+				return err
+			}
+			defer ver.Close()
+			if addr := c.String("metrics-listen"); addr != "" {
+				stop, err := serveMetrics(c.Context, log, addr, ver.MetricsHandler())
+				if err != nil {
+					return badInputf("--metrics-listen %s: %v", addr, err)
+				}
+				defer stop()
+			}
 			runCtx, stopRun := context.WithCancel(c.Context)
 			defer stopRun()
 			ran := make(chan error, 1)
-			go func() { ran <- svc.Run(runCtx) }()
+			go func() { ran <- ver.Run(runCtx) }()
 			log.Info("starting", "data", c.String("data"), "registrar", c.String("registrar"))
-			err = serveTLS(c.Context, log, c.String("listen"), srvCfg, mux, nil)
+			err = serveTLS(c.Context, log, c.String("listen"), srvCfg, ver.Handler(), nil)
 			// Requests have stopped: the last checkpoint goes in before the
 			// store closes.
 			stopRun()

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/vigil-attest/vigil/internal/httpapi"
-	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/verifier"
 )
@@ -61,35 +60,19 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 	if err != nil {
 		return err
 	}
-	db, err := store.Open(cfg.DataDir)
+	server := newServerTimes()
+	vcfg := verifier.DefaultConfig()
+	vcfg.DataDir, vcfg.Log = cfg.DataDir, log
+	vcfg.RegistrarURL, vcfg.RegistrarTLS = cfg.RegistrarURL, adminCfg
+	// The bench sweeps intervals below what operators may admit.
+	vcfg.Interval, vcfg.MinInterval = cfg.Interval, min(time.Second, cfg.Interval)
+	vcfg.OnVerdict = func(_ verifier.Agent, _ *verifier.Failure, took time.Duration) { server.observe(took) }
+	ver, err := verifier.New(ctx, vcfg)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	st := verifier.BoltStore{DB: db}
-	server := newServerTimes()
-	aks := verifier.NewRegistrarAKs(cfg.RegistrarURL, adminCfg)
-	svc := &verifier.Service{
-		Store:           st,
-		AKs:             aks,
-		Feed:            aks,
-		Log:             log,
-		DefaultInterval: cfg.Interval,
-		// The bench sweeps intervals below what operators may admit.
-		MinInterval: min(time.Second, cfg.Interval),
-		// vigil verifier's default.
-		CheckpointEvery: time.Second,
-	}
-	metrics := verifier.NewMetrics(svc)
-	svc.OnCheckpoint, svc.OnRefused = metrics.ObserveCheckpoint, metrics.ObserveRefused
-	svc.OnVerdict = func(a verifier.Agent, f *verifier.Failure, took time.Duration) {
-		metrics.ObserveVerdict(a, f, took)
-		server.observe(took)
-	}
-	h := verifier.Handler(svc, verifier.HandlerOptions{
-		CheckPolicy:     verifier.CheckPolicy,
-		OnEvidenceBytes: metrics.ObserveEvidenceBytes,
-	})
+	defer ver.Close()
+	h := ver.Handler()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -120,7 +103,7 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ran := make(chan error, 1)
-	go func() { ran <- svc.Run(runCtx) }()
+	go func() { ran <- ver.Run(runCtx) }()
 	ready(ep, server)
 	select {
 	case err = <-errc:

@@ -20,7 +20,6 @@ import (
 	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/cmd/vigil/internal/loopback"
 	"github.com/vigil-attest/vigil/ima"
-	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
@@ -150,42 +149,8 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	if err != nil {
 		return sum, err
 	}
-	verDB, err := store.Open(filepath.Join(dir, "verifier"))
-	if err != nil {
-		return sum, err
-	}
-	defer verDB.Close()
-	verStore := verifier.BoltStore{DB: verDB}
 	var verdicts atomic.Uint64
 	failedAt := sync.Map{} // agent ID → time.Time
-	aks := verifier.NewRegistrarAKs(regURL, adminTLS)
-	verSvc := &verifier.Service{
-		Store:           verStore,
-		AKs:             aks,
-		Feed:            aks,
-		Log:             quiet,
-		DefaultInterval: opts.Interval,
-		// The demo runs faster than operators may admit hosts.
-		MinInterval:     min(time.Second, opts.Interval),
-		LivenessEvery:   opts.Interval / 2,
-		CheckpointEvery: time.Second,
-		OnVerdict: func(a verifier.Agent, f *verifier.Failure, _ time.Duration) {
-			if f == nil {
-				verdicts.Add(1)
-				return
-			}
-			if _, loaded := failedAt.LoadOrStore(a.ID, time.Now()); !loaded {
-				say("✗ %s FAILED: %s — %s", a.ID, f.Reason, f.Detail)
-			}
-		},
-	}
-	verURL, stopVer, err := loopback.Serve(tlsDir, verifier.Handler(verSvc, verifier.HandlerOptions{CheckPolicy: verifier.CheckPolicy}), quiet)
-	if err != nil {
-		return sum, err
-	}
-	defer stopVer()
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	caPool, err := tlsutil.LoadCAPool(filepath.Join(tlsDir, tlsutil.CACert))
 	if err != nil {
 		return sum, err
@@ -194,14 +159,37 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		URL: rcvURL + "/revocations", Key: secret, Source: "urn:vigil:verifier:demo",
 		Client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: caPool, MinVersion: tls.VersionTLS13}}, Timeout: 10 * time.Second},
 	}}, opts.Webhooks...)
-	disp := &revocation.Dispatcher{Outbox: verStore, Sinks: sinks, Log: quiet, MinBackoff: 200 * time.Millisecond, MaxBackoff: 2 * time.Second}
-	disp.Init()
-	verSvc.OnEvents = disp.Wake
-	dispDone := make(chan struct{})
-	go func() { disp.Run(runCtx); close(dispDone) }()
-	ran := make(chan error, 1)
-	go func() { ran <- verSvc.Run(runCtx) }()
-	defer func() { cancel(); <-ran }() // the last checkpoint before the store closes
+	cfg := verifier.DefaultConfig()
+	cfg.DataDir, cfg.Log = filepath.Join(dir, "verifier"), quiet
+	cfg.RegistrarURL, cfg.RegistrarTLS = regURL, adminTLS
+	// The demo runs faster than operators may admit hosts.
+	cfg.Interval, cfg.MinInterval, cfg.LivenessEvery = opts.Interval, min(time.Second, opts.Interval), opts.Interval/2
+	cfg.Sinks, cfg.WebhookMinBackoff, cfg.WebhookMaxBackoff = sinks, 200*time.Millisecond, 2*time.Second
+	cfg.OnVerdict = func(a verifier.Agent, f *verifier.Failure, _ time.Duration) {
+		if f == nil {
+			verdicts.Add(1)
+			return
+		}
+		if _, loaded := failedAt.LoadOrStore(a.ID, time.Now()); !loaded {
+			say("✗ %s FAILED: %s — %s", a.ID, f.Reason, f.Detail)
+		}
+	}
+	ver, err := verifier.New(ctx, cfg)
+	if err != nil {
+		return sum, err
+	}
+	defer ver.Close()
+	verSvc := ver.Service()
+	verURL, stopVer, err := loopback.Serve(tlsDir, ver.Handler(), quiet)
+	if err != nil {
+		return sum, err
+	}
+	defer stopVer()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ranDone := make(chan struct{})
+	go func() { ver.Run(runCtx); close(ranDone) }()
+	defer func() { cancel(); <-ranDone }() // the last checkpoint before the store closes
 	say("▶ verifier on %s", verURL)
 
 	clientTLS, err := tlsutil.ClientConfig(filepath.Join(tlsDir, tlsutil.CACert), "", "")
@@ -296,9 +284,9 @@ loop:
 	}
 	cancel()
 	wg.Wait()
-	<-dispDone
+	<-ranDone
 
-	agents, err := verStore.ListAgents(context.Background())
+	agents, err := verSvc.Agents(context.Background())
 	if err != nil {
 		return sum, err
 	}
