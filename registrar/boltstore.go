@@ -198,17 +198,23 @@ func updateDerived(tx store.Tx, id string, old, next *Record) error {
 		nextRefs = refsOf(next)
 	}
 	if !slices.EqualFunc(oldRefs, nextRefs, sameRef) {
+		// The total moves by what the index held, not by what the old
+		// record says: records stored before Uncounted existed read as
+		// all counted.
+		removed := 0
 		if len(oldRefs) > 0 {
-			if err := setRefs(tx, old.EKSHA256, id, nil); err != nil {
+			n, err := setRefs(tx, old.EKSHA256, id, nil)
+			if err != nil {
 				return err
 			}
+			removed = n
 		}
 		if len(nextRefs) > 0 {
-			if err := setRefs(tx, next.EKSHA256, id, nextRefs); err != nil {
+			if _, err := setRefs(tx, next.EKSHA256, id, nextRefs); err != nil {
 				return err
 			}
 		}
-		total := int64(getUint(tx, metaPending)) + int64(counted(nextRefs)) - int64(counted(oldRefs))
+		total := int64(getUint(tx, metaPending)) + int64(counted(nextRefs)) - int64(removed)
 		if err := putUint(tx, metaPending, uint64(max(total, 0))); err != nil {
 			return err
 		}
@@ -238,7 +244,7 @@ func updateDerived(tx store.Tx, id string, old, next *Record) error {
 func refsOf(r *Record) []pendingRef {
 	refs := make([]pendingRef, 0, len(r.Pending))
 	for _, p := range r.Pending {
-		refs = append(refs, pendingRef{AgentID: r.AgentID, AKName: p.AKName, Deadline: p.Deadline, Uncounted: !r.counts(p)})
+		refs = append(refs, pendingRef{AgentID: r.AgentID, AKName: p.AKName, Deadline: p.Deadline, Uncounted: p.Uncounted})
 	}
 	return refs
 }
@@ -257,26 +263,33 @@ func counted(refs []pendingRef) int {
 	return n
 }
 
-// setRefs replaces the references of agent id under ek by add.
-func setRefs(tx store.Tx, ek, id string, add []pendingRef) error {
+// setRefs replaces the references of agent id under ek by add, and
+// returns how many counted references of id it removed.
+func setRefs(tx store.Tx, ek, id string, add []pendingRef) (int, error) {
 	var refs []pendingRef
 	if v := tx.Get(pendingCollection, ek); v != nil {
 		var err error
 		if refs, err = decodeRefs(ek, v); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	refs = slices.DeleteFunc(refs, func(r pendingRef) bool { return r.AgentID == id })
+	removed := 0
+	refs = slices.DeleteFunc(refs, func(r pendingRef) bool {
+		if r.AgentID == id && !r.Uncounted {
+			removed++
+		}
+		return r.AgentID == id
+	})
 	refs = append(refs, add...)
 	if len(refs) == 0 {
 		_, err := tx.Delete(pendingCollection, ek)
-		return err
+		return removed, err
 	}
 	b, err := wire.Marshal(refs)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return tx.Put(pendingCollection, ek, b)
+	return removed, tx.Put(pendingCollection, ek, b)
 }
 
 func decodeRefs(ek string, v []byte) ([]pendingRef, error) {

@@ -11,9 +11,15 @@ import (
 )
 
 // RecordVersion is the version of the stored record format this build
-// writes and reads. A record of another version is refused, not guessed at,
-// so a later release can change the format and promise to read this one.
-const RecordVersion = 1
+// writes. A record of a version this build does not read is refused, not
+// guessed at, so a later release can change the format and promise to read
+// this one. Version 2 added Pending.Uncounted, which version 1 records lack
+// (read as counted until the Service next stores the record; the stores'
+// pending index kept the right flag all along).
+const RecordVersion = 2
+
+// oldestRecordVersion is the oldest stored format this build reads.
+const oldestRecordVersion = 1
 
 // Record is everything the registrar knows about one agent.
 //
@@ -71,6 +77,11 @@ type Pending struct {
 	Secret       []byte    `cbor:"secret"`
 	Deadline     time.Time `cbor:"deadline"`
 	RegisteredAt time.Time `cbor:"registered_at"`
+	// Uncounted marks a registration that does not count against the
+	// bounds on pending registrations (see Record.counts). The Service sets
+	// it on every record it stores; a Store only indexes it, so that which
+	// registrations count is decided in one place.
+	Uncounted bool `cbor:"uncounted,omitempty"`
 }
 
 // live reports whether the registration can still be activated at now.
@@ -112,6 +123,14 @@ func (r *Record) dropExpired(now time.Time) bool {
 // restarting at once must not fill the bounds and keep new hosts out.
 func (r *Record) counts(p Pending) bool { return !(r.Active && bytes.Equal(r.AKName, p.AKName)) }
 
+// markUncounted sets Uncounted on every pending registration from counts,
+// which can change when the active AK does.
+func (r *Record) markUncounted() {
+	for i := range r.Pending {
+		r.Pending[i].Uncounted = !r.counts(r.Pending[i])
+	}
+}
+
 // countedPending is the number of pending registrations that count against
 // the bounds.
 func (r *Record) countedPending() int {
@@ -152,8 +171,8 @@ func DecodeRecord(id string, b []byte) (Record, error) {
 	if err := wire.Unmarshal(b, &r); err != nil {
 		return Record{}, fmt.Errorf("stored record of agent %q: %w", id, err)
 	}
-	if r.V != RecordVersion {
-		return Record{}, fmt.Errorf("stored record of agent %q: format version %d, this build reads %d", id, r.V, RecordVersion)
+	if r.V < oldestRecordVersion || r.V > RecordVersion {
+		return Record{}, fmt.Errorf("stored record of agent %q: format version %d, this build reads %d to %d", id, r.V, oldestRecordVersion, RecordVersion)
 	}
 	if r.AgentID != id {
 		return Record{}, fmt.Errorf("stored record of agent %q names agent %q", id, r.AgentID)
@@ -179,7 +198,9 @@ type ActiveAK struct {
 }
 
 // PendingCounts answers, inside a Modify, how many pending registrations
-// exist, for the bounds Register enforces.
+// exist, for the bounds Register enforces. Both answers leave out the
+// registrations marked Uncounted, and both see the transaction's own state
+// (the stored records, before fn's result).
 type PendingCounts interface {
 	// ForEK counts the pending registrations of the EK with this hash, under
 	// every agent ID, whose deadline is after now.
@@ -187,7 +208,6 @@ type PendingCounts interface {
 	// Total counts all pending registrations, including expired ones not
 	// yet removed.
 	Total() (int, error)
-	// Both count only registrations for which Record.counts holds.
 }
 
 // Store keeps records.
@@ -196,26 +216,33 @@ type PendingCounts interface {
 // in the same transaction as the record that changes them, so that the
 // questions asked on every request are cheap at any fleet size: the pending
 // registrations by EK (for PendingCounts and Expired), the set of active
-// AKs, and a generation that changes whenever ActiveAKChanged holds for a
-// change. These are bookkeeping, not rules: the rules live in Service.
+// AKs (agent ID → AK name of every record with Active set), and a
+// generation of that set. These are indexes, not rules: which registration
+// counts, what expires, what is active is decided by the Service and
+// written into the records. storetest.Run states this contract as tests;
+// every backend passes it.
 type Store interface {
 	// Get returns the record of id, or ErrNotFound.
 	Get(ctx context.Context, id string) (Record, error)
-	// List returns every record.
+	// List returns every record, in no promised order.
 	List(ctx context.Context) ([]Record, error)
-	// Modify reads the record of id (nil if absent), calls fn, and stores
-	// what fn returns; a nil result deletes the record. An error from fn
-	// aborts without storing anything. fn may run more than once.
+	// Modify reads the record of id (nil if absent), calls fn with a copy
+	// it may change, and stores what fn returns, in one transaction with
+	// the indexes; a nil result deletes the record (and is no error if
+	// there was none). An error from fn is returned and nothing is stored.
+	// fn may run more than once. A result naming another agent ID is an
+	// error.
 	Modify(ctx context.Context, id string, fn func(cur *Record, counts PendingCounts) (*Record, error)) error
 	// Delete removes the record; it returns ErrNotFound if there was none.
 	Delete(ctx context.Context, id string) error
-	// Expired returns the IDs of agents with a pending registration whose
-	// deadline is not after t.
+	// Expired returns, once each, the IDs of agents with a pending
+	// registration whose deadline is not after t.
 	Expired(ctx context.Context, t time.Time) ([]string, error)
 	// Generation is an opaque token that differs after every change of the
-	// set of active AKs. It must be cheap: it is read on every poll.
+	// set of active AKs (ActiveAKChanged) and stays the same otherwise,
+	// across restarts too. It must be cheap: it is read on every poll.
 	Generation(ctx context.Context) (string, error)
-	// ActiveAKs returns the set of active AKs and the generation it is the
-	// set of, read together.
+	// ActiveAKs returns the set of active AKs, in no promised order, and
+	// the generation it is the set of, read together.
 	ActiveAKs(ctx context.Context) (gen string, aks []ActiveAK, err error)
 }

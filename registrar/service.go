@@ -158,6 +158,19 @@ func (s *Service) sweepInterval() time.Duration {
 // that nothing is written.
 var errNoChange = errors.New("no change")
 
+// modify is Store.Modify for every change the Service makes: what it
+// stores carries the Service's decision of which registrations count, for
+// the store to index.
+func (s *Service) modify(ctx context.Context, id string, fn func(cur *Record, counts PendingCounts) (*Record, error)) error {
+	return s.Store.Modify(ctx, id, func(cur *Record, counts PendingCounts) (*Record, error) {
+		next, err := fn(cur, counts)
+		if next != nil {
+			next.markUncounted()
+		}
+		return next, err
+	})
+}
+
 // Register checks an agent's EK and AK and returns the activation challenge.
 //
 // It never touches the agent's active AK: it adds a pending registration
@@ -226,7 +239,7 @@ func (s *Service) register(ctx context.Context, req wire.RegisterRequest) (wire.
 	now := s.now()
 	var secret []byte
 	var added bool
-	err = s.Store.Modify(ctx, id, func(cur *Record, counts PendingCounts) (*Record, error) {
+	err = s.modify(ctx, id, func(cur *Record, counts PendingCounts) (*Record, error) {
 		secret, added = nil, false
 		var next Record
 		if cur == nil {
@@ -320,7 +333,7 @@ func (s *Service) activate(ctx context.Context, req wire.ActivateRequest) (wire.
 	}
 	now := s.now()
 	var replaced bool
-	err := s.Store.Modify(ctx, req.AgentID, func(cur *Record, _ PendingCounts) (*Record, error) {
+	err := s.modify(ctx, req.AgentID, func(cur *Record, _ PendingCounts) (*Record, error) {
 		if cur == nil {
 			return nil, refused(NotFound, ReasonNotFound, "agent %q is not registered", req.AgentID)
 		}
@@ -380,7 +393,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	removed := 0
 	for _, id := range ids {
 		n := 0
-		err := s.Store.Modify(ctx, id, func(cur *Record, _ PendingCounts) (*Record, error) {
+		err := s.modify(ctx, id, func(cur *Record, _ PendingCounts) (*Record, error) {
 			if cur == nil {
 				return nil, errNoChange
 			}

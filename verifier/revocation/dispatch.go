@@ -169,6 +169,11 @@ func (d *Dispatcher) deliveredToAll(st map[string]SinkStatus) bool {
 // Once attempts every due delivery and returns when the next one is due
 // (zero when nothing is pending).
 func (d *Dispatcher) Once(ctx context.Context) time.Time {
+	if len(d.Sinks) == 0 {
+		// Every event would count as delivered to all of no sinks, and be
+		// lost to the webhooks configured later.
+		return time.Time{}
+	}
 	log := d.log()
 	pending, err := d.Outbox.PendingEvents(ctx)
 	if err != nil {

@@ -262,3 +262,12 @@ func TestPruneKeepsRecentAndPending(t *testing.T) {
 		t.Fatalf("left %v", ob.events)
 	}
 }
+
+func TestNoSinksMarksNothingDelivered(t *testing.T) {
+	ob := &memOutbox{events: []Event{testEvent()}}
+	d := &Dispatcher{Outbox: ob, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d.Once(context.Background())
+	if len(ob.delivered) != 0 {
+		t.Fatal("with no sinks configured, an event was marked delivered")
+	}
+}
