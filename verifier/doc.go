@@ -25,13 +25,19 @@
 // entries; the verifier answers with the verdict and the next challenge, so in
 // steady state one round trip per interval is all there is.
 //
-// Checking evidence is pure (Engine.Check: no I/O, tested without servers):
-// the quote is verified with the AK the registrar activated (package
-// evidence), the clock counters show whether the host rebooted, the boot log
-// is replayed against the quoted PCRs 0-9 and the boot policy, and the new IMA
-// entries are verified incrementally from the stored running PCR 10. The
-// service around it owns nonces, per-agent ordering, persistence and
-// liveness.
+// Checking evidence is pure (Engine.Check: no I/O, tested without servers).
+// Its input is the agent's record, its AK, the challenge, the evidence and
+// the compiled policies; its output is the agent's next record. The checks
+// are package verdict's, the pipeline `vigil quote verify` runs too, so the
+// same evidence gets the same verdict offline and online: the quote is
+// verified with the AK the registrar activated (package evidence), the
+// clock counters show whether the host rebooted, the boot log is replayed
+// against the quoted PCRs 0-9 and held to the boot policy, and the new IMA
+// entries are verified incrementally from the stored running PCR 10 against
+// the runtime policy. The service around it owns nonces, per-agent
+// ordering, persistence, liveness, and the compiled policies: it reads
+// each policy from the store once, compiles it, keeps it by name until a
+// new version is stored, and hands it to the engine.
 //
 // While the verifier runs, each agent's record lives in memory and is the
 // truth; the store follows. What must survive a crash the moment it is

@@ -148,7 +148,7 @@ func verdictOnce(engine *Engine, pol Policies, a Agent, key *evidence.AK, asked 
 // BenchmarkHotPath measures the verifier's CPU per steady-state verdict
 // without the store: an evidence body as the agent encodes it (quote over
 // PCR 10, 20 new binary IMA entries) decoded, checked against the runtime
-// policy with PolicyChecks, and answered. A sequence of hotOps attestations
+// policy compiled once, and answered. A sequence of hotOps attestations
 // is made before the timer starts and replayed from the same starting
 // record: the engine is a function of its input, so each replay decides
 // exactly as the first time.

@@ -15,10 +15,11 @@ import (
 	"github.com/vigil-attest/vigil/verifier/bootlog"
 	"github.com/vigil-attest/vigil/verifier/bootpolicy"
 	"github.com/vigil-attest/vigil/verifier/evidence"
+	"github.com/vigil-attest/vigil/verifier/verdict"
 )
 
-// quoteCommand is `vigil quote verify`: the verifier's whole evidence check,
-// offline, on files.
+// quoteCommand is `vigil quote verify`: the verifier's whole evidence check
+// (package verdict, the pipeline the verifier runs), offline, on files.
 func quoteCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "quote",
@@ -35,7 +36,7 @@ func quoteCommand() *cli.Command {
 				&cli.StringFlag{Name: "previous-quote", Usage: "an earlier accepted quote `FILE` of the same TPM: check clock and counters moved forward"},
 				&cli.StringFlag{Name: "boot-log", Usage: "UEFI event log `FILE` (binary_bios_measurements, raw or base64)"},
 				&cli.StringFlag{Name: "boot-policy", Usage: "measured-boot policy `FILE` (Vigil's, or Keylime's mb_refstate)"},
-				&cli.StringFlag{Name: "ima-log", Usage: "IMA measurement list `FILE` (ASCII or binary)"},
+				&cli.StringFlag{Name: "ima-log", Usage: "IMA measurement list `FILE` (ASCII or binary); alone, it is checked against the quoted PCR 10 with no policy"},
 				&cli.StringFlag{Name: "runtime-policy", Usage: "Keylime runtime policy `FILE` for --ima-log (JSON, or a DSSE envelope verified against --policy-key)"},
 				policyKeyFlag(),
 				&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
@@ -57,6 +58,9 @@ type quoteReport struct {
 	PCRsReplayed    evidence.PCRValues    `json:"pcrs_replayed,omitempty"`
 	Boot            *bootlog.BootState    `json:"boot,omitempty"`
 	IMA             *ima.Result           `json:"ima,omitempty"`
+	// IMAPolicyApplied is set when an IMA list was given: false says it
+	// was only replayed against the quoted PCR 10.
+	IMAPolicyApplied *bool `json:"ima_policy_applied,omitempty"`
 }
 
 func readInput(flag, name string) ([]byte, error) {
@@ -71,7 +75,7 @@ func quoteVerify(c *cli.Context) error {
 	if err := required(c, "ak", "quote", "sig"); err != nil {
 		return err
 	}
-	for _, dep := range [][2]string{{"boot-log", "pcrs"}, {"boot-policy", "boot-log"}, {"ima-log", "pcrs"}, {"ima-log", "runtime-policy"}, {"runtime-policy", "ima-log"}} {
+	for _, dep := range [][2]string{{"boot-log", "pcrs"}, {"boot-policy", "boot-log"}, {"ima-log", "pcrs"}, {"runtime-policy", "ima-log"}} {
 		if c.String(dep[0]) != "" && c.String(dep[1]) == "" {
 			return badInputf("--%s needs --%s", dep[0], dep[1])
 		}
@@ -96,7 +100,7 @@ func quoteVerify(c *cli.Context) error {
 	if err != nil {
 		return badInputf("--quote/--sig: %v", err)
 	}
-	rep := &quoteReport{Failures: []*evidence.Failure{}}
+	rep := &quoteReport{}
 	want := evidence.Expect{}
 	if n := c.String("nonce"); n != "" {
 		if want.Nonce, err = hex.DecodeString(strings.TrimPrefix(n, "0x")); err != nil {
@@ -118,59 +122,79 @@ func quoteVerify(c *cli.Context) error {
 		want.SkipPCRs = true
 		rep.Warnings = append(rep.Warnings, "no --pcrs: PCR digest not checked")
 	}
-	var prev *evidence.Quote
+	in := verdict.Input{AK: ak, Quote: q, Expect: want, MaxIMAFailures: 1000}
 	if f := c.String("previous-quote"); f != "" {
 		b, err := readInput("previous-quote", f)
 		if err != nil {
 			return err
 		}
 		// Only its clock is used: it is a quote the caller accepted before.
-		if prev, err = evidence.ParseQuote(b, []byte{0, 0x10}); err != nil {
+		prev, err := evidence.ParseQuote(b, []byte{0, 0x10})
+		if err != nil {
 			return badInputf("--previous-quote %s: %v", f, err)
 		}
+		p := prev.Attest.ClockInfo
+		in.Previous = &evidence.ClockInfo{Clock: p.Clock, ResetCount: p.ResetCount, RestartCount: p.RestartCount, Safe: bool(p.Safe)}
 	}
 	// Inputs for the later stages are read before judging, so bad input is
 	// exit 2 whatever the quote says.
-	var blog *bootlog.Log
 	if f := c.String("boot-log"); f != "" {
-		b, err := readInput("boot-log", f)
-		if err != nil {
+		if in.BootLog, err = readInput("boot-log", f); err != nil {
 			return err
 		}
-		if blog, err = bootlog.Parse(b); err != nil {
+		if _, err = bootlog.Parse(in.BootLog); err != nil {
 			return badInputf("--boot-log %s: %v", f, err)
 		}
 	}
-	var bpol *bootpolicy.Policy
 	if f := c.String("boot-policy"); f != "" {
 		b, err := readInput("boot-policy", f)
 		if err != nil {
 			return err
 		}
-		if bpol, err = readBootPolicy(c, "--boot-policy", f, b); err != nil {
+		if in.BootPolicy, err = readBootPolicy(c, "--boot-policy", f, b); err != nil {
 			return err
 		}
 	}
-	var imaLog []byte
-	var rpol *ima.Policy
 	if f := c.String("ima-log"); f != "" {
-		if imaLog, err = readInput("ima-log", f); err != nil {
+		if in.IMALog, err = readInput("ima-log", f); err != nil {
 			return err
 		}
-		pf := c.String("runtime-policy")
+		applied := c.String("runtime-policy") != ""
+		rep.IMAPolicyApplied = &applied
+		if !applied {
+			rep.Warnings = append(rep.Warnings, "no --runtime-policy: the IMA list is only checked against the quoted PCR 10, no policy applied")
+		}
+	}
+	if pf := c.String("runtime-policy"); pf != "" {
 		b, err := readInput("runtime-policy", pf)
 		if err != nil {
 			return err
 		}
-		if rpol, err = readRuntimePolicy(c, "--runtime-policy", pf, b); err != nil {
+		if in.RuntimePolicy, err = readRuntimePolicy(c, "--runtime-policy", pf, b); err != nil {
 			return err
 		}
 	}
 
-	if err := judge(rep, ak, q, want, prev, blog, bpol, imaLog, rpol, c.String("ima-log")); err != nil {
-		return err
+	j := verdict.Judge(in)
+	for _, f := range j.Failures {
+		// An IMA list is read only once the quote verified; one that does
+		// not parse is still bad input, not a verdict.
+		if f.Reason == verdict.CheckIMAMalformed {
+			return badInputf("--ima-log %s: %s", c.String("ima-log"), f.Detail)
+		}
 	}
-	rep.OK = len(rep.Failures) == 0
+	rep.Failures = j.Failures
+	if res := j.Quote; res != nil {
+		rep.Clock = &res.Clock
+		rep.FirmwareVersion = fmt.Sprintf("%#016x", res.FirmwareVersion)
+		rep.PCRs = res.PCRs
+	}
+	rep.ClockChange = j.ClockChange
+	if j.Boot != nil {
+		rep.PCRsReplayed, rep.Boot = j.Boot.Replayed, j.Boot.State
+	}
+	rep.IMA = j.IMA
+	rep.OK = j.Verdict == nil
 	if c.Bool("json") {
 		if err := printJSON(c.App.Writer, rep); err != nil {
 			return err
@@ -182,114 +206,6 @@ func quoteVerify(c *cli.Context) error {
 		return silentFailure
 	}
 	return nil
-}
-
-// judge runs the checks in order, filling the report. A quote that fails
-// stops everything: nothing else is trustworthy then.
-func judge(rep *quoteReport, ak *evidence.AK, q *evidence.Quote, want evidence.Expect, prev *evidence.Quote,
-	blog *bootlog.Log, bpol *bootpolicy.Policy, imaLog []byte, rpol *ima.Policy, imaName string) error {
-	res, err := ak.VerifyQuote(q, want)
-	if err != nil {
-		rep.Failures = append(rep.Failures, asFailure(err))
-		return nil
-	}
-	rep.Clock = &res.Clock
-	rep.FirmwareVersion = fmt.Sprintf("%#016x", res.FirmwareVersion)
-	rep.PCRs = res.PCRs
-	if prev != nil {
-		p := prev.Attest.ClockInfo
-		change, err := evidence.CheckClock(evidence.ClockInfo{Clock: p.Clock, ResetCount: p.ResetCount, RestartCount: p.RestartCount, Safe: bool(p.Safe)}, res.Clock)
-		if err != nil {
-			rep.Failures = append(rep.Failures, asFailure(err))
-		} else {
-			rep.ClockChange = &change
-		}
-	}
-	if blog != nil {
-		v, err := blog.Verify(res.PCRs)
-		if err != nil {
-			rep.Failures = append(rep.Failures, asFailure(err))
-		} else {
-			rep.PCRsReplayed = v.PCRs
-			bank := tpm2.TPMAlgID(0)
-			if bpol != nil {
-				bank, _ = evidence.ParseBank(bpol.Bank)
-			}
-			st, err := v.State(bank)
-			if err != nil {
-				if bpol != nil {
-					rep.Failures = append(rep.Failures, evidence.Fail(bootpolicy.ReasonStateMissing, "%v", err))
-				}
-				if st, err = v.State(0); err != nil {
-					rep.Failures = append(rep.Failures, asFailure(err))
-				}
-			} else if bpol != nil {
-				rep.Failures = append(rep.Failures, bpol.Evaluate(st)...)
-			}
-			rep.Boot = st
-		}
-	}
-	if imaLog != nil {
-		if err := judgeIMA(rep, res.PCRs, imaLog, rpol, imaName); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// judgeIMA checks the IMA list from its first entry against the quoted PCR
-// 10 in every bank ima can replay, and the runtime policy.
-func judgeIMA(rep *quoteReport, quoted evidence.PCRValues, log []byte, pol *ima.Policy, name string) error {
-	pcr10 := map[ima.Algorithm][]byte{}
-	boot := map[ima.Algorithm]map[int][]byte{}
-	for alg, vals := range quoted {
-		a, ok := ima.ParseAlgorithm(evidence.BankName(alg))
-		if !ok || !a.Computable() {
-			continue
-		}
-		if v, ok := vals[10]; ok {
-			pcr10[a] = v
-		}
-		b := map[int][]byte{}
-		for _, i := range bootlog.BootPCRs {
-			if v, ok := vals[i]; ok {
-				b[i] = v
-			}
-		}
-		if len(b) == len(bootlog.BootPCRs) {
-			boot[a] = b
-		}
-	}
-	if len(pcr10) == 0 {
-		rep.Failures = append(rep.Failures, evidence.Fail("ima_pcr_not_quoted", "the quote does not cover PCR 10 in a bank IMA can replay"))
-		return nil
-	}
-	var banks []ima.Algorithm
-	for a := range pcr10 {
-		banks = append(banks, a)
-	}
-	if len(boot) == 0 {
-		boot = nil
-	}
-	res, err := ima.Verify(ima.NewState(banks...), log, pcr10, pol, ima.VerifyOptions{BootPCRs: boot, MaxFailures: 1000})
-	if err != nil {
-		return badInputf("--ima-log %s: %v", name, err)
-	}
-	rep.IMA = &res
-	for _, f := range res.Failures {
-		rep.Failures = append(rep.Failures, evidence.Fail(evidence.Reason("ima_"+string(f.Rule)), "%s", f.Error()))
-	}
-	if res.FailureCount > len(res.Failures) {
-		rep.Failures = append(rep.Failures, evidence.Fail("ima_more_failures", "%d more IMA failures not listed", res.FailureCount-len(res.Failures)))
-	}
-	return nil
-}
-
-func asFailure(err error) *evidence.Failure {
-	if f, ok := err.(*evidence.Failure); ok {
-		return f
-	}
-	return evidence.Fail("error", "%v", err)
 }
 
 func printQuoteReport(c *cli.Context, rep *quoteReport) {

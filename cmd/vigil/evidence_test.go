@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -52,6 +53,7 @@ type report struct {
 		Entries   uint64 `json:"entries"`
 		Committed uint64 `json:"committed"`
 	} `json:"ima"`
+	IMAPolicyApplied *bool `json:"ima_policy_applied"`
 }
 
 func verifyQuote(t *testing.T, args ...string) (report, int) {
@@ -301,6 +303,42 @@ func TestQuoteVerifyIMA(t *testing.T) {
 	r, code = verifyQuote(t, append(base, "--runtime-policy", testenv.Data(t, "policy", "keylime-policy-sha256.json"))...)
 	if code != exitFailure || len(r.Failures) == 0 || !strings.HasPrefix(string(r.Failures[0].Reason), "ima_") {
 		t.Fatalf("foreign policy: exit %d, failures %v", code, r.Failures)
+	}
+	if r.IMAPolicyApplied == nil || !*r.IMAPolicyApplied {
+		t.Errorf("a policy was applied, the report says %v", r.IMAPolicyApplied)
+	}
+
+	// Without a policy the list is only replayed against the quoted PCR 10,
+	// and the report says so.
+	r, code = verifyQuote(t, base...)
+	if code != exitOK || r.IMA == nil || r.IMA.Committed != r.IMA.Entries || r.IMA.Entries == 0 {
+		t.Fatalf("no policy: exit %d, failures %v, ima %+v", code, r.Failures, r.IMA)
+	}
+	if r.IMAPolicyApplied == nil || *r.IMAPolicyApplied {
+		t.Errorf("no policy applied, the report says %v", r.IMAPolicyApplied)
+	}
+	out, code := run(t, context.Background(), append([]string{"quote", "verify"}, base...)...)
+	if code != exitOK || !strings.Contains(out, "no policy applied") {
+		t.Errorf("text report, exit %d:\n%s", code, out)
+	}
+	// A quote over another PCR 10: the list does not replay to it.
+	moved := evidence.PCRValues{}
+	// (Not zeros: that is PCR 10 before the first entry, a quote the list
+	// is ahead of.)
+	moved.Set(tpm2.TPMAlgSHA1, 10, bytes.Repeat([]byte{0x5a}, 20))
+	moved.Set(tpm2.TPMAlgSHA256, 10, bytes.Repeat([]byte{0x5a}, 32))
+	attest, sig, err = evidencetest.SoftQuote(key, tpm2.TPMAlgSHA256, nonce, evidence.ClockInfo{Clock: 43}, sel, moved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, code = verifyQuote(t, "--ak", base[1], "--quote", writeFile(t, dir, "quote2", attest), "--sig", writeFile(t, dir, "sig2", sig),
+		"--nonce", hex.EncodeToString(nonce), "--pcrs", writeJSON(t, dir, "pcrs2.json", moved), "--ima-log", logFile)
+	if code != exitFailure || !slices.Contains(reasonsOf(r), "ima_pcr10-mismatch") {
+		t.Fatalf("list against another PCR 10: exit %d, failures %v", code, r.Failures)
+	}
+	// A list that does not parse is bad input, as before.
+	if _, code := verifyQuote(t, append(base[:len(base)-1:len(base)-1], writeFile(t, dir, "garbage-ima", []byte("10 zz ima-ng nonsense\n")))...); code != exitUsage {
+		t.Fatalf("garbage IMA list: exit %d, want 2", code)
 	}
 }
 

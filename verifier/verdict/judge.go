@@ -80,8 +80,10 @@ func Judge(in Input) Report {
 		rep.add(f)
 	}
 	if in.IMALog != nil {
-		r, f := runtime(ima.State{}, 0, in.IMALog, res.PCRs, in.RuntimePolicy, in.MaxIMAFailures)
-		rep.IMA = r
+		r, replayed, f := runtime(ima.State{}, 0, in.IMALog, res.PCRs, in.RuntimePolicy, in.MaxIMAFailures)
+		if replayed {
+			rep.IMA = &r
+		}
 		rep.add(f)
 	}
 	return rep

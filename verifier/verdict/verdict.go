@@ -216,15 +216,13 @@ func IMABank(bank tpm2.TPMAlgID) (ima.Algorithm, bool) {
 //
 // The result's State is the state to keep when there is no failure.
 func Runtime(st ima.State, offset uint64, entries []byte, quoted evidence.PCRValues, pol *ima.Policy, maxFailures int) (ima.Result, *Failure) {
-	res, f := runtime(st, offset, entries, quoted, pol, maxFailures)
-	if res == nil {
-		return ima.Result{}, f.verdict
-	}
-	return *res, f.verdict
+	res, _, f := runtime(st, offset, entries, quoted, pol, maxFailures)
+	return res, f.verdict
 }
 
-// runtime's result is nil when the entries were not replayed.
-func runtime(st ima.State, offset uint64, entries []byte, quoted evidence.PCRValues, pol *ima.Policy, maxFailures int) (*ima.Result, finding) {
+// runtime also says whether the entries were replayed. (The result is a
+// value, not a pointer: it would escape, one allocation per verdict.)
+func runtime(st ima.State, offset uint64, entries []byte, quoted evidence.PCRValues, pol *ima.Policy, maxFailures int) (ima.Result, bool, finding) {
 	pcr10 := make(map[ima.Algorithm][]byte, 2)
 	var boot map[ima.Algorithm]map[int][]byte
 	for bank, values := range quoted {
@@ -243,7 +241,7 @@ func runtime(st ima.State, offset uint64, entries []byte, quoted evidence.PCRVal
 		}
 	}
 	if len(pcr10) == 0 {
-		return nil, single(ReasonInvalidEvidence, string(evidence.ReasonPCRMissing), "the IMA list is checked but PCR 10 was not quoted in a bank IMA replays")
+		return ima.Result{}, false, single(ReasonInvalidEvidence, string(evidence.ReasonPCRMissing), "the IMA list is checked but PCR 10 was not quoted in a bank IMA replays")
 	}
 	if st.PCR10 == nil {
 		algs := make([]ima.Algorithm, 0, len(pcr10))
@@ -253,18 +251,18 @@ func runtime(st ima.State, offset uint64, entries []byte, quoted evidence.PCRVal
 		st = ima.NewState(algs...)
 	}
 	if st.Entries != offset {
-		return nil, single(ReasonInvalidEvidence, "ima_offset_mismatch", "entries start at %d, %d are verified", offset, st.Entries)
+		return ima.Result{}, false, single(ReasonInvalidEvidence, "ima_offset_mismatch", "entries start at %d, %d are verified", offset, st.Entries)
 	}
 	res, err := ima.Verify(st, entries, pcr10, pol, ima.VerifyOptions{MaxFailures: maxFailures, BootPCRs: boot})
 	if err != nil {
 		var pe *ima.ParseError
 		if errors.As(err, &pe) {
-			return nil, single(ReasonInvalidEvidence, CheckIMAMalformed, "%v", err)
+			return ima.Result{}, false, single(ReasonInvalidEvidence, CheckIMAMalformed, "%v", err)
 		}
-		return nil, single(ReasonInvalidEvidence, "ima_unusable", "%v", err)
+		return ima.Result{}, false, single(ReasonInvalidEvidence, "ima_unusable", "%v", err)
 	}
 	if res.OK() {
-		return &res, finding{}
+		return res, true, finding{}
 	}
 	items := make([]*evidence.Failure, 0, len(res.Failures)+1)
 	for _, f := range res.Failures {
@@ -283,5 +281,5 @@ func runtime(st ima.State, offset uint64, entries []byte, quoted evidence.PCRVal
 	if res.FailureCount > 1 {
 		detail = fmt.Sprintf("%s (and %d more)", detail, res.FailureCount-1)
 	}
-	return &res, finding{&Failure{Reason: reason, Check: "ima_" + string(f.Rule), Detail: detail}, items}
+	return res, true, finding{&Failure{Reason: reason, Check: "ima_" + string(f.Rule), Detail: detail}, items}
 }
