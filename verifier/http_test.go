@@ -28,13 +28,26 @@ func newTestService(t testing.TB) (*Service, http.Handler) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	st := BoltStore{DB: db}
-	svc := &Service{
-		Store: st,
-		AKs:   noAKs{},
-		Log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	v := newTestVerifier(t, BoltStore{DB: db}, noAKs{}, 0)
+	return v.Service(), v.Handler()
+}
+
+// newTestVerifier assembles a verifier over st with AKs from aks, storing
+// progress every checkpoint (0: every verdict at once), as New does for
+// the CLI.
+func newTestVerifier(t testing.TB, st Store, aks AKSource, checkpoint time.Duration, configure ...func(*Config)) *Verifier {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Store, cfg.AKs, cfg.CheckpointEvery = st, aks, checkpoint
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, c := range configure {
+		c(&cfg)
 	}
-	return svc, Handler(svc, HandlerOptions{CheckPolicy: CheckPolicy})
+	v, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 // postEvidence posts body as agent id's evidence with nonce in the header,

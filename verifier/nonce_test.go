@@ -62,7 +62,7 @@ func TestNonceBindsAgentAdmissionTimeAndOrder(t *testing.T) {
 		t.Errorf("a newer nonce after the older was answered: %v", err)
 	}
 	// A nonce survives a restart: the key is in the store.
-	restarted := &Service{Store: svc.Store, Now: svc.Now}
+	restarted := newTestVerifier(t, svc.Store, noAKs{}, 0, func(c *Config) { c.Now = svc.Now }).Service()
 	if _, err := restarted.checkNonce(ctx, a, n2, now); err != nil {
 		t.Errorf("a nonce after a restart: %v", err)
 	}

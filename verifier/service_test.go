@@ -5,8 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -58,6 +56,7 @@ type serviceHost struct {
 // fleet is a verifier store with a runtime policy "rt" allowing every
 // host's boot aggregate and goodFiles files per host.
 type fleet struct {
+	tb    testing.TB
 	db    *store.DB
 	st    BoltStore
 	aks   *fleetAKs
@@ -72,7 +71,7 @@ func newFleet(t testing.TB, hosts, goodFiles int) *fleet {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	f := &fleet{db: db, st: BoltStore{DB: db}, aks: &fleetAKs{keys: map[string]*evidence.AK{}}}
+	f := &fleet{tb: t, db: db, st: BoltStore{DB: db}, aks: &fleetAKs{keys: map[string]*evidence.AK{}}}
 	rp := ima.NewRuntimePolicy()
 	for i := range hosts {
 		st, err := soft.New(soft.Options{EKAlgs: []tpm2.TPMAlgID{tpm2.TPMAlgECC}})
@@ -120,13 +119,8 @@ func newFleet(t testing.TB, hosts, goodFiles int) *fleet {
 }
 
 // service is a verifier over the fleet's store, as after a (re)start.
-func (f *fleet) service(checkpoint time.Duration) *Service {
-	return &Service{
-		Store:           f.st,
-		AKs:             f.aks,
-		Log:             slog.New(slog.NewTextHandler(io.Discard, nil)),
-		CheckpointEvery: checkpoint,
-	}
+func (f *fleet) service(checkpoint time.Duration, configure ...func(*Config)) *Service {
+	return newTestVerifier(f.tb, f.st, f.aks, checkpoint, configure...).Service()
 }
 
 func (f *fleet) admitAll(t *testing.T, svc *Service) {
@@ -388,8 +382,7 @@ func TestLivenessWatchedFromMemory(t *testing.T) {
 	if _, err := svc.Readmit(ctx, silent.id); err != nil {
 		t.Fatal(err)
 	}
-	restarted := f.service(time.Hour)
-	restarted.Now, restarted.Liveness = clock, time.Second
+	restarted := f.service(time.Hour, func(c *Config) { c.Now, c.Liveness = clock, time.Second })
 	if n, err := restarted.CheckLiveness(ctx); err != nil || n != 0 {
 		t.Fatalf("liveness at the restart: failed %d, %v", n, err)
 	}
