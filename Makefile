@@ -41,7 +41,7 @@ FUZZ_TARGETS = \
 	./verifier/bootlog:FuzzLog ./verifier/bootpolicy:FuzzParse \
 	./tpmsim/soft:FuzzParseState ./tpmsim/soft:FuzzActivateCredential ./tpmsim/soft:FuzzParseECCPoint \
 	./tpmsim/simhost:FuzzDetectFormat ./tpmsim/simhost:FuzzIMAEntry ./tpmsim/simhost:FuzzBootLog \
-	./internal/wire:FuzzEvidenceFastPath ./verifier:FuzzIMAState \
+	./internal/wire:FuzzEvidenceFastPath ./ima:FuzzStateBinary \
 	./cmd/vigil/internal/bench:FuzzParseStatCPU ./cmd/vigil/internal/bench:FuzzParseStatusKB \
 	./cmd/vigil/internal/bench:FuzzParseMetrics ./cmd/vigil/internal/bench:FuzzParseListenInodes \
 	./verifier:FuzzNonce \

@@ -43,7 +43,9 @@
 // attestation: from a small State (entry count, PCR 10 per bank, keys learned
 // from the list) it checks entries N.., finds where the quoted PCR 10 is
 // reached (the list may run ahead of the quote), and returns the new State or
-// Failures naming entry, path, digest and rule.
+// Failures naming entry, path, digest and rule. A State has a compact,
+// versioned binary form (MarshalBinary, UnmarshalBinary) that a verifier
+// stores after every verdict.
 //
 // SM3 (sm3-256) digests are recognised and parsed and match policy digests,
 // but Vigil does not compute SM3: a template digest logged in SM3 is reported

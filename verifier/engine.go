@@ -172,7 +172,7 @@ func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, 
 		var st ima.State
 		if len(next.IMAState) > 0 {
 			var err error
-			if st, err = decodeIMAState(next.IMAState); err != nil {
+			if err = st.UnmarshalBinary(next.IMAState); err != nil {
 				return fail(Fail(ReasonInvalidEvidence, "", "stored IMA state: %v", err))
 			}
 		}
@@ -180,7 +180,7 @@ func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, 
 		if f != nil {
 			return fail(f)
 		}
-		state, err := appendIMAState(nil, r.State)
+		state, err := r.State.MarshalBinary()
 		if err != nil {
 			return fail(Fail(ReasonInvalidEvidence, "", "%v", err))
 		}
