@@ -142,15 +142,7 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 	if lo, hi := s.intervalBounds(); req.Interval != 0 && (req.Interval < lo || req.Interval > hi) {
 		return Agent{}, refuse(RefusedInvalid, "interval %s: between %s and %s", req.Interval, lo, hi)
 	}
-	a := Agent{
-		ID:            req.AgentID,
-		RuntimePolicy: req.RuntimePolicy,
-		BootPolicy:    req.BootPolicy,
-		Identities:    req.Identities,
-		Interval:      req.Interval,
-		State:         StatePending,
-		AdmittedAt:    s.now().UTC(),
-	}
+	a := admitted(req, s.now().UTC())
 	sl := &slot{}
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
@@ -180,18 +172,14 @@ func (s *Service) Readmit(ctx context.Context, id string) (Agent, error) {
 	defer sl.mu.Unlock()
 	var out Agent
 	err := s.updateAgent(ctx, sl, id, func(a *Agent) ([]revocation.Event, error) {
-		if a.State != StateFailed {
+		next, events, ok := a.readmitted(s.now().UTC())
+		if !ok {
 			return nil, refuse(RefusedConflict, "agent %q is %s, not failed", id, a.State)
 		}
-		a.State, a.Reason, a.Detail = StatePending, "", ""
-		a.FailedAt = time.Time{}
-		a.AdmittedAt = s.now().UTC()
-		a.Clock, a.BootChecked, a.IMAEntries, a.IMAState = nil, false, 0, nil
-		out = *a
+		*a, out = next, next
 		// A failure still waiting to be stored goes in with its events
 		// first: the issuers hear of the revocation before the readmission.
-		events := append(append([]revocation.Event(nil), sl.unsaved...), revocation.NewEvent(revocation.TypeReadmitted, a.AdmittedAt, eventData(*a, nil)))
-		return events, nil
+		return append(append([]revocation.Event(nil), sl.unsaved...), events...), nil
 	})
 	if errors.Is(err, ErrNotFound) {
 		s.forget(id, sl)
@@ -330,24 +318,6 @@ func (s *Service) Agents(ctx context.Context) ([]Agent, error) {
 		}
 	}
 	return stored, nil
-}
-
-// eventData describes agent a, and failure f if any, for an event.
-func eventData(a Agent, f *Failure) revocation.Data {
-	d := revocation.Data{
-		AgentID:        a.ID,
-		State:          string(a.State),
-		Identities:     append([]string{}, a.Identities...),
-		Attestations:   a.Attestations,
-		LastAttestedAt: a.LastAttestedAt,
-	}
-	if a.Clock != nil {
-		d.ResetCount, d.RestartCount = a.Clock.ResetCount, a.Clock.RestartCount
-	}
-	if f != nil {
-		d.Reason, d.Check, d.Detail = string(f.Reason), f.Check, f.Detail
-	}
-	return d
 }
 
 func (s *Service) eventsRaised() {

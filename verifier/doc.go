@@ -16,7 +16,13 @@
 // expired; silence past its liveness window; an operator's action. Every
 // other request is refused (a *Refusal, mapped to a 4xx) and changes
 // nothing. Nonces are stateless (nonce.go), so no request can disturb the
-// challenge an agent is answering.
+// challenge an agent is answering. The transitions and the events they
+// raise are written once, in transitions.go; the lock order is at the top
+// of service.go.
+//
+// New assembles a verifier from a Config (DefaultConfig holds every
+// default): the service, its store, metrics, the revocation dispatcher and
+// the HTTP API.
 //
 // An attestation is one round trip started by the agent (hosts need no
 // inbound port): the agent asks for a challenge, the verifier answers with a

@@ -11,6 +11,7 @@ import (
 	"github.com/vigil-attest/vigil/internal/wire"
 	"github.com/vigil-attest/vigil/verifier/bootpolicy"
 	"github.com/vigil-attest/vigil/verifier/evidence"
+	"github.com/vigil-attest/vigil/verifier/revocation"
 	"github.com/vigil-attest/vigil/verifier/verdict"
 )
 
@@ -61,6 +62,8 @@ type Outcome struct {
 	Agent Agent
 	// Failure is nil when the evidence was good.
 	Failure *Failure
+	// Events are the events the transition raises (a failure's revocation).
+	Events []revocation.Event
 	// Refused is set when the evidence does not prove that it is the
 	// agent's TPM answering this challenge (a nonce that is not the one
 	// asked, a malformed quote, a signature by another key): such evidence
@@ -94,9 +97,8 @@ func Selection(a Agent) tpm2.TPMLPCRSelection {
 // to the compiled policies pol.
 func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, pol Policies, now time.Time) Outcome {
 	fail := func(f *Failure) Outcome {
-		next := a
-		next.State, next.Reason, next.Detail, next.FailedAt = StateFailed, f.Reason, f.Error(), now
-		return Outcome{Agent: next, Failure: f}
+		next, events := a.failed(f, now)
+		return Outcome{Agent: next, Failure: f, Events: events}
 	}
 	refuse := func(f *Failure) Outcome { return Outcome{Agent: a, Refused: f} }
 	if !bytes.Equal(ev.Nonce, asked.Nonce) {
@@ -189,10 +191,7 @@ func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, 
 
 	clock := res.Clock
 	next.Clock = &clock
-	next.State, next.Reason, next.Detail = StateAttesting, "", ""
-	next.LastAttestedAt = now
-	next.Attestations++
-	return Outcome{Agent: next}
+	return Outcome{Agent: next.passed(now)}
 }
 
 // unavailable is the verdict when the agent's named policy could not be

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"time"
-
-	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
 // ErrFeedNotModified is returned by an AKFeed when nothing changed since
@@ -69,8 +67,7 @@ func (s *Service) FollowRegistrar(ctx context.Context, version string) (string, 
 func (s *Service) failNotEnrolled(ctx context.Context, sl *slot, now time.Time) {
 	a := *sl.agent
 	f := Fail(ReasonNotEnrolled, "ak_not_active", "the registrar no longer has an active AK for agent %q (deleted or never activated)", a.ID)
-	a.State, a.Reason, a.Detail, a.FailedAt = StateFailed, f.Reason, f.Error(), now
-	events := []revocation.Event{revocation.NewEvent(revocation.TypeRevoked, now, eventData(a, f))}
+	a, events := a.failed(f, now)
 	s.commitFailure(ctx, sl, a, events)
 	s.log().Warn("attestation failed", "agent_id", a.ID, "reason", f.Reason, "detail", f.Detail)
 	if s.OnVerdict != nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"math"
 	"time"
-
-	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
 // CheckLiveness fails every pending or attesting agent that has sent no
@@ -51,8 +49,7 @@ func (s *Service) failSilent(ctx context.Context, id string, now time.Time) bool
 		return false
 	}
 	f := Fail(ReasonLivenessTimeout, "no_evidence", "no good evidence since %s (deadline %s)", last.UTC().Format(time.RFC3339Nano), deadline.UTC().Format(time.RFC3339Nano))
-	a.State, a.Reason, a.Detail, a.FailedAt = StateFailed, f.Reason, f.Error(), now
-	events := []revocation.Event{revocation.NewEvent(revocation.TypeRevoked, now, eventData(a, f))}
+	a, events := a.failed(f, now)
 	s.commitFailure(ctx, sl, a, events)
 	s.log().Warn("attestation failed", "agent_id", id, "reason", f.Reason, "detail", f.Detail)
 	if s.OnVerdict != nil {

@@ -15,6 +15,27 @@ import (
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
+// Concurrency. Each agent has a slot whose mutex orders that agent's
+// requests and guards the slot's fields; no lock spans agents on the
+// verdict path. The other locks, and the order they are taken in when one
+// is held while another is taken (never the reverse):
+//
+//	policyMu     admissions (shared) against policy deletion (exclusive)
+//	warmMu       the one-time load of every agent (Load)
+//	slot.mu      one agent: its record, cached AK, parked failure
+//	persistMu    synchronous writes (shared) against a checkpoint's
+//	             commit (exclusive), so a checkpoint never lands a record
+//	             older than one written synchronously
+//	dirtyMu      the sets of dirty and parked slots
+//
+// The policy cache's lock, the refusal log's and the AK fetch semaphore are
+// leaves: nothing else is taken while one is held. A checkpoint takes
+// dirtyMu, lets it go, then each dirty slot's mutex in turn, then
+// persistMu alone. Slots' generations (gen) and AK epochs (akEpoch) let
+// work done outside a slot's lock (a checkpoint's copy, an AK fetch) see
+// whether the slot moved on meanwhile, instead of holding the lock across
+// I/O to the registrar or the store's commit.
+
 // ErrNotEnrolled is returned by an AKSource for an agent whose AK the
 // registrar does not (or no longer) vouch for.
 var ErrNotEnrolled = errors.New("agent has no active AK at the registrar")
@@ -485,7 +506,7 @@ func (s *Service) evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict,
 		if !n.fullIMA() {
 			return wire.Verdict{}, refuseAs(RefusedConflict, refusedIncomplete, "agent %q is coming back from silence: answer a challenge asking for everything (ask for a new one)", a.ID)
 		}
-		base.Clock, base.BootChecked, base.IMAEntries, base.IMAState = nil, false, 0, nil
+		base = base.untrusted()
 	}
 	want := base.IMAEntries
 	if n.fullIMA() {
@@ -565,17 +586,12 @@ func quoteRefusal(id string, f *Failure) *Refusal {
 // conclude applies a verdict; the caller holds sl.mu. a is the agent's
 // record before the evidence.
 func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, recovering bool, start time.Time) (wire.Verdict, error) {
-	next, f := out.Agent, out.Failure
-	var events []revocation.Event
-	switch {
-	case f != nil:
-		// The transition into failed raises a revocation. A host coming
-		// back from silence with evidence that fails is failed again, now
-		// for what its evidence shows: that is news for the issuers too.
-		events = append(events, revocation.NewEvent(revocation.TypeRevoked, start, eventData(next, f)))
-	case recovering:
-		next.FailedAt = time.Time{}
-		events = append(events, revocation.NewEvent(revocation.TypeReadmitted, start, eventData(next, nil)))
+	// A host coming back from silence with evidence that fails is failed
+	// again, now for what its evidence shows: that revocation is news for
+	// the issuers too.
+	next, f, events := out.Agent, out.Failure, out.Events
+	if f == nil && recovering {
+		next, events = next.recovered(start)
 	}
 	switch {
 	case f != nil:

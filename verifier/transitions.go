@@ -1,0 +1,102 @@
+package verifier
+
+import (
+	"time"
+
+	"github.com/vigil-attest/vigil/verifier/revocation"
+)
+
+// The agent state machine, in one place. Each transition takes an agent's
+// record as it is and returns the record to store with the events it
+// raises; the service stores both in one transaction, under the agent's
+// lock. Nothing else sets an agent's State.
+//
+//	           admitted
+//	              │
+//	              ▼      passed
+//	          pending ───────────▶ attesting ◀─┐ passed
+//	              │                    │  └─────┘
+//	       failed │                    │ failed
+//	              ▼                    ▼
+//	           failed ◀────────────────┘
+//	              │ readmitted (operator) → pending
+//	              │ recovered (failed only for silence, complete fresh
+//	              │            evidence passed) → attesting
+//
+// failed raises dev.vigil.agent.revoked; readmitted and recovered raise
+// dev.vigil.agent.readmitted. Deletion removes the record and raises
+// nothing.
+
+// admitted is a new agent's first record: pending its first evidence.
+func admitted(req AdmitRequest, at time.Time) Agent {
+	return Agent{
+		ID:            req.AgentID,
+		RuntimePolicy: req.RuntimePolicy,
+		BootPolicy:    req.BootPolicy,
+		Identities:    req.Identities,
+		Interval:      req.Interval,
+		State:         StatePending,
+		AdmittedAt:    at,
+	}
+}
+
+// passed records good evidence at at: the agent is attesting.
+func (a Agent) passed(at time.Time) Agent {
+	a.State, a.Reason, a.Detail = StateAttesting, "", ""
+	a.LastAttestedAt = at
+	a.Attestations++
+	return a
+}
+
+// failed moves the agent to failed for f, and revokes its identities.
+func (a Agent) failed(f *Failure, at time.Time) (Agent, []revocation.Event) {
+	a.State, a.Reason, a.Detail, a.FailedAt = StateFailed, f.Reason, f.Error(), at
+	return a, []revocation.Event{revocation.NewEvent(revocation.TypeRevoked, at, eventData(a, f))}
+}
+
+// recovered is an agent back from silence: a has passed complete fresh
+// evidence (passed), and its identities may be trusted again.
+func (a Agent) recovered(at time.Time) (Agent, []revocation.Event) {
+	a.FailedAt = time.Time{}
+	return a, []revocation.Event{revocation.NewEvent(revocation.TypeReadmitted, at, eventData(a, nil))}
+}
+
+// readmitted is an operator's readmission of a failed agent: pending again,
+// with a new admission time (so every nonce issued before is void) and
+// nothing of before trusted. ok is false when a is not failed.
+func (a Agent) readmitted(at time.Time) (next Agent, events []revocation.Event, ok bool) {
+	if a.State != StateFailed {
+		return a, nil, false
+	}
+	a = a.untrusted()
+	a.State, a.Reason, a.Detail, a.FailedAt = StatePending, "", "", time.Time{}
+	a.AdmittedAt = at
+	return a, []revocation.Event{revocation.NewEvent(revocation.TypeReadmitted, at, eventData(a, nil))}, true
+}
+
+// untrusted is a's record without what its past evidence established (the
+// last clock, a checked boot log, the IMA entries verified): after a
+// readmission, or for evidence ending a silence, evidence must stand on its
+// own.
+func (a Agent) untrusted() Agent {
+	a.Clock, a.BootChecked, a.IMAEntries, a.IMAState = nil, false, 0, nil
+	return a
+}
+
+// eventData describes agent a, and failure f if any, for an event.
+func eventData(a Agent, f *Failure) revocation.Data {
+	d := revocation.Data{
+		AgentID:        a.ID,
+		State:          string(a.State),
+		Identities:     append([]string{}, a.Identities...),
+		Attestations:   a.Attestations,
+		LastAttestedAt: a.LastAttestedAt,
+	}
+	if a.Clock != nil {
+		d.ResetCount, d.RestartCount = a.Clock.ResetCount, a.Clock.RestartCount
+	}
+	if f != nil {
+		d.Reason, d.Check, d.Detail = string(f.Reason), f.Check, f.Detail
+	}
+	return d
+}
