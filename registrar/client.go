@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/vigil-attest/vigil/internal/adminapi"
+	"github.com/vigil-attest/vigil/internal/apierr"
 	"github.com/vigil-attest/vigil/internal/tpmfacts"
 )
 
@@ -45,9 +46,9 @@ func (c *AdminClient) Delete(ctx context.Context, id string) error {
 func (c *AdminClient) do(ctx context.Context, method, path string, out any) error {
 	api := adminapi.Client{BaseURL: c.BaseURL, HTTP: c.HTTP}
 	err := api.Do(ctx, method, path, "", nil, out)
-	var e *adminapi.Error
-	if errors.As(err, &e) && e.Status == http.StatusNotFound {
-		return fmt.Errorf("registrar: %s %s: %w", method, path, ErrNotFound)
+	var e *apierr.Error
+	if errors.As(err, &e) && e.Kind == apierr.NotFound {
+		return fmt.Errorf("registrar: %w (%w)", ErrNotFound, e)
 	}
 	if err != nil {
 		return fmt.Errorf("registrar: %w", err)
@@ -85,14 +86,7 @@ func (c *AdminClient) ActiveAKs(ctx context.Context, etag string) (map[string][]
 		return nil, etag, ErrNotModified
 	case http.StatusOK:
 	default:
-		var e struct {
-			Error string `json:"error"`
-		}
-		msg := strings.TrimSpace(string(body))
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		return nil, "", fmt.Errorf("registrar: %w", &adminapi.Error{Method: http.MethodGet, Path: PathAKs, Status: rsp.StatusCode, Msg: msg})
+		return nil, "", fmt.Errorf("registrar: %w", adminapi.Refusal(http.MethodGet, PathAKs, rsp.StatusCode, body))
 	}
 	aks, newETag, err := DecodeAKList(body)
 	if err != nil {

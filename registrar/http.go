@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigil-attest/vigil/internal/apierr"
 	"github.com/vigil-attest/vigil/internal/httpapi"
 	"github.com/vigil-attest/vigil/internal/wire"
 )
@@ -124,18 +125,10 @@ func Handler(svc *Service) http.Handler {
 }
 
 func status(err error) int {
-	var e *Error
-	switch {
-	case errors.As(err, &e) && e.Kind == Invalid:
-		return http.StatusBadRequest
-	case errors.As(err, &e) && e.Kind == Forbidden:
-		return http.StatusForbidden
-	case errors.As(err, &e) && e.Kind == NotFound, errors.Is(err, ErrNotFound):
+	if errors.Is(err, ErrNotFound) {
 		return http.StatusNotFound
-	case errors.As(err, &e) && e.Kind == TooMany:
-		return http.StatusTooManyRequests
 	}
-	return http.StatusInternalServerError
+	return apierr.Status(err)
 }
 
 // undecodable stands for a body the decoder refused (it has answered with

@@ -13,23 +13,27 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/internal/apierr"
 	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/internal/wire"
 )
 
-// ErrorKind classifies a refusal for the transport to map (HTTP 400, 403,
-// 404, 429).
-type ErrorKind int
+// ErrorKind and Error are the APIs' one error type (internal/apierr).
+type (
+	ErrorKind = apierr.Kind
+	Error     = apierr.Error
+)
 
+// The kinds the registrar refuses with.
 const (
 	// Invalid: the request is malformed or names something impossible.
-	Invalid ErrorKind = iota + 1
+	Invalid = apierr.Invalid
 	// Forbidden: well-formed, but policy refuses it.
-	Forbidden
+	Forbidden = apierr.Forbidden
 	// NotFound: no such agent.
-	NotFound
+	NotFound = apierr.NotFound
 	// TooMany: accepting it would exceed a bound on pending registrations.
-	TooMany
+	TooMany = apierr.TooMany
 )
 
 // Refusal reasons, the label values of vigil_registrar_refused_total: a
@@ -49,29 +53,12 @@ func Reasons() []string {
 	return []string{ReasonInvalid, ReasonForbiddenEK, ReasonEKMismatch, ReasonBadProof, ReasonExpired, ReasonTooManyPending, ReasonNotFound}
 }
 
-// Error is a refusal with a reason fit to send back to the client.
-type Error struct {
-	Kind ErrorKind
-	// Reason is one of the Reason constants.
-	Reason string
-	// Field names the request field at fault, when one is.
-	Field string
-	Msg   string
-}
-
-func (e *Error) Error() string {
-	if e.Field != "" {
-		return "field " + e.Field + ": " + e.Msg
-	}
-	return e.Msg
-}
-
 func invalid(field, format string, args ...any) *Error {
 	return &Error{Kind: Invalid, Reason: ReasonInvalid, Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
 func refused(kind ErrorKind, reason, format string, args ...any) *Error {
-	return &Error{Kind: kind, Reason: reason, Msg: fmt.Sprintf(format, args...)}
+	return apierr.New(kind, reason, format, args...)
 }
 
 // Defaults of the Service's bounds, used when a field is zero.

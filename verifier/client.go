@@ -3,7 +3,6 @@ package verifier
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -17,14 +16,6 @@ type AdminClient struct {
 	BaseURL string
 	HTTP    *http.Client
 }
-
-// APIError is a refusal from the admin API.
-type APIError struct {
-	Status int
-	Msg    string
-}
-
-func (e *APIError) Error() string { return fmt.Sprintf("verifier: %d: %s", e.Status, e.Msg) }
 
 // AddPolicy uploads a new version of a policy.
 func (c *AdminClient) AddPolicy(ctx context.Context, name string, kind PolicyKind, body []byte) (Policy, error) {
@@ -92,10 +83,6 @@ func (c *AdminClient) Readmit(ctx context.Context, id string) (AgentView, error)
 func (c *AdminClient) do(ctx context.Context, method, path, ctype string, body []byte, out any) error {
 	api := adminapi.Client{BaseURL: c.BaseURL, HTTP: c.HTTP}
 	err := api.Do(ctx, method, path, ctype, body, out)
-	var e *adminapi.Error
-	if errors.As(err, &e) {
-		return &APIError{Status: e.Status, Msg: e.Msg}
-	}
 	if err != nil {
 		return fmt.Errorf("verifier: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigil-attest/vigil/internal/apierr"
 	"github.com/vigil-attest/vigil/internal/httpapi"
 	"github.com/vigil-attest/vigil/internal/wire"
 )
@@ -211,29 +212,13 @@ func views(as []Agent) []AgentView {
 }
 
 func status(err error) int {
-	var ref *Refusal
 	switch {
-	case errors.As(err, &ref):
-		switch ref.Kind {
-		case RefusedInvalid:
-			return http.StatusBadRequest
-		case RefusedForbidden:
-			return http.StatusForbidden
-		case RefusedNotFound:
-			return http.StatusNotFound
-		case RefusedConflict:
-			return http.StatusConflict
-		case RefusedUnavailable:
-			return http.StatusServiceUnavailable
-		case RefusedTooLarge:
-			return http.StatusRequestEntityTooLarge
-		}
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, ErrExists):
 		return http.StatusConflict
 	}
-	return http.StatusInternalServerError
+	return apierr.Status(err)
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {

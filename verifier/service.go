@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/internal/apierr"
 	"github.com/vigil-attest/vigil/internal/wire"
 	"github.com/vigil-attest/vigil/verifier/evidence"
 	"github.com/vigil-attest/vigil/verifier/revocation"
@@ -45,40 +46,30 @@ type AKSource interface {
 	AK(ctx context.Context, agentID string) (*evidence.AK, error)
 }
 
-// RefusalKind classifies why the service refused a request.
-type RefusalKind int
-
-// Refusal kinds, mapped to HTTP statuses by the transport.
-const (
-	RefusedInvalid     RefusalKind = iota + 1 // 400
-	RefusedForbidden                          // 403
-	RefusedNotFound                           // 404
-	RefusedConflict                           // 409
-	RefusedUnavailable                        // 503: try again later
-	RefusedTooLarge                           // 413
+// RefusalKind and Refusal are the APIs' one error type (internal/apierr).
+// A refusal of an agent's request changes nothing: no state, no event,
+// nothing stored.
+type (
+	RefusalKind = apierr.Kind
+	Refusal     = apierr.Error
 )
 
-// Refusal is a request the service will not act on. A refusal of an
-// agent's request changes nothing: no state, no event, nothing stored.
-type Refusal struct {
-	Kind RefusalKind
-	// Reason is a short fixed word for metrics (refused_total{reason});
-	// empty for operators' requests, which are not counted.
-	Reason string
-	Msg    string
-	// RetryAfter, when set, is how long the agent should wait before it
-	// asks again.
-	RetryAfter time.Duration
-}
-
-func (r *Refusal) Error() string { return r.Msg }
+// The kinds the verifier refuses with.
+const (
+	RefusedInvalid     = apierr.Invalid
+	RefusedForbidden   = apierr.Forbidden
+	RefusedNotFound    = apierr.NotFound
+	RefusedConflict    = apierr.Conflict
+	RefusedUnavailable = apierr.Unavailable
+	RefusedTooLarge    = apierr.TooLarge
+)
 
 func refuse(kind RefusalKind, format string, args ...any) *Refusal {
-	return &Refusal{Kind: kind, Msg: fmt.Sprintf(format, args...)}
+	return apierr.New(kind, "", format, args...)
 }
 
 func refuseAs(kind RefusalKind, reason, format string, args ...any) *Refusal {
-	return &Refusal{Kind: kind, Reason: reason, Msg: fmt.Sprintf(format, args...)}
+	return apierr.New(kind, reason, format, args...)
 }
 
 // Reasons for refusing an agent's request: the label values of

@@ -1,13 +1,13 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"github.com/vigil-attest/vigil/internal/apierr"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/registrar"
@@ -48,7 +48,7 @@ func tenantCommand() *cli.Command {
 				tenantCmd("show", "show one registered agent", "ID", registrarAdmin, func(c *cli.Context, client *registrar.AdminClient, id string) error {
 					v, err := client.Get(c.Context, id)
 					if err != nil {
-						return notFoundIsBadInput(err)
+						return apiInputError(err)
 					}
 					if c.Bool("json") {
 						return printJSON(c.App.Writer, v)
@@ -59,7 +59,7 @@ func tenantCommand() *cli.Command {
 				}),
 				tenantCmd("delete", "delete an agent's registration (it must enroll again)", "ID", registrarAdmin, func(c *cli.Context, client *registrar.AdminClient, id string) error {
 					if err := client.Delete(c.Context, id); err != nil {
-						return notFoundIsBadInput(err)
+						return apiInputError(err)
 					}
 					return printDone(c, map[string]any{"agent_id": id, "deleted": true}, "deleted %s", id)
 				}),
@@ -126,10 +126,11 @@ func oneID(c *cli.Context) (string, error) {
 	return id, nil
 }
 
-// notFoundIsBadInput makes an unknown agent ID an exit-2 error: the
-// operator named something that does not exist.
-func notFoundIsBadInput(err error) error {
-	if errors.Is(err, registrar.ErrNotFound) {
+// apiInputError makes an admin API's refusals of the request (4xx: an
+// unknown agent, a bad policy, a conflict) exit 2: the operator asked for
+// something invalid. The server's own trouble stays an error.
+func apiInputError(err error) error {
+	if apierr.ClientError(err) {
 		return badInput(err)
 	}
 	return err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -25,16 +24,6 @@ func verifierAdmin(c *cli.Context) (*verifier.AdminClient, error) {
 		BaseURL: c.String("verifier"),
 		HTTP:    &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 2 * time.Minute},
 	}, nil
-}
-
-// apiInputError makes the verifier's 4xx answers (bad policy, unknown
-// agent, conflicts) exit 2: the operator asked for something invalid.
-func apiInputError(err error) error {
-	var api *verifier.APIError
-	if errors.As(err, &api) && api.Status/100 == 4 {
-		return badInput(err)
-	}
-	return err
 }
 
 func tenantPolicyCommand() *cli.Command {

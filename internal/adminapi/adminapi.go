@@ -1,6 +1,6 @@
 // Package adminapi is the client side of Vigil's JSON admin APIs: one
-// request, one JSON answer or one error carrying the status and the server's
-// message. The registrar's and the verifier's admin clients are thin typed
+// request, one JSON answer or one *apierr.Error carrying the kind of the
+// answer's status and the server's message. The registrar's and the verifier's admin clients are thin typed
 // layers over it.
 package adminapi
 
@@ -12,6 +12,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/vigil-attest/vigil/internal/apierr"
 )
 
 // MaxAnswer bounds an answer body (a policy with its body can be large).
@@ -24,16 +26,18 @@ type Client struct {
 	HTTP    *http.Client
 }
 
-// Error is a non-2xx answer.
-type Error struct {
-	Method, Path string
-	Status       int
-	// Msg is the server's {"error": …} message, or the body.
-	Msg string
-}
-
-func (e *Error) Error() string {
-	return fmt.Sprintf("%s %s: %d: %s", e.Method, e.Path, e.Status, e.Msg)
+// Refusal is the error a non-2xx answer stands for: the kind its status
+// maps to, and the server's {"error": …} message (or the body), named by
+// the request.
+func Refusal(method, path string, status int, body []byte) *apierr.Error {
+	var e struct {
+		Error string `json:"error"`
+	}
+	msg := strings.TrimSpace(string(body))
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		msg = e.Error
+	}
+	return &apierr.Error{Kind: apierr.KindOf(status), Msg: fmt.Sprintf("%s %s: %d: %s", method, path, status, msg)}
 }
 
 // Do sends a request with an optional body of content type ctype and
@@ -60,14 +64,7 @@ func (c *Client) Do(ctx context.Context, method, path, ctype string, body []byte
 		return err
 	}
 	if rsp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		msg := strings.TrimSpace(string(b))
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		return &Error{Method: method, Path: path, Status: rsp.StatusCode, Msg: msg}
+		return Refusal(method, path, rsp.StatusCode, b)
 	}
 	if out == nil {
 		return nil

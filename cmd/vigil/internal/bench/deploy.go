@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/vigil-attest/vigil/cmd/vigil/internal/loopback"
+	"github.com/vigil-attest/vigil/internal/apierr"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
-	"github.com/vigil-attest/vigil/registrar"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
 	"github.com/vigil-attest/vigil/verifier"
 )
@@ -347,6 +347,6 @@ func probe(ctx context.Context, client *http.Client, u string) (int, error) {
 // isNotFound reports whether a delete failed only because the agent was
 // not there (it never got that far).
 func isNotFound(err error) bool {
-	var api *verifier.APIError
-	return errors.As(err, &api) && api.Status == http.StatusNotFound || errors.Is(err, registrar.ErrNotFound)
+	var api *apierr.Error
+	return errors.As(err, &api) && api.Kind == apierr.NotFound
 }
