@@ -36,7 +36,7 @@ bench:
 FUZZRUNS ?= 200000x
 FUZZ_TARGETS = \
 	./ima:FuzzParseASCII ./ima:FuzzParseBinary ./ima:FuzzParsePolicy \
-	./registrar:FuzzRegisterRequest ./registrar:FuzzDecodeRecord ./registrar:FuzzDecodeAKList ./verifier:FuzzEvidence \
+	./registrar:FuzzRegisterRequest ./registrar:FuzzDecodeRecord ./registrar/registrarapi:FuzzDecodeAKList ./verifier:FuzzEvidence \
 	./verifier/evidence:FuzzQuote ./verifier/evidence:FuzzParseAK ./verifier/evidence:FuzzDecodeMatchesGoTPM \
 	./verifier/bootlog:FuzzLog ./verifier/bootpolicy:FuzzParse \
 	./tpmsim/soft:FuzzParseState ./tpmsim/soft:FuzzActivateCredential ./tpmsim/soft:FuzzParseECCPoint \

@@ -8,11 +8,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/vigil-attest/vigil/internal/apierr"
 	"github.com/vigil-attest/vigil/internal/httpapi"
 	"github.com/vigil-attest/vigil/internal/wire"
+	"github.com/vigil-attest/vigil/registrar/registrarapi"
 )
 
 // API paths. Agent endpoints take CBOR and need no client certificate (the
@@ -21,28 +21,12 @@ import (
 const (
 	PathRegister = wire.PathRegister
 	PathActivate = wire.PathActivate
-	PathAgents   = "/v1/agents"
-	PathAKs      = "/v1/aks"
+	PathAgents   = registrarapi.PathAgents
+	PathAKs      = registrarapi.PathAKs
 )
 
-// AgentView is the admin API's JSON view of a record. The AK fields are the
-// active AK's (empty before the first activation); pending registrations
-// are only counted.
-type AgentView struct {
-	AgentID  string `json:"agent_id"`
-	Active   bool   `json:"active"`
-	EKSHA256 string `json:"ek_sha256"`
-	EKTrust  string `json:"ek_trust"`
-	EKCert   []byte `json:"ek_cert,omitempty"`
-	AKAlg    string `json:"ak_alg"`
-	// AKPublic is the marshalled TPMT_PUBLIC (base64 in JSON).
-	AKPublic             []byte     `json:"ak_pub"`
-	AKName               string     `json:"ak_name"`
-	RegisteredAt         time.Time  `json:"registered_at"`
-	ActivatedAt          *time.Time `json:"activated_at,omitempty"`
-	Enrollments          int        `json:"enrollments"`
-	PendingRegistrations int        `json:"pending_registrations"`
-}
+// AgentView is the admin API's JSON view of a record.
+type AgentView = registrarapi.AgentView
 
 // View is the admin view of a record.
 func View(r Record) AgentView {
@@ -135,23 +119,13 @@ func status(err error) int {
 // the detail) when counting refusals.
 func undecodable() error { return invalid("body", "not a well-formed request") }
 
-// AKListVersion is the version of the GET /v1/aks answer.
-const AKListVersion = 1
+// The GET /v1/aks answer (registrarapi).
+const AKListVersion = registrarapi.AKListVersion
 
-// AKList is the answer of GET /v1/aks: every agent with an active AK.
-type AKList struct {
-	Version int    `json:"version"`
-	ETag    string `json:"etag"`
-	// Agents are sorted by agent ID.
-	Agents []AKListEntry `json:"agents"`
-}
-
-// AKListEntry is one agent of an AKList.
-type AKListEntry struct {
-	AgentID string `json:"agent_id"`
-	// AKName is the hex of the active AK's TPM name.
-	AKName string `json:"ak_name"`
-}
+type (
+	AKList      = registrarapi.AKList
+	AKListEntry = registrarapi.AKListEntry
+)
 
 // aksHandler serves the change feed. A poll that names the current
 // generation costs one store read and no decoding; the full answer is built
@@ -172,7 +146,7 @@ func (h *aksHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if etagMatches(r.Header.Get("If-None-Match"), gen) {
-		w.Header().Set("ETag", quoteETag(gen))
+		w.Header().Set("ETag", registrarapi.QuoteETag(gen))
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
@@ -182,7 +156,7 @@ func (h *aksHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("ETag", quoteETag(etag))
+	w.Header().Set("ETag", registrarapi.QuoteETag(etag))
 	w.WriteHeader(http.StatusOK)
 	w.Write(body)
 }
@@ -213,8 +187,6 @@ func (h *aksHandler) list(r *http.Request, gen string) (string, []byte, error) {
 	return h.etag, h.body, nil
 }
 
-func quoteETag(gen string) string { return `"` + gen + `"` }
-
 // etagMatches reports whether an If-None-Match header names gen, quoted or
 // not, weak or strong, or is "*".
 func etagMatches(header, gen string) bool {
@@ -230,3 +202,10 @@ func etagMatches(header, gen string) bool {
 	}
 	return false
 }
+
+// AdminClient calls the registrar's admin API (registrarapi.Client).
+type AdminClient = registrarapi.Client
+
+// ErrNotModified is AdminClient.ActiveAKs' answer when the set of active
+// AKs has not changed.
+var ErrNotModified = registrarapi.ErrNotModified

@@ -3,11 +3,11 @@ package registrar
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/vigil-attest/vigil/internal/wire"
+	"github.com/vigil-attest/vigil/registrar/registrarapi"
 )
 
 // RecordVersion is the version of the stored record format this build
@@ -189,7 +189,7 @@ func DecodeRecord(id string, b []byte) (Record, error) {
 }
 
 // ErrNotFound is returned for an unknown agent ID.
-var ErrNotFound = errors.New("agent not registered")
+var ErrNotFound = registrarapi.ErrNotFound
 
 // ActiveAK is one entry of the set of active AKs.
 type ActiveAK struct {

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
-	"github.com/vigil-attest/vigil/registrar"
+	"github.com/vigil-attest/vigil/registrar/registrarapi"
 	"github.com/vigil-attest/vigil/verifier/evidence"
 )
 
@@ -17,7 +17,7 @@ import (
 // activated AK is returned: an AK the registrar has not seen proven by
 // credential activation is no AK at all.
 type RegistrarAKs struct {
-	Client *registrar.AdminClient
+	Client *registrarapi.Client
 }
 
 // NewRegistrarAKs fetches AKs from the registrar at baseURL with the
@@ -25,7 +25,7 @@ type RegistrarAKs struct {
 // reuse: a verifier starting with a fleet fetches thousands of AKs at once,
 // and a TLS handshake per fetch would cost more than the fetch.
 func NewRegistrarAKs(baseURL string, admin *tls.Config) RegistrarAKs {
-	return RegistrarAKs{Client: &registrar.AdminClient{
+	return RegistrarAKs{Client: &registrarapi.Client{
 		BaseURL: baseURL,
 		HTTP: &http.Client{
 			Transport: &http.Transport{TLSClientConfig: admin, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second},
@@ -37,7 +37,7 @@ func NewRegistrarAKs(baseURL string, admin *tls.Config) RegistrarAKs {
 // AK implements AKSource.
 func (r RegistrarAKs) AK(ctx context.Context, id string) (*evidence.AK, error) {
 	v, err := r.Client.Get(ctx, id)
-	if errors.Is(err, registrar.ErrNotFound) {
+	if errors.Is(err, registrarapi.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %q is not registered", ErrNotEnrolled, id)
 	}
 	if err != nil {
@@ -56,7 +56,7 @@ func (r RegistrarAKs) AK(ctx context.Context, id string) (*evidence.AK, error) {
 // ActiveAKs implements AKFeed over the registrar's feed of active AKs.
 func (r RegistrarAKs) ActiveAKs(ctx context.Context, version string) (map[string][]byte, string, error) {
 	aks, next, err := r.Client.ActiveAKs(ctx, version)
-	if errors.Is(err, registrar.ErrNotModified) {
+	if errors.Is(err, registrarapi.ErrNotModified) {
 		return nil, version, ErrFeedNotModified
 	}
 	return aks, next, err

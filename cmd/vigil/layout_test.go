@@ -44,3 +44,13 @@ func TestInternalHoldsOnlyLeaves(t *testing.T) {
 		}
 	}
 }
+
+// The verifier talks to the registrar through its API package only: it
+// does not link the registrar's service and store.
+func TestVerifierDoesNotLinkTheRegistrar(t *testing.T) {
+	for _, dep := range goList(t, "-deps", "./verifier/...") {
+		if dep == "github.com/vigil-attest/vigil/registrar" {
+			t.Errorf("the verifier links %s", dep)
+		}
+	}
+}

@@ -1,4 +1,4 @@
-package registrar
+package registrarapi
 
 import (
 	"bytes"
@@ -17,33 +17,33 @@ import (
 	"github.com/vigil-attest/vigil/internal/tpmfacts"
 )
 
-// AdminClient calls the registrar's admin API. Its HTTP client must present
+// Client calls the registrar's admin API. Its HTTP client must present
 // an admin client certificate (tlsutil.AdminClientConfig).
-type AdminClient struct {
+type Client struct {
 	BaseURL string
 	HTTP    *http.Client
 }
 
 // List returns every registered agent.
-func (c *AdminClient) List(ctx context.Context) ([]AgentView, error) {
+func (c *Client) List(ctx context.Context) ([]AgentView, error) {
 	var out []AgentView
 	err := c.do(ctx, http.MethodGet, PathAgents, &out)
 	return out, err
 }
 
 // Get returns one agent; the error wraps ErrNotFound for an unknown ID.
-func (c *AdminClient) Get(ctx context.Context, id string) (AgentView, error) {
+func (c *Client) Get(ctx context.Context, id string) (AgentView, error) {
 	var out AgentView
 	err := c.do(ctx, http.MethodGet, PathAgents+"/"+url.PathEscape(id), &out)
 	return out, err
 }
 
 // Delete removes an agent's registration.
-func (c *AdminClient) Delete(ctx context.Context, id string) error {
+func (c *Client) Delete(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, PathAgents+"/"+url.PathEscape(id), nil)
 }
 
-func (c *AdminClient) do(ctx context.Context, method, path string, out any) error {
+func (c *Client) do(ctx context.Context, method, path string, out any) error {
 	api := adminapi.Client{BaseURL: c.BaseURL, HTTP: c.HTTP}
 	err := api.Do(ctx, method, path, "", nil, out)
 	var e *apierr.Error
@@ -64,13 +64,13 @@ var ErrNotModified = errors.New("registrar: active AKs not modified")
 // the etag of that set. Given the etag of a previous answer, it returns
 // ErrNotModified if the set has not changed since, which costs the registrar
 // next to nothing: poll with it.
-func (c *AdminClient) ActiveAKs(ctx context.Context, etag string) (map[string][]byte, string, error) {
+func (c *Client) ActiveAKs(ctx context.Context, etag string) (map[string][]byte, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.BaseURL, "/")+PathAKs, nil)
 	if err != nil {
 		return nil, "", err
 	}
 	if etag != "" {
-		req.Header.Set("If-None-Match", quoteETag(etag))
+		req.Header.Set("If-None-Match", QuoteETag(etag))
 	}
 	rsp, err := c.HTTP.Do(req)
 	if err != nil {
