@@ -1,6 +1,7 @@
 package tpmfacts
 
 import (
+	"crypto"
 	"fmt"
 	"regexp"
 	"strings"
@@ -85,3 +86,47 @@ var agentIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 // ValidAgentID reports whether id can name an agent: short, and safe in
 // URLs, file names, metric labels and log lines.
 func ValidAgentID(id string) bool { return agentIDPattern.MatchString(id) }
+
+// banks are the PCR banks Vigil knows, in the order it prints them.
+var banks = []struct {
+	alg  tpm2.TPMAlgID
+	name string
+	hash crypto.Hash
+}{
+	{tpm2.TPMAlgSHA1, "sha1", crypto.SHA1},
+	{tpm2.TPMAlgSHA256, "sha256", crypto.SHA256},
+	{tpm2.TPMAlgSHA384, "sha384", crypto.SHA384},
+	{tpm2.TPMAlgSHA512, "sha512", crypto.SHA512},
+}
+
+// BankName is the name of a PCR bank in Vigil's files and flags ("sha256").
+func BankName(alg tpm2.TPMAlgID) string {
+	for _, b := range banks {
+		if b.alg == alg {
+			return b.name
+		}
+	}
+	return fmt.Sprintf("alg_%#04x", uint16(alg))
+}
+
+// ParseBank maps a bank name ("sha1", "sha256", "sha384", "sha512";
+// case-insensitive, dashes ignored) to its algorithm.
+func ParseBank(name string) (tpm2.TPMAlgID, error) {
+	n := strings.ReplaceAll(strings.ToLower(name), "-", "")
+	for _, b := range banks {
+		if b.name == n {
+			return b.alg, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown PCR bank %q (want sha1, sha256, sha384 or sha512)", name)
+}
+
+// HashOf maps a TPM hash algorithm to Go's crypto.Hash.
+func HashOf(alg tpm2.TPMAlgID) (crypto.Hash, bool) {
+	for _, b := range banks {
+		if b.alg == alg {
+			return b.hash, true
+		}
+	}
+	return 0, false
+}

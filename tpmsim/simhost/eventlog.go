@@ -11,6 +11,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 )
 
 // EventType is a TCG PC Client event type (PC Client Platform Firmware
@@ -70,8 +71,8 @@ type Bank struct {
 // order the log lists them: SHA-1 and SHA-256, what swtpm is manufactured
 // with and what real firmware logs.
 var banks = [...]Bank{
-	{Name: "sha1", Alg: tpm2.TPMAlgSHA1, Hash: crypto.SHA1},
-	{Name: "sha256", Alg: tpm2.TPMAlgSHA256, Hash: crypto.SHA256},
+	{Name: tpmfacts.BankName(tpm2.TPMAlgSHA1), Alg: tpm2.TPMAlgSHA1, Hash: crypto.SHA1},
+	{Name: tpmfacts.BankName(tpm2.TPMAlgSHA256), Alg: tpm2.TPMAlgSHA256, Hash: crypto.SHA256},
 }
 
 // Digests are an event's digests, one per bank.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/internal/flock"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 )
 
 // state is everything a TPM keeps in NV, and its PCRs.
@@ -77,8 +78,6 @@ type ekJSON struct {
 	Cert []byte `json:"cert"` // DER, or absent
 }
 
-var bankNames = map[tpm2.TPMAlgID]string{tpm2.TPMAlgSHA1: "sha1", tpm2.TPMAlgSHA256: "sha256"}
-
 var ekAlgNames = map[tpm2.TPMAlgID]string{tpm2.TPMAlgRSA: "rsa", tpm2.TPMAlgECC: "ecc"}
 
 // marshalState encodes the state with the clock reading clock at now.
@@ -111,7 +110,7 @@ func marshalState(st *state, clock uint64, now time.Time) ([]byte, error) {
 		for _, v := range st.pcrs[alg].pcr {
 			vals = append(vals, hex.EncodeToString(v))
 		}
-		j.PCRs[bankNames[alg]] = vals
+		j.PCRs[tpmfacts.BankName(alg)] = vals
 	}
 	return json.MarshalIndent(j, "", "  ")
 }
@@ -164,7 +163,7 @@ func parseState(data []byte, now time.Time) (*state, error) {
 		return nil, fmt.Errorf("field pcrs: %d banks, want sha1 and sha256", len(j.PCRs))
 	}
 	for _, alg := range banks {
-		name := bankNames[alg]
+		name := tpmfacts.BankName(alg)
 		vals, ok := j.PCRs[name]
 		if !ok {
 			return nil, fmt.Errorf("field pcrs: no %s bank", name)

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 )
 
 // MaxPCR is the highest PCR index of a PC Client TPM (24 PCRs).
@@ -37,49 +38,15 @@ func (p PCRValues) Get(bank tpm2.TPMAlgID, index int) ([]byte, bool) {
 	return v, ok
 }
 
-// banks are the PCR banks Vigil knows, in the order it prints them.
-var banks = []struct {
-	alg  tpm2.TPMAlgID
-	name string
-	hash crypto.Hash
-}{
-	{tpm2.TPMAlgSHA1, "sha1", crypto.SHA1},
-	{tpm2.TPMAlgSHA256, "sha256", crypto.SHA256},
-	{tpm2.TPMAlgSHA384, "sha384", crypto.SHA384},
-	{tpm2.TPMAlgSHA512, "sha512", crypto.SHA512},
-}
+// BankName is the name of a PCR bank in Vigil's files and flags
+// ("sha256"), as internal/tpmfacts names it for every part.
+func BankName(alg tpm2.TPMAlgID) string { return tpmfacts.BankName(alg) }
 
-// BankName is the name of a PCR bank in Vigil's files and flags ("sha256").
-func BankName(alg tpm2.TPMAlgID) string {
-	for _, b := range banks {
-		if b.alg == alg {
-			return b.name
-		}
-	}
-	return fmt.Sprintf("alg_%#04x", uint16(alg))
-}
+// ParseBank maps a bank name to its algorithm (tpmfacts.ParseBank).
+func ParseBank(name string) (tpm2.TPMAlgID, error) { return tpmfacts.ParseBank(name) }
 
-// ParseBank maps a bank name ("sha1", "sha256", "sha384", "sha512";
-// case-insensitive, dashes ignored) to its algorithm.
-func ParseBank(name string) (tpm2.TPMAlgID, error) {
-	n := strings.ReplaceAll(strings.ToLower(name), "-", "")
-	for _, b := range banks {
-		if b.name == n {
-			return b.alg, nil
-		}
-	}
-	return 0, fmt.Errorf("unknown PCR bank %q (want sha1, sha256, sha384 or sha512)", name)
-}
-
-// HashOf maps a TPM hash algorithm to Go's crypto.Hash.
-func HashOf(alg tpm2.TPMAlgID) (crypto.Hash, bool) {
-	for _, b := range banks {
-		if b.alg == alg {
-			return b.hash, true
-		}
-	}
-	return 0, false
-}
+// HashOf maps a TPM hash algorithm to Go's crypto.Hash (tpmfacts.HashOf).
+func HashOf(alg tpm2.TPMAlgID) (crypto.Hash, bool) { return tpmfacts.HashOf(alg) }
 
 // MarshalJSON writes Vigil's PCR file format, banks by name, indices as
 // decimal strings, values as lowercase hex.
