@@ -3,8 +3,6 @@ package registrar
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -52,7 +50,7 @@ func BenchmarkActiveAKs10k(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	svc := &Service{Store: BoltStore{DB: db}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	svc := anyEKRegistrar(b, BoltStore{DB: db}).Service()
 	answer := httpapi.Answers{Status: status, Log: svc.log()}
 	serve := func(h *aksHandler, etag string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodGet, PathAKs, nil)

@@ -2,8 +2,6 @@ package registrar
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -50,7 +48,7 @@ func TestVersion1RecordKeepsThePendingTotal(t *testing.T) {
 	}
 
 	st := BoltStore{DB: db}
-	svc := &Service{Store: st, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	svc := anyEKRegistrar(t, st).Service()
 	if err := svc.modify(ctx, "web-1", func(cur *Record, _ PendingCounts) (*Record, error) {
 		cur.Enrollments++
 		return cur, nil
