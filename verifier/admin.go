@@ -28,14 +28,7 @@ const (
 // intervalBounds are the attestation intervals an agent may be admitted
 // with.
 func (s *Service) intervalBounds() (lo, hi time.Duration) {
-	lo, hi = s.MinInterval, s.MaxInterval
-	if lo <= 0 {
-		lo = time.Second
-	}
-	if hi <= 0 {
-		hi = 24 * time.Hour
-	}
-	return lo, hi
+	return s.MinInterval, s.MaxInterval
 }
 
 // AddPolicy stores a new version of a named policy.

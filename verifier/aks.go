@@ -25,11 +25,7 @@ func (s *Service) running() bool { return s.background.Load() != nil }
 
 func (s *Service) akSemaphore() chan struct{} {
 	s.akOnce.Do(func() {
-		n := s.AKFetches
-		if n <= 0 {
-			n = 16
-		}
-		s.akSem = make(chan struct{}, n)
+		s.akSem = make(chan struct{}, s.AKFetches)
 	})
 	return s.akSem
 }

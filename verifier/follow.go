@@ -80,8 +80,5 @@ func (s *Service) feedEvery() time.Duration {
 	if s.FeedEvery > 0 {
 		return s.FeedEvery
 	}
-	if s.DefaultInterval > 0 {
-		return s.DefaultInterval
-	}
-	return 2 * time.Second
+	return s.DefaultInterval
 }

@@ -60,11 +60,7 @@ func (s *Service) Run(ctx context.Context) error {
 	prefetched := make(chan struct{})
 	go func() { s.prefetchAKs(ctx, ids); close(prefetched) }()
 	defer func() { <-prefetched }()
-	every := s.LivenessEvery
-	if every <= 0 {
-		every = time.Second
-	}
-	live := time.NewTicker(every)
+	live := time.NewTicker(s.LivenessEvery)
 	defer live.Stop()
 	var feed <-chan time.Time
 	feedVersion := ""

@@ -118,7 +118,8 @@ func ParseAutoRecover(s string) (AutoRecover, error) {
 	return "", fmt.Errorf("auto-recover %q: want silence or never", s)
 }
 
-// Service runs attestation for many agents.
+// Service runs attestation for many agents. New makes it, with every field
+// set from a Config; its fields have no defaults of their own.
 type Service struct {
 	Store Store
 	AKs   AKSource
@@ -131,9 +132,9 @@ type Service struct {
 	// means LivenessIntervals of its interval.
 	Liveness time.Duration
 	// LivenessIntervals is how many intervals of silence fail an agent
-	// (default 3) when Liveness is zero.
+	// when Liveness is zero.
 	LivenessIntervals int
-	// Now defaults to time.Now.
+	// Now is time.Now when nil.
 	Now func() time.Time
 	// OnEvents, if set, is told when revocation events were stored (to
 	// wake the dispatcher).
@@ -147,22 +148,21 @@ type Service struct {
 	// written to the store. Zero stores every verdict before answering it.
 	// See Run for what is and is not deferred.
 	CheckpointEvery time.Duration
-	// LivenessEvery is how often Run looks for silent agents (default 1s).
+	// LivenessEvery is how often Run looks for silent agents.
 	LivenessEvery time.Duration
-	// AKFetches bounds the AK fetches in flight to the registrar (default
-	// 16): a verifier starting with a fleet must not storm it.
+	// AKFetches bounds the AK fetches in flight to the registrar: a
+	// verifier starting with a fleet must not storm it.
 	AKFetches int
 	// Feed, if set, tells Run which agents the registrar vouches for, so
 	// that a host deleted there fails not_enrolled and an AK replaced by a
 	// proper re-enrollment is fetched again, without a restart.
 	Feed AKFeed
-	// FeedEvery is how often Run polls Feed (default DefaultInterval).
+	// FeedEvery is how often Run polls Feed; zero means DefaultInterval.
 	FeedEvery time.Duration
-	// AutoRecover says which failures heal by themselves (default
-	// RecoverSilence).
+	// AutoRecover says which failures heal by themselves.
 	AutoRecover AutoRecover
 	// MinInterval and MaxInterval bound the attestation interval an agent
-	// is admitted with (defaults 1s and 24h).
+	// is admitted with.
 	MinInterval, MaxInterval time.Duration
 	// OnRefused, if set, is told of every refused agent request (metrics).
 	OnRefused func(reason string)
@@ -343,10 +343,7 @@ func (s *Service) interval(a Agent) time.Duration {
 	if a.Interval > 0 {
 		return a.Interval
 	}
-	if s.DefaultInterval > 0 {
-		return s.DefaultInterval
-	}
-	return 2 * time.Second
+	return s.DefaultInterval
 }
 
 // livenessWindow is how long agent a may stay silent.
@@ -354,11 +351,7 @@ func (s *Service) livenessWindow(a Agent) time.Duration {
 	if s.Liveness > 0 {
 		return s.Liveness
 	}
-	n := s.LivenessIntervals
-	if n <= 0 {
-		n = 3
-	}
-	return time.Duration(n) * s.interval(a)
+	return time.Duration(s.LivenessIntervals) * s.interval(a)
 }
 
 func (s *Service) nonceTTL(a Agent) time.Duration {
