@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on Debian when it is missing: swtpm and
-# swtpm_setup (the TPM the integration tests run against) and libssl-dev
-# (for the cgo build of go-tpm-tools' in-process simulator).
+# swtpm_setup (the TPM the integration tests run against), libssl-dev (for
+# the cgo build of go-tpm-tools' in-process simulator), and PostgreSQL's
+# server programs (the database the store tests start).
 set -euo pipefail
 
 missing=()
@@ -11,6 +12,7 @@ if ! dpkg-query -W -f='${Status}' libssl-dev 2>/dev/null | grep -q 'ok installed
   missing+=(libssl-dev)
 fi
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

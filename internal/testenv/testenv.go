@@ -24,6 +24,30 @@ func Missing(t testing.TB, what string) {
 	t.Skipf("skipping: %s", what)
 }
 
+// RequirePostgres returns the directory of PostgreSQL's server programs
+// (initdb, postgres), or skips the test, or fails it when
+// VIGIL_REQUIRE_POSTGRES=1, which CI sets.
+func RequirePostgres(t testing.TB) string {
+	t.Helper()
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	if p, err := exec.LookPath("initdb"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			dirs = append([]string{filepath.Dir(real)}, dirs...)
+		}
+	}
+	for _, d := range dirs {
+		if st, err := os.Stat(filepath.Join(d, "postgres")); err == nil && !st.IsDir() {
+			return d
+		}
+	}
+	const what = "PostgreSQL's initdb and postgres not found; install Debian package postgresql (make test does this as root)"
+	if os.Getenv("VIGIL_REQUIRE_POSTGRES") == "1" {
+		t.Fatalf("%s (VIGIL_REQUIRE_POSTGRES=1: tests may not skip)", what)
+	}
+	t.Skipf("skipping: %s", what)
+	return ""
+}
+
 // RequireSwtpm skips or fails the test when swtpm and swtpm_setup are not on
 // PATH.
 func RequireSwtpm(t testing.TB) {
