@@ -23,9 +23,13 @@ import (
 // repeats at the interval the verifier sets. It holds no TPM connection
 // between attestations.
 type Attester struct {
-	Open        Opener
-	DataDir     string
-	VerifierURL string
+	Open    Opener
+	DataDir string
+	// VerifierURLs are the verifier replicas this agent may attest to. It
+	// uses one until it cannot reach it (or it answers 503), then the
+	// next: replicas share one store, so a challenge from one is answered
+	// at any.
+	VerifierURLs []string
 	// HTTP must trust the deployment CA; keep-alive connections are reused.
 	HTTP *http.Client
 	// BootLogPath and IMALogPath are the logs to send; empty means the
@@ -41,6 +45,27 @@ type Attester struct {
 	ak      AKBlob
 	agentID string
 	ima     *imaLog
+	// cur is the index of the verifier in use.
+	cur int
+}
+
+// verifier is the URL of the verifier in use.
+func (a *Attester) verifier() string { return a.VerifierURLs[a.cur%len(a.VerifierURLs)] }
+
+// failover moves to the next verifier when err says this one cannot be
+// reached or cannot serve now; a refusal of the request itself is not the
+// verifier's fault, and another replica would refuse it too.
+func (a *Attester) failover(err error) {
+	if len(a.VerifierURLs) < 2 || err == nil {
+		return
+	}
+	var ref *RefusedError
+	if errors.As(err, &ref) && ref.Status != http.StatusServiceUnavailable {
+		return
+	}
+	from := a.verifier()
+	a.cur = (a.cur + 1) % len(a.VerifierURLs)
+	a.log().Warn("verifier unavailable; trying the next", "from", from, "to", a.verifier(), "err", err)
 }
 
 // CheckLogs checks that the boot log and IMA log can be read.
@@ -100,6 +125,9 @@ func (a *Attester) log() *slog.Logger {
 // Run attests until ctx ends. Errors (network, verifier refusals, TPM) are
 // logged and retried with capped, jittered exponential backoff.
 func (a *Attester) Run(ctx context.Context) error {
+	if len(a.VerifierURLs) == 0 {
+		return errors.New("no verifier URL")
+	}
 	if a.ima == nil {
 		if err := a.Prepare(); err != nil {
 			return err
@@ -116,6 +144,7 @@ func (a *Attester) Run(ctx context.Context) error {
 		if next == nil {
 			ch, err := a.challenge(ctx, started)
 			if err != nil {
+				a.failover(err)
 				backoff = a.wait(ctx, backoff, maxBackoff, err)
 				continue
 			}
@@ -124,6 +153,7 @@ func (a *Attester) Run(ctx context.Context) error {
 		v, err := a.attestOnce(ctx, *next)
 		next = nil
 		if err != nil {
+			a.failover(err)
 			backoff = a.wait(ctx, backoff, maxBackoff, err)
 			continue
 		}
@@ -193,7 +223,7 @@ func sleep(ctx context.Context, d time.Duration) {
 
 func (a *Attester) challenge(ctx context.Context, started bool) (wire.Challenge, error) {
 	var ch wire.Challenge
-	err := PostCBOR(ctx, a.HTTP, a.VerifierURL+wire.PathChallenge, wire.ChallengeRequest{AgentID: a.agentID, Started: started}, &ch)
+	err := PostCBOR(ctx, a.HTTP, a.verifier()+wire.PathChallenge, wire.ChallengeRequest{AgentID: a.agentID, Started: started}, &ch)
 	return ch, err
 }
 
@@ -281,7 +311,7 @@ func (a *Attester) attestOnce(ctx context.Context, ch wire.Challenge) (wire.Verd
 	if err != nil {
 		return wire.Verdict{}, err
 	}
-	return PostEvidence(ctx, a.HTTP, a.VerifierURL, ev)
+	return PostEvidence(ctx, a.HTTP, a.verifier(), ev)
 }
 
 // PostEvidence posts evidence to the verifier at baseURL: to the agent's

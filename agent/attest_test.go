@@ -45,3 +45,29 @@ func TestBackoffBelievesRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// An agent moves to the next verifier when one cannot be reached or cannot
+// serve, and stays when the verifier refused the request itself.
+func TestFailoverBetweenVerifiers(t *testing.T) {
+	a := &Attester{VerifierURLs: []string{"https://a", "https://b"}}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&RefusedError{Status: 403, Msg: "agent failed"}, "https://a"},
+		{&RefusedError{Status: 409, Msg: "ask again"}, "https://a"},
+		{errors.New("dial tcp: connection refused"), "https://b"},
+		{&RefusedError{Status: 503, Msg: "store unavailable"}, "https://a"},
+		{nil, "https://a"},
+	} {
+		a.failover(tc.err)
+		if got := a.verifier(); got != tc.want {
+			t.Fatalf("after %v: %s, want %s", tc.err, got, tc.want)
+		}
+	}
+	one := &Attester{VerifierURLs: []string{"https://only"}}
+	one.failover(errors.New("down"))
+	if one.verifier() != "https://only" {
+		t.Fatal("a single verifier was left")
+	}
+}

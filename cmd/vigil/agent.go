@@ -28,7 +28,7 @@ func agentCommand() *cli.Command {
 	enrollFlags, enrollBefore := serviceFlags(append(agentEnrollFlags(),
 		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"})...)
 	runFlags, runBefore := serviceFlags(append(agentEnrollFlags(),
-		&cli.StringFlag{Name: "verifier", Usage: "verifier `URL` (https://HOST:PORT)"},
+		&cli.StringSliceFlag{Name: "verifier", Usage: "verifier `URL` (https://HOST:PORT); repeat it for the replicas of one deployment, tried in turn when one cannot be reached"},
 		&cli.StringFlag{Name: "boot-log", Value: agent.DefaultBootLog, Usage: "UEFI event log `FILE`"},
 		&cli.StringFlag{Name: "ima-log", Value: agent.DefaultIMALog, Usage: "IMA measurement list `FILE` (binary or ASCII)"},
 	)...)
@@ -38,8 +38,8 @@ func agentCommand() *cli.Command {
 		Flags:  runFlags,
 		Before: runBefore,
 		Action: func(c *cli.Context) error {
-			if err := required(c, "verifier"); err != nil {
-				return err
+			if len(c.StringSlice("verifier")) == 0 {
+				return badInputf("missing required flag(s) --verifier")
 			}
 			enroller, closeTPM, err := enrollerFromFlags(c)
 			if err != nil {
@@ -47,13 +47,13 @@ func agentCommand() *cli.Command {
 			}
 			defer closeTPM()
 			att := &agent.Attester{
-				Open:        enroller.Open,
-				DataDir:     enroller.DataDir,
-				VerifierURL: c.String("verifier"),
-				HTTP:        enroller.HTTP,
-				BootLogPath: c.String("boot-log"),
-				IMALogPath:  c.String("ima-log"),
-				Log:         enroller.Log,
+				Open:         enroller.Open,
+				DataDir:      enroller.DataDir,
+				VerifierURLs: c.StringSlice("verifier"),
+				HTTP:         enroller.HTTP,
+				BootLogPath:  c.String("boot-log"),
+				IMALogPath:   c.String("ima-log"),
+				Log:          enroller.Log,
 			}
 			// The logs are checked before enrolling, so a misconfigured
 			// host fails at once with a clear error.
@@ -64,7 +64,7 @@ func agentCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			enroller.Log.Info("attesting", "agent_id", res.AgentID, "verifier", c.String("verifier"))
+			enroller.Log.Info("attesting", "agent_id", res.AgentID, "verifiers", c.StringSlice("verifier"))
 			if err := att.Prepare(); err != nil {
 				return err
 			}

@@ -86,8 +86,10 @@ func newAttackDeployment(t *testing.T) *attackDeployment {
 	d.tenant("policy", "add", "host-runtime", "--runtime", runPol)
 	d.tenant("agent", "add", "host-1", "--runtime-policy", "host-runtime",
 		"--identity", "spiffe://example.org/node/host-1", "--interval", "300ms")
+	// The agent knows two verifiers; the first is down, so every test here
+	// also has the agent fail over to the second.
 	d.agentArg = []string{"agent", "--data", filepath.Join(dir, "agent"), "--tpm", d.host.sw.Spec(),
-		"--registrar", d.regURL, "--verifier", d.verURL, "--ca", filepath.Join(d.tlsDir, tlsutil.CACert),
+		"--registrar", d.regURL, "--verifier", "https://" + freeAddr(t), "--verifier", d.verURL, "--ca", filepath.Join(d.tlsDir, tlsutil.CACert),
 		"--id", "host-1", "--boot-log", d.host.bootLog, "--ima-log", d.host.imaLog.Path, "--log-level", "warn"}
 	d.agent = startProcess(t, nil, d.agentArg...)
 

@@ -341,7 +341,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 			return fmt.Errorf("admit %s: %w", h.id, err)
 		}
 		h.http = agentClient(clientTLS)
-		h.att = &agent.Attester{Open: h.open, DataDir: filepath.Join(h.dir, "agent"), VerifierURL: dep.verifierURL,
+		h.att = &agent.Attester{Open: h.open, DataDir: filepath.Join(h.dir, "agent"), VerifierURLs: []string{dep.verifierURL},
 			HTTP: h.http, BootLogPath: bootPath, IMALogPath: h.ima.Path, Log: quiet}
 		if err := h.att.Prepare(); err != nil {
 			return err

@@ -236,14 +236,14 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	var wg sync.WaitGroup
 	for _, h := range hosts {
 		att := &agent.Attester{
-			Open:        h.open,
-			DataDir:     filepath.Join(h.dir, "agent"),
-			VerifierURL: verURL,
-			HTTP:        httpClient,
-			BootLogPath: h.boot,
-			IMALogPath:  h.ima.Path,
-			Log:         quiet,
-			MaxBackoff:  opts.Interval,
+			Open:         h.open,
+			DataDir:      filepath.Join(h.dir, "agent"),
+			VerifierURLs: []string{verURL},
+			HTTP:         httpClient,
+			BootLogPath:  h.boot,
+			IMALogPath:   h.ima.Path,
+			Log:          quiet,
+			MaxBackoff:   opts.Interval,
 		}
 		if err := att.Prepare(); err != nil {
 			return sum, err
