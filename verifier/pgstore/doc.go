@@ -49,8 +49,9 @@
 // # Failures
 //
 // Every error is returned, none panics; an error other than ErrNotFound
-// and ErrExists means nothing was stored. The pool reconnects by itself
-// after PostgreSQL restarts or fails over; an operation that met a
-// connection the server had closed, and that certainly did not commit, is
-// tried once more on a fresh one.
+// and ErrExists means nothing was stored. After PostgreSQL restarts or
+// fails over, the first operation to meet a connection the server closed
+// empties the pool (its other idle connections are as dead) and, as the
+// error says it cannot have committed, is tried once more on a fresh
+// connection; UpdateAgent is tried again only if fn has not run yet.
 package pgstore

@@ -40,6 +40,7 @@ func TestStore(t *testing.T) {
 	t.Run("OpenAgainMigratesNothing", func(t *testing.T) { openAgain(t, srv) })
 	t.Run("NewerRecordFormatIsRefused", func(t *testing.T) { newerFormat(t, srv) })
 	t.Run("StatementsPerCall", func(t *testing.T) { statementsPerCall(t, srv) })
+	t.Run("CheckpointOfManyIsOneTransaction", func(t *testing.T) { checkpointOfMany(t, srv) })
 	// These stop the server, so they come last.
 	t.Run("SurvivesRestart", func(t *testing.T) { survives(t, srv, func() { srv.Restart(t) }) })
 	t.Run("SurvivesCrash", func(t *testing.T) { survives(t, srv, func() { srv.Kill(); srv.Restart(t) }) })
@@ -239,5 +240,59 @@ func statementsPerCall(t *testing.T, srv *pgtest.Server) {
 		if got := n.Load(); got != c.want {
 			t.Errorf("%s sent %d statements, want %d", c.name, got, c.want)
 		}
+	}
+}
+
+// checkpointOfMany: a fleet larger than one statement carries is still one
+// transaction, and still drops the agents deleted meanwhile.
+func checkpointOfMany(t *testing.T, srv *pgtest.Server) {
+	ctx := t.Context()
+	s, n, err := pgstore.OpenCounting(ctx, srv.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	fleet := make([]verifier.Agent, 5003)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < len(fleet); i += 8 {
+				fleet[i] = agent(fmt.Sprintf("web-%d", i))
+				if err := s.CreateAgent(ctx, fleet[i]); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	gone := fleet[5001].ID
+	if err := s.DeleteAgent(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	for i := range fleet {
+		fleet[i].Attestations = uint64(i) + 7
+	}
+	n.Store(0)
+	if err := s.Checkpoint(ctx, fleet); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.Load(); got != 4 {
+		t.Errorf("Checkpoint of %d agents sent %d statements, want BEGIN, two UPDATEs, COMMIT", len(fleet), got)
+	}
+	for _, i := range []int{0, 4999, 5000, 5002} {
+		if got, err := s.GetAgent(ctx, fleet[i].ID); err != nil || got.Attestations != uint64(i)+7 {
+			t.Fatalf("%s after the checkpoint: %d attestations, %v", fleet[i].ID, got.Attestations, err)
+		}
+	}
+	if _, err := s.GetAgent(ctx, gone); !errors.Is(err, verifier.ErrNotFound) {
+		t.Fatalf("Checkpoint recreated %s: %v", gone, err)
+	}
+}
+
+func TestOpenUnreachableSaysWhere(t *testing.T) {
+	_, err := pgstore.Open(t.Context(), "postgres://vigil@127.0.0.1:1/fleet?sslmode=disable&connect_timeout=2")
+	if err == nil || !strings.Contains(err.Error(), "cannot be reached") || !strings.Contains(err.Error(), "fleet") {
+		t.Fatalf("Open of an unreachable database: %v", err)
 	}
 }
