@@ -174,7 +174,9 @@ func (s *Store) modifyOnce(ctx context.Context, id string, fn func(cur *registra
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	// With ctx done, pgx closes the connection instead, which ends the
+	// transaction as surely and cannot hang on a dead network.
+	defer tx.Rollback(ctx)
 	var old, cur *registrar.Record
 	var b []byte
 	switch err := tx.QueryRow(ctx, `SELECT record FROM registrar_records WHERE agent_id = $1 FOR UPDATE`, id).Scan(&b); {
