@@ -52,4 +52,12 @@
 // included. A connection found broken is retried once on fresh connections,
 // so the first call after a database restart succeeds; an error at COMMIT
 // is returned, since whether it committed is unknown.
+//
+// The price of an exact total bound is that registrations which ask for
+// the total (every new one) take turns on registrar_state across the
+// fleet, one commit at a time; activations bumping the generation do too.
+// Reads (Get, List, Expired, Generation, ActiveAKs) take no locks.
+//
+// Modify refuses a record that Get could not read back (registrar's
+// DecodeRecord checks), rather than store it.
 package pgstore
