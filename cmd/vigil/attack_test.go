@@ -39,12 +39,23 @@ type attackDeployment struct {
 	rcv        *webhookReceiver
 	agent      *process
 	agentArg   []string
+	// verifier is the verifier's process, started with verifierArgs.
+	verifier     *process
+	verifierArgs []string
 	// stranger is a client with the deployment CA and nothing else: no
 	// client certificate, no TPM of the host's.
 	stranger *http.Client
 }
 
 func newAttackDeployment(t *testing.T) *attackDeployment {
+	t.Helper()
+	return newDeployment(t, "")
+}
+
+// newDeployment is newAttackDeployment with both services on the
+// PostgreSQL database at storeURL, or on their embedded stores when it is
+// empty.
+func newDeployment(t *testing.T, storeURL string) *attackDeployment {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -70,13 +81,24 @@ func newAttackDeployment(t *testing.T) *attackDeployment {
 	if _, code := run(t, ctx, "ca", "init", d.tlsDir); code != 0 {
 		t.Fatal("ca init")
 	}
-	d.regURL = startRegistrarCmd(t, d.tlsDir, d.host.sw.CADir())
+	store := []string{"--data", filepath.Join(dir, "verifier")}
+	if storeURL == "" {
+		d.regURL = startRegistrarCmd(t, d.tlsDir, d.host.sw.CADir())
+	} else {
+		store = []string{"--store", storeURL}
+		regAddr := freeAddr(t)
+		d.regURL = "https://" + regAddr
+		startProcess(t, nil, "registrar", "--store", storeURL, "--tls-dir", d.tlsDir, "--listen", regAddr,
+			"--ek-roots", d.host.sw.CADir(), "--log-level", "warn")
+		waitHealthy(t, d.tlsDir, d.regURL)
+	}
 	addr, metricsAddr := freeAddr(t), freeAddr(t)
 	d.verURL, d.metricsURL = "https://"+addr, "http://"+metricsAddr+"/metrics"
-	startProcess(t, nil, "verifier", "--data", filepath.Join(dir, "verifier"), "--tls-dir", d.tlsDir, "--listen", addr,
+	d.verifierArgs = append(append([]string{"verifier"}, store...), "--tls-dir", d.tlsDir, "--listen", addr,
 		"--metrics-listen", metricsAddr,
 		"--registrar", d.regURL, "--interval", "300ms", "--min-interval", "100ms", "--log-level", "warn",
 		"--webhook", srv.URL, "--webhook-secret-file", secretFile, "--webhook-ca", caFile, "--webhook-max-backoff", "300ms")
+	d.verifier = startProcess(t, nil, d.verifierArgs...)
 	waitHealthy(t, d.tlsDir, d.verURL)
 
 	runPol := filepath.Join(dir, "runtime.json")

@@ -165,10 +165,32 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"tenant", "--tls-dir", tlsDir, "--registrar", "https://127.0.0.1:1", "registrar", "show"},
 		{"ca", "init"},
 		{"verifier", "--data", t.TempDir(), "--tls-dir", tlsDir, "--registrar", "https://127.0.0.1:1", "--listen", "127.0.0.1:0", "--auto-recover", "sometimes"},
+		{"verifier", "--data", t.TempDir(), "--store", "postgres://vigil@127.0.0.1:1/v", "--tls-dir", tlsDir, "--registrar", "https://127.0.0.1:1"},
+		{"registrar", "--tls-dir", tlsDir, "--ek-policy", "any"},
 		{"verifier", "--data", t.TempDir(), "--tls-dir", tlsDir, "--registrar", "https://127.0.0.1:1", "--listen", "127.0.0.1:0", "--metrics-listen", "not an address"},
 	} {
 		if _, code := run(t, ctx, args...); code != exitUsage {
 			t.Errorf("vigil %s: exit %d, want 2", strings.Join(args, " "), code)
+		}
+	}
+}
+
+// A database that cannot be reached stops a service at start with an error
+// that says which.
+func TestUnreachableStoreIsNamed(t *testing.T) {
+	ctx := context.Background()
+	tlsDir := filepath.Join(t.TempDir(), "tls")
+	run(t, ctx, "ca", "init", tlsDir)
+	for _, args := range [][]string{
+		{"registrar", "--store", "postgres://vigil@127.0.0.1:1/regdb?connect_timeout=2", "--tls-dir", tlsDir, "--ek-policy", "any", "--listen", "127.0.0.1:0"},
+		{"verifier", "--store", "postgres://vigil@127.0.0.1:1/verdb?connect_timeout=2", "--tls-dir", tlsDir, "--registrar", "https://127.0.0.1:1", "--listen", "127.0.0.1:0"},
+	} {
+		var out, errOut bytes.Buffer
+		app := newApp()
+		app.Writer, app.ErrWriter = &out, &errOut
+		err := app.RunContext(ctx, hoistFlags(app, append([]string{"vigil"}, args...)))
+		if err == nil || exitCode(err) == 0 || !strings.Contains(err.Error(), "cannot be reached") {
+			t.Errorf("vigil %s: %v (exit %d), want an error saying the database cannot be reached", args[0], err, exitCode(err))
 		}
 	}
 }

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
+
+	rpgstore "github.com/vigil-attest/vigil/registrar/pgstore"
 
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
@@ -11,6 +14,7 @@ import (
 func registrarCommand() *cli.Command {
 	flags, before := serviceFlags(
 		&cli.StringFlag{Name: "data", Usage: "data `DIR` (the embedded store lives here)"},
+		&cli.StringFlag{Name: "store", Usage: "`postgres://…` URL of a PostgreSQL database shared by registrar replicas, instead of the embedded store in --data"},
 		&cli.StringFlag{Name: "tls-dir", Usage: "`DIR` made by `vigil ca init`"},
 		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8890", Usage: "`ADDR` to serve on"},
 		&cli.StringFlag{Name: "ek-roots", Usage: "`DIR` of EK manufacturer root and intermediate certificates (PEM or DER)"},
@@ -27,8 +31,11 @@ func registrarCommand() *cli.Command {
 		Flags:  flags,
 		Before: before,
 		Action: func(c *cli.Context) error {
-			if err := required(c, "data", "tls-dir"); err != nil {
+			if err := required(c, "tls-dir"); err != nil {
 				return err
+			}
+			if (c.String("data") == "") == (c.String("store") == "") {
+				return badInputf("give --data DIR (the embedded store) or --store postgres://… (a shared database), not both")
 			}
 			if c.Duration("challenge-ttl") <= 0 || c.Int("max-pending-per-ek") <= 0 || c.Int("max-pending") <= 0 {
 				return badInputf("--challenge-ttl, --max-pending-per-ek and --max-pending must be positive")
@@ -48,13 +55,21 @@ func registrarCommand() *cli.Command {
 			log = log.With("service", "registrar")
 			cfg := registrar.DefaultConfig()
 			cfg.DataDir, cfg.EKPolicy, cfg.Log = c.String("data"), policy, log
+			if url := c.String("store"); url != "" {
+				st, err := rpgstore.Open(c.Context, url)
+				if err != nil {
+					return fmt.Errorf("--store: %w", err)
+				}
+				defer st.Close()
+				cfg.Store = st
+			}
 			cfg.ChallengeTTL, cfg.MaxPendingPerEK, cfg.MaxPending = c.Duration("challenge-ttl"), c.Int("max-pending-per-ek"), c.Int("max-pending")
 			reg, err := registrar.New(cfg)
 			if err != nil {
 				return err
 			}
 			defer reg.Close()
-			log.Info("starting", "ek_policy", policy.Mode, "data", c.String("data"))
+			log.Info("starting", "ek_policy", policy.Mode, "data", c.String("data"), "store", storeName(c.String("store")))
 			ctx, cancel := context.WithCancel(c.Context)
 			defer cancel()
 			go reg.Run(ctx)

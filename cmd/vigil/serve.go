@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"time"
 
 	"github.com/vigil-attest/vigil/internal/httpapi"
@@ -61,4 +62,16 @@ func serveMetrics(ctx context.Context, log *slog.Logger, addr string, h http.Han
 		srv.Close()
 	}()
 	return cancel, nil
+}
+
+// storeName is a --store URL fit for a log line: without its password.
+func storeName(url string) string {
+	if url == "" {
+		return ""
+	}
+	u, err := neturl.Parse(url)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }

@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"time"
+
+	vpgstore "github.com/vigil-attest/vigil/verifier/pgstore"
 
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-attest/vigil/internal/dsse"
@@ -19,6 +22,7 @@ func verifierCommand() *cli.Command {
 	def := verifier.DefaultConfig()
 	flags, before := serviceFlags(
 		&cli.StringFlag{Name: "data", Usage: "data `DIR` (the embedded store lives here)"},
+		&cli.StringFlag{Name: "store", Usage: "`postgres://…` URL of a PostgreSQL database, instead of the embedded store in --data"},
 		&cli.StringFlag{Name: "tls-dir", Usage: "`DIR` made by `vigil ca init` (server cert; admin cert to reach the registrar)"},
 		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8891", Usage: "`ADDR` to serve on"},
 		&cli.StringFlag{Name: "registrar", Usage: "registrar `URL`, where AKs are fetched"},
@@ -44,8 +48,11 @@ func verifierCommand() *cli.Command {
 		Flags:  flags,
 		Before: before,
 		Action: func(c *cli.Context) error {
-			if err := required(c, "data", "tls-dir", "registrar"); err != nil {
+			if err := required(c, "tls-dir", "registrar"); err != nil {
 				return err
+			}
+			if (c.String("data") == "") == (c.String("store") == "") {
+				return badInputf("give --data DIR (the embedded store) or --store postgres://… (a shared database), not both")
 			}
 			policyKeys, err := dsse.LoadPublicKeys(c.StringSlice("policy-key")...)
 			if err != nil {
@@ -77,6 +84,14 @@ func verifierCommand() *cli.Command {
 			}
 			cfg := verifier.DefaultConfig()
 			cfg.DataDir, cfg.Log = c.String("data"), log
+			if url := c.String("store"); url != "" {
+				st, err := vpgstore.Open(c.Context, url)
+				if err != nil {
+					return fmt.Errorf("--store: %w", err)
+				}
+				defer st.Close()
+				cfg.Store = st
+			}
 			cfg.RegistrarURL, cfg.RegistrarTLS, cfg.FeedEvery = c.String("registrar"), adminCfg, c.Duration("registrar-poll")
 			cfg.Interval, cfg.MinInterval, cfg.Liveness = c.Duration("interval"), c.Duration("min-interval"), c.Duration("liveness")
 			cfg.CheckpointEvery, cfg.AutoRecover, cfg.PolicyKeys = c.Duration("checkpoint"), recover, policyKeys
@@ -98,7 +113,7 @@ func verifierCommand() *cli.Command {
 			defer stopRun()
 			ran := make(chan error, 1)
 			go func() { ran <- ver.Run(runCtx) }()
-			log.Info("starting", "data", c.String("data"), "registrar", c.String("registrar"))
+			log.Info("starting", "data", c.String("data"), "store", storeName(c.String("store")), "registrar", c.String("registrar"))
 			err = serveTLS(c.Context, log, c.String("listen"), srvCfg, ver.Handler(), nil)
 			// Requests have stopped: the last checkpoint goes in before the
 			// store closes.
