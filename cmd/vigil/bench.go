@@ -46,6 +46,7 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "load-cpuprofile", Hidden: true, Usage: "write a pprof CPU profile of this process (the load generator) over the whole run to `FILE`"},
 			&cli.BoolFlag{Name: "in-process", Usage: "run the verifier in this process (CPU and RSS are then the whole process's)"},
 			&cli.StringFlag{Name: "dir", Usage: "keep stores, certificates and host state in `DIR` (default: a temporary directory, removed afterwards)"},
+			&cli.StringFlag{Name: "store", Usage: "run the verifier on the PostgreSQL database at `URL` (postgres://…; an empty database of its own) instead of its embedded store"},
 			&cli.StringFlag{Name: "verifier", Usage: "benchmark the verifier already running at `URL` instead of starting one"},
 			&cli.StringFlag{Name: "registrar", Usage: "with --verifier: the registrar at `URL` that verifier fetches AKs from; hosts enroll there"},
 			&cli.StringFlag{Name: "tls-dir", Usage: "with --verifier: `DIR` made by `vigil ca init` for that deployment (CA and admin certificate)"},
@@ -117,7 +118,15 @@ func benchOptions(c *cli.Context) (bench.Options, error) {
 	opts = bench.Options{
 		Agents: c.Int("agents"), Duration: c.Duration("duration"), Interval: c.Duration("interval"),
 		IMAEntries: c.Int("ima-entries"), AKAlg: akAlg, KeyCacheDir: c.String("key-cache"),
-		CPUProfile: c.String("cpuprofile"), Dir: c.String("dir"),
+		CPUProfile: c.String("cpuprofile"), Dir: c.String("dir"), Store: c.String("store"),
+	}
+	if u := opts.Store; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "postgres" && pu.Scheme != "postgresql") {
+			return opts, fmt.Errorf("--store %q: want postgres://USER@HOST:PORT/DATABASE", u)
+		}
+		if c.String("verifier") != "" {
+			return opts, errors.New("--store is where the bench's own verifier keeps its state: it cannot be used with --verifier")
+		}
 	}
 	if opts.KeyCacheDir == "" {
 		cache, err := os.UserCacheDir()
@@ -185,7 +194,7 @@ func benchVerdict(sum bench.Summary, asJSON bool) error {
 func printBenchSummary(w io.Writer, s bench.Summary) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "agents             %d (%d attesting at the end)\n", s.Agents, s.Attesting)
-	fmt.Fprintf(w, "verifier           %s (%s); registrar %s\n", s.VerifierURL, s.VerifierMode, s.RegistrarURL)
+	fmt.Fprintf(w, "verifier           %s (%s, store %s); registrar %s\n", s.VerifierURL, s.VerifierMode, s.VerifierStore, s.RegistrarURL)
 	fmt.Fprintf(w, "AK / EK            %s / %s\n", s.AKAlg, s.EKAlg)
 	fmt.Fprintf(w, "load               %d new IMA entries per attestation, every %s\n", s.IMAEntries, time.Duration(s.IntervalMS)*time.Millisecond)
 	fmt.Fprintf(w, "policies           %s\n", s.Policies)
@@ -260,13 +269,14 @@ func benchVerifierProcessCommand() *cli.Command {
 		Usage:  "(internal) the verifier under test, started by `vigil bench`",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "data", Required: true},
+			&cli.StringFlag{Name: "store"},
 			&cli.StringFlag{Name: "tls-dir", Required: true},
 			&cli.StringFlag{Name: "registrar", Required: true},
 			&cli.DurationFlag{Name: "interval", Value: 2 * time.Second},
 		},
 		Action: func(c *cli.Context) error {
 			return bench.ChildMain(c.Context, bench.VerifierConfig{
-				DataDir: c.String("data"), TLSDir: c.String("tls-dir"),
+				DataDir: c.String("data"), Store: c.String("store"), TLSDir: c.String("tls-dir"),
 				RegistrarURL: c.String("registrar"), Interval: c.Duration("interval"),
 			}, c.App.Writer)
 		},

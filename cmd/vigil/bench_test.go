@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/vigil-attest/vigil/cmd/vigil/internal/bench"
+	"github.com/vigil-attest/vigil/internal/pgtest"
 )
 
 // TestBenchShortRun runs a small bench with the verifier as a child
@@ -71,6 +72,7 @@ func TestBenchUsageErrorsExitTwo(t *testing.T) {
 		{"bench", "--agents", "many"},
 		{"bench", "--duration", "0s"},
 		{"bench", "--interval", "1ms"},
+		{"bench", "--store", "mysql://x"},
 		{"bench", "--ima-entries", "-1"},
 		{"bench", "--ak-alg", "dsa"},
 		{"bench", "--no-such-flag"},
@@ -211,5 +213,27 @@ func TestBenchExternalVerifier(t *testing.T) {
 	// --verifier-pid must be the process on the verifier's port.
 	if _, code := run(t, ctx, append(append([]string{}, external...), "--verifier-pid", strconv.Itoa(os.Getpid()))...); code != exitUsage {
 		t.Errorf("--verifier-pid of another process: exit %d, want 2", code)
+	}
+}
+
+// The bench's verifier runs on PostgreSQL with --store, as a child process
+// built as `vigil verifier --store` builds it.
+func TestBenchOnPostgreSQL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a fleet for a few seconds")
+	}
+	db := pgtest.Start(t)
+	out, code := run(t, context.Background(), "bench", "--agents", "3", "--duration", "2s", "--interval", "500ms",
+		"--ak-alg", "ecc", "--key-cache", t.TempDir(), "--vigil-binary", vigilBinary,
+		"--store", db.NewDatabase(t), "--json")
+	if code != exitOK {
+		t.Fatalf("exit %d, want 0; output:\n%s", code, out)
+	}
+	var sum bench.Summary
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatalf("summary is not JSON: %v\n%s", err, out)
+	}
+	if len(sum.Errors) != 0 || sum.Attesting != 3 || sum.Verdicts == 0 || sum.VerifierStore != "postgres" {
+		t.Fatalf("on PostgreSQL: store %q, %d attesting, %d verdicts, errors %v", sum.VerifierStore, sum.Attesting, sum.Verdicts, sum.Errors)
 	}
 }

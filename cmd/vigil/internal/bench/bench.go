@@ -70,6 +70,9 @@ type Options struct {
 	// the measurement window (child process, or an external verifier that
 	// serves /debug/pprof/).
 	CPUProfile string
+	// Store, when set, is the PostgreSQL URL the bench's verifier keeps its
+	// state in (an empty database), instead of its embedded store.
+	Store string
 	// Dir holds stores, TLS files and host state; empty means a temporary
 	// directory removed at the end.
 	Dir string
@@ -129,12 +132,15 @@ type Summary struct {
 	// VerifierMode is "child", "in-process" or "external"; VerifierURL
 	// and RegistrarURL are where the fleet attested and enrolled.
 	VerifierMode string `json:"verifier_mode"`
-	VerifierURL  string `json:"verifier_url"`
-	RegistrarURL string `json:"registrar_url"`
-	AKAlg        string `json:"ak_alg"`
-	EKAlg        string `json:"ek_alg"`
-	IMAEntries   int    `json:"ima_entries_per_attestation"`
-	IntervalMS   int64  `json:"interval_ms"`
+	// VerifierStore is where the bench's verifier keeps its state:
+	// "embedded" (bbolt) or "postgres"; empty for an external verifier.
+	VerifierStore string `json:"verifier_store,omitempty"`
+	VerifierURL   string `json:"verifier_url"`
+	RegistrarURL  string `json:"registrar_url"`
+	AKAlg         string `json:"ak_alg"`
+	EKAlg         string `json:"ek_alg"`
+	IMAEntries    int    `json:"ima_entries_per_attestation"`
+	IntervalMS    int64  `json:"interval_ms"`
 	// Policies says what each verdict is checked against.
 	Policies string `json:"policies"`
 	// WindowSeconds is the length of the measurement window.
@@ -220,6 +226,12 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	}
 	defer dep.close()
 	sum.VerifierMode, sum.VerifierURL, sum.RegistrarURL = dep.mode, dep.verifierURL, dep.registrarURL
+	if dep.mode != "external" {
+		sum.VerifierStore = "embedded"
+		if opts.Store != "" {
+			sum.VerifierStore = "postgres"
+		}
+	}
 	sum.CPUSource, sum.RSSSource, sum.ServerLatencySource, sum.Note = dep.meter.cpuSource, dep.meter.rssSource, dep.serverSource, dep.note
 	if opts.CPUProfile != "" && dep.profile == nil {
 		return sum, usageErrorf("the %s verifier cannot be profiled", dep.mode)

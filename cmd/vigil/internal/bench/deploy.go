@@ -91,7 +91,7 @@ func startLocal(ctx context.Context, opts Options, dir string, log *slog.Logger)
 	}
 	d := &deployment{tlsDir: lb.TLSDir, mfr: lb.Manufacturer, registrarURL: lb.RegistrarURL, idPrefix: "bench-", note: note,
 		serverSource: "the verifier's own clock, evidence received to verdict stored, every verdict in the window"}
-	vcfg := VerifierConfig{DataDir: filepath.Join(dir, "verifier"), TLSDir: lb.TLSDir, RegistrarURL: lb.RegistrarURL, Interval: opts.Interval, Log: log}
+	vcfg := VerifierConfig{DataDir: filepath.Join(dir, "verifier"), Store: opts.Store, TLSDir: lb.TLSDir, RegistrarURL: lb.RegistrarURL, Interval: opts.Interval, Log: log}
 	var ver *verifierHandle
 	if opts.VerifierExe != "" {
 		ver, err = startChildVerifier(ctx, opts.VerifierExe, vcfg)

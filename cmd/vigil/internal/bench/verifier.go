@@ -22,12 +22,16 @@ import (
 	"github.com/vigil-attest/vigil/internal/httpapi"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/verifier"
+	"github.com/vigil-attest/vigil/verifier/pgstore"
 )
 
 // VerifierConfig is what the bench's verifier is built from, in this process
 // or in a child.
 type VerifierConfig struct {
-	DataDir      string
+	DataDir string
+	// Store, when set, is a PostgreSQL URL the verifier keeps its state in
+	// instead of an embedded store in DataDir.
+	Store        string
 	TLSDir       string
 	RegistrarURL string
 	// Interval is the default attestation interval.
@@ -63,6 +67,14 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 	server := newServerTimes()
 	vcfg := verifier.DefaultConfig()
 	vcfg.DataDir, vcfg.Log = cfg.DataDir, log
+	if cfg.Store != "" {
+		st, err := pgstore.Open(ctx, cfg.Store)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		vcfg.Store = st
+	}
 	vcfg.RegistrarURL, vcfg.RegistrarTLS = cfg.RegistrarURL, adminCfg
 	// The bench sweeps intervals below what operators may admit.
 	vcfg.Interval, vcfg.MinInterval = cfg.Interval, min(time.Second, cfg.Interval)
@@ -187,7 +199,7 @@ func (s *serverTimes) take() Latency {
 // and waits for it to report its endpoints on standard output.
 func startChildVerifier(ctx context.Context, exe string, cfg VerifierConfig) (*verifierHandle, error) {
 	cmd := exec.Command(exe, "bench", "verifier-process",
-		"--data", cfg.DataDir, "--tls-dir", cfg.TLSDir, "--registrar", cfg.RegistrarURL,
+		"--data", cfg.DataDir, "--store", cfg.Store, "--tls-dir", cfg.TLSDir, "--registrar", cfg.RegistrarURL,
 		"--interval", cfg.Interval.String())
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
