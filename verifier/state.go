@@ -73,4 +73,8 @@ type Agent struct {
 	// LastNonce is the issue time (Unix ns) of the nonce the last accepted
 	// evidence answered: only newer nonces are accepted (single use).
 	LastNonce int64 `cbor:"last_nonce,omitempty" json:"-"`
+
+	// Fence is the lease this copy of the record is written under, when
+	// replicas share the store (see LeaseStore); it is not stored.
+	Fence Fence `cbor:"-" json:"-"`
 }

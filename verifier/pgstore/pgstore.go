@@ -113,6 +113,7 @@ func decode(what, key string, format int16, b []byte, v any) error {
 type agentRow struct {
 	id, state, runtime, boot string
 	record                   []byte
+	fence                    verifier.Fence
 }
 
 func encodeAgent(a verifier.Agent) (agentRow, error) {
@@ -120,7 +121,7 @@ func encodeAgent(a verifier.Agent) (agentRow, error) {
 	if err != nil {
 		return agentRow{}, fmt.Errorf("agent %q: %w", a.ID, err)
 	}
-	return agentRow{id: a.ID, state: string(a.State), runtime: a.RuntimePolicy, boot: a.BootPolicy, record: b}, nil
+	return agentRow{id: a.ID, state: string(a.State), runtime: a.RuntimePolicy, boot: a.BootPolicy, record: b, fence: a.Fence}, nil
 }
 
 // eventRows are events as written, as arrays for unnest: one statement
@@ -198,14 +199,14 @@ func (s *Store) CreateAgent(ctx context.Context, a verifier.Agent) error {
 // saveAgentSQL replaces an agent's record; an agent that is not stored
 // matches no row, so a verdict never recreates one deleted meanwhile.
 const saveAgentSQL = `UPDATE verifier_agents SET state = $2, runtime_policy = $3, boot_policy = $4, format = $5, record = $6
-	WHERE id = $1`
+	WHERE id = $1 AND ` + fencedSQL7
 
 // saveAgentEventsSQL is saveAgentSQL and the events' insert as one
 // statement, hence one round trip and one commit: the insert reads the
 // update's output, so it adds nothing when the agent is gone.
 const saveAgentEventsSQL = `WITH a AS (
 	UPDATE verifier_agents SET state = $2, runtime_policy = $3, boot_policy = $4, format = $5, record = $6
-	WHERE id = $1 RETURNING id
+	WHERE id = $1 AND ` + fencedSQL11 + ` RETURNING id
 ), e AS (
 	INSERT INTO verifier_outbox (id, agent_id, type, format, event)
 	SELECT u.id, u.agent_id, u.type, $5, u.event
@@ -220,13 +221,37 @@ func execSave(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
 }, r agentRow, ev eventRows) (bool, error) {
 	if len(ev.ids) == 0 {
-		tag, err := q.Exec(ctx, saveAgentSQL, r.id, r.state, r.runtime, r.boot, recordFormat, r.record)
+		tag, err := q.Exec(ctx, saveAgentSQL, r.id, r.state, r.runtime, r.boot, recordFormat, r.record, r.fence.Owner, r.fence.Epoch)
 		return tag.RowsAffected() == 1, err
 	}
 	var n int
 	err := q.QueryRow(ctx, saveAgentEventsSQL, r.id, r.state, r.runtime, r.boot, recordFormat, r.record,
-		ev.ids, ev.agents, ev.types, ev.records).Scan(&n)
+		ev.ids, ev.agents, ev.types, ev.records, r.fence.Owner, r.fence.Epoch).Scan(&n)
 	return n == 1, err
+}
+
+// fencedSQL7 and fencedSQL11 hold a write of agent $1 to the lease named
+// by the owner and epoch in the parameters they are numbered after: a
+// single verifier's writes name no owner and are never fenced.
+const (
+	fencedSQL7  = `($7 = '' OR EXISTS (SELECT 1 FROM verifier_leases l WHERE l.agent_id = $1 AND l.owner = $7 AND l.epoch = $8))`
+	fencedSQL11 = `($11 = '' OR EXISTS (SELECT 1 FROM verifier_leases l WHERE l.agent_id = $1 AND l.owner = $11 AND l.epoch = $12))`
+)
+
+// missing tells why a write of agent id matched no row: the agent is gone
+// (ErrNoRows), or it is there under another lease (verifier.ErrFenced).
+func (s *Store) missing(ctx context.Context, id string, fence verifier.Fence) error {
+	if fence.Owner == "" {
+		return pgx.ErrNoRows
+	}
+	var exists bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM verifier_agents WHERE id = $1)`, id).Scan(&exists); err != nil {
+		return err
+	}
+	if exists {
+		return verifier.ErrFenced
+	}
+	return pgx.ErrNoRows
 }
 
 func (s *Store) SaveAgent(ctx context.Context, a verifier.Agent, events ...revocation.Event) error {
@@ -244,7 +269,9 @@ func (s *Store) SaveAgent(ctx context.Context, a verifier.Agent, events ...revoc
 		return err
 	})
 	if err == nil && !found {
-		err = pgx.ErrNoRows
+		if err = s.missing(ctx, a.ID, a.Fence); errors.Is(err, verifier.ErrFenced) {
+			return fmt.Errorf("agent %q: %w", a.ID, err)
+		}
 	}
 	return mapErr(err, fmt.Sprintf("agent %q", a.ID))
 }
@@ -258,8 +285,10 @@ const checkpointChunk = 5000
 // agent is gone joins no row and is dropped.
 const checkpointSQL = `UPDATE verifier_agents AS a
 	SET state = u.state, runtime_policy = u.runtime_policy, boot_policy = u.boot_policy, format = $6, record = u.record
-	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[]) AS u(id, state, runtime_policy, boot_policy, record)
-	WHERE a.id = u.id`
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $7::text[], $8::bigint[])
+		AS u(id, state, runtime_policy, boot_policy, record, owner, epoch)
+	WHERE a.id = u.id AND (u.owner = '' OR EXISTS (
+		SELECT 1 FROM verifier_leases l WHERE l.agent_id = u.id AND l.owner = u.owner AND l.epoch = u.epoch))`
 
 func (s *Store) Checkpoint(ctx context.Context, agents []verifier.Agent) error {
 	if len(agents) == 0 {
@@ -271,8 +300,9 @@ func (s *Store) Checkpoint(ctx context.Context, agents []verifier.Agent) error {
 	for i, a := range agents {
 		last[a.ID] = i
 	}
-	var ids, states, runtimes, boots []string
+	var ids, states, runtimes, boots, owners []string
 	var records [][]byte
+	var epochs []int64
 	for i, a := range agents {
 		if last[a.ID] != i {
 			continue
@@ -283,13 +313,14 @@ func (s *Store) Checkpoint(ctx context.Context, agents []verifier.Agent) error {
 		}
 		ids, states, runtimes, boots = append(ids, r.id), append(states, r.state), append(runtimes, r.runtime), append(boots, r.boot)
 		records = append(records, r.record)
+		owners, epochs = append(owners, r.fence.Owner), append(epochs, r.fence.Epoch)
 	}
 	exec := func(ctx context.Context, q interface {
 		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
 	}) error {
 		for lo := 0; lo < len(ids); lo += checkpointChunk {
 			hi := min(lo+checkpointChunk, len(ids))
-			if _, err := q.Exec(ctx, checkpointSQL, ids[lo:hi], states[lo:hi], runtimes[lo:hi], boots[lo:hi], records[lo:hi], recordFormat); err != nil {
+			if _, err := q.Exec(ctx, checkpointSQL, ids[lo:hi], states[lo:hi], runtimes[lo:hi], boots[lo:hi], records[lo:hi], recordFormat, owners[lo:hi], epochs[lo:hi]); err != nil {
 				return err
 			}
 		}
