@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -223,7 +224,8 @@ func sleep(ctx context.Context, d time.Duration) {
 
 func (a *Attester) challenge(ctx context.Context, started bool) (wire.Challenge, error) {
 	var ch wire.Challenge
-	err := PostCBOR(ctx, a.HTTP, a.verifier()+wire.PathChallenge, wire.ChallengeRequest{AgentID: a.agentID, Started: started}, &ch)
+	served, err := post(ctx, a.HTTP, a.verifier()+wire.PathChallenge, nil, wire.ChallengeRequest{AgentID: a.agentID, Started: started}, &ch)
+	a.follow(served)
 	return ch, err
 }
 
@@ -311,7 +313,31 @@ func (a *Attester) attestOnce(ctx context.Context, ch wire.Challenge) (wire.Verd
 	if err != nil {
 		return wire.Verdict{}, err
 	}
-	return PostEvidence(ctx, a.HTTP, a.verifier(), ev)
+	var v wire.Verdict
+	served, err := post(ctx, a.HTTP, a.verifier()+wire.EvidencePath(ev.AgentID), evidenceHeader(ev), ev, &v)
+	a.follow(served)
+	return v, err
+}
+
+// follow makes the verifier that served a redirected request the one in
+// use: replicas redirect an agent to the replica that holds it, and going
+// there directly saves a round trip per attestation.
+func (a *Attester) follow(served string) {
+	if served == "" || served == a.verifier() {
+		return
+	}
+	for i, u := range a.VerifierURLs {
+		if strings.TrimRight(u, "/") == served {
+			a.cur = i
+			return
+		}
+	}
+	a.VerifierURLs = append(a.VerifierURLs, served)
+	a.cur = len(a.VerifierURLs) - 1
+}
+
+func evidenceHeader(ev wire.Evidence) http.Header {
+	return http.Header{wire.NonceHeader: []string{hex.EncodeToString(ev.Nonce)}}
 }
 
 // PostEvidence posts evidence to the verifier at baseURL: to the agent's
@@ -319,8 +345,7 @@ func (a *Attester) attestOnce(ctx context.Context, ch wire.Challenge) (wire.Verd
 // body it did not ask for before reading it.
 func PostEvidence(ctx context.Context, client *http.Client, baseURL string, ev wire.Evidence) (wire.Verdict, error) {
 	var v wire.Verdict
-	hdr := http.Header{wire.NonceHeader: []string{hex.EncodeToString(ev.Nonce)}}
-	err := post(ctx, client, baseURL+wire.EvidencePath(ev.AgentID), hdr, ev, &v)
+	_, err := post(ctx, client, baseURL+wire.EvidencePath(ev.AgentID), evidenceHeader(ev), ev, &v)
 	return v, err
 }
 
@@ -328,17 +353,20 @@ func PostEvidence(ctx context.Context, client *http.Client, baseURL string, ev w
 // CBOR answer, and a non-200 answer as a *RefusedError with the server's
 // reason.
 func PostCBOR(ctx context.Context, client *http.Client, url string, req, rsp any) error {
-	return post(ctx, client, url, nil, req, rsp)
+	_, err := post(ctx, client, url, nil, req, rsp)
+	return err
 }
 
-func post(ctx context.Context, client *http.Client, url string, hdr http.Header, req, rsp any) error {
+// post sends req and decodes the answer into rsp. served is the scheme and
+// host that answered, which is not the one asked when it redirected.
+func post(ctx context.Context, client *http.Client, url string, hdr http.Header, req, rsp any) (served string, err error) {
 	body, err := wire.Marshal(req)
 	if err != nil {
-		return err
+		return "", err
 	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return "", err
 	}
 	for k, v := range hdr {
 		hreq.Header[k] = v
@@ -346,9 +374,12 @@ func post(ctx context.Context, client *http.Client, url string, hdr http.Header,
 	hreq.Header.Set("Content-Type", wire.ContentType)
 	hrsp, err := client.Do(hreq)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer hrsp.Body.Close()
+	if u := hrsp.Request.URL; u != nil {
+		served = u.Scheme + "://" + u.Host
+	}
 	if hrsp.StatusCode != http.StatusOK {
 		ref := &RefusedError{Status: hrsp.StatusCode, Msg: hrsp.Status}
 		if secs, err := strconv.Atoi(hrsp.Header.Get("Retry-After")); err == nil && secs > 0 {
@@ -358,7 +389,7 @@ func post(ctx context.Context, client *http.Client, url string, hdr http.Header,
 		if err := wire.Read(hrsp.Body, wire.MaxMessage, &werr); err == nil && werr.Error != "" {
 			ref.Msg = werr.Error
 		}
-		return ref
+		return served, ref
 	}
-	return wire.Read(hrsp.Body, wire.MaxMessage, rsp)
+	return served, wire.Read(hrsp.Body, wire.MaxMessage, rsp)
 }

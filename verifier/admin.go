@@ -145,6 +145,11 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 		}
 		return Agent{}, err
 	}
+	if s.Leases != nil {
+		// The replica rendezvous hashing names takes it at its next round.
+		s.log().Info("agent admitted", "agent_id", a.ID, "runtime_policy", a.RuntimePolicy, "boot_policy", a.BootPolicy)
+		return a, nil
+	}
 	// A fresh slot: a request that still holds the slot of an agent once
 	// deleted under this ID finds that one marked removed.
 	s.set(sl, a)
@@ -160,6 +165,12 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 // complete (boot log, IMA from entry 0): nothing from before the failure is
 // trusted.
 func (s *Service) Readmit(ctx context.Context, id string) (Agent, error) {
+	if s.Leases != nil {
+		if _, held := s.slots.Load(id); !held {
+			// The replica holding the agent has its newest record.
+			return Agent{}, s.notHeld(ctx, id)
+		}
+	}
 	sl := s.slot(id)
 	sl.mu.Lock()
 	defer sl.mu.Unlock()

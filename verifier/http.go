@@ -77,6 +77,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 			return
 		}
 		ch, err := s.Challenge(r.Context(), req)
+		httpapi.Redirect(w, r, err)
 		answer.CBOR(w, ch, err)
 	})
 	mux.HandleFunc("POST "+wire.PathEvidence+"/{id}", func(w http.ResponseWriter, r *http.Request) {
@@ -88,6 +89,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 		}
 		limit, err := s.EvidenceLimit(r.Context(), id, nonce)
 		if err != nil {
+			httpapi.Redirect(w, r, err)
 			answer.CBOR(w, nil, err)
 			return
 		}
@@ -123,6 +125,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 			opts.OnEvidenceBytes(int(r.ContentLength))
 		}
 		v, err := s.Evidence(r.Context(), ev)
+		httpapi.Redirect(w, r, err)
 		answer.CBOR(w, v, err)
 	})
 
@@ -148,6 +151,7 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	}))
 	mux.HandleFunc("POST "+PathAgents+"/{id}/readmit", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		a, err := s.Readmit(r.Context(), r.PathValue("id"))
+		httpapi.Redirect(w, r, err)
 		answer.JSON(w, http.StatusOK, view(a), err)
 	}))
 

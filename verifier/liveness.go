@@ -43,7 +43,7 @@ func (s *Service) failSilent(ctx context.Context, id string, now time.Time) bool
 	}
 	a := *sl.agent
 	// Re-check under the agent's lock: evidence may have arrived.
-	last := s.lastHeard(a)
+	last := s.heardIn(sl, a)
 	deadline := addSaturating(last, s.livenessWindow(a))
 	if (a.State != StatePending && a.State != StateAttesting) || now.Before(deadline) {
 		return false
@@ -65,6 +65,16 @@ func addSaturating(t time.Time, d time.Duration) time.Time {
 		return u
 	}
 	return time.Unix(0, math.MaxInt64)
+}
+
+// heardIn is lastHeard for the agent in slot sl: no earlier than when this
+// replica took the agent over.
+func (s *Service) heardIn(sl *slot, a Agent) time.Time {
+	last := s.lastHeard(a)
+	if last.Before(sl.heardFloor) {
+		last = sl.heardFloor
+	}
+	return last
 }
 
 // lastHeard is when the liveness window of agent a started: its last good

@@ -16,6 +16,7 @@ type Metrics struct {
 	latency  prometheus.Histogram
 	evidence prometheus.Histogram
 	refused  *prometheus.CounterVec
+	leases   *prometheus.CounterVec
 
 	checkpoints       *prometheus.CounterVec
 	checkpointRecords prometheus.Counter
@@ -68,7 +69,11 @@ func NewMetrics(agents StateCounter) *Metrics {
 	// The process collector gives the verifier's own CPU seconds and
 	// resident memory, which is what sizing a deployment (and vigil bench
 	// against an external verifier) needs.
-	m.Registry.MustRegister(m.verdicts, m.latency, m.evidence, m.refused, agentsByState{agents},
+	m.leases = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_verifier_lease_moves_total",
+		Help: "Agents this replica took over (gained) or let go (lost) between verifier replicas sharing a store.",
+	}, []string{"direction"})
+	m.Registry.MustRegister(m.verdicts, m.latency, m.evidence, m.refused, m.leases, agentsByState{agents},
 		m.checkpoints, m.checkpointRecords, m.checkpointTime,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	return m
@@ -84,6 +89,12 @@ func (m *Metrics) ObserveVerdict(a Agent, f *Failure, took time.Duration) {
 	if took > 0 {
 		m.latency.Observe(took.Seconds())
 	}
+}
+
+// ObserveLeaseMoves is a Service.OnLeaseMoves hook.
+func (m *Metrics) ObserveLeaseMoves(gained, lost int) {
+	m.leases.WithLabelValues("gained").Add(float64(gained))
+	m.leases.WithLabelValues("lost").Add(float64(lost))
 }
 
 // ObserveRefused is a Service.OnRefused hook.

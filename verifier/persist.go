@@ -14,6 +14,11 @@ func (s *Service) saveSync(ctx context.Context, sl *slot, a Agent, events []revo
 	s.persistMu.RLock()
 	defer s.persistMu.RUnlock()
 	if err := s.Store.SaveAgent(ctx, a, events...); err != nil {
+		if errors.Is(err, ErrFenced) {
+			// Another replica holds the agent now: its state is theirs.
+			s.dropLocked(a.ID, sl)
+			return err
+		}
 		s.storeFailed(err)
 		return err
 	}

@@ -20,6 +20,8 @@ type policyCache struct {
 	mu      sync.RWMutex
 	runtime map[string]*ima.Policy
 	boot    map[string]*bootpolicy.Policy
+	// version is the stored version each cached name was compiled from.
+	version map[string]int
 }
 
 // forget drops a policy (a new version was stored, or it was deleted).
@@ -28,6 +30,19 @@ func (c *policyCache) forget(name string) {
 	defer c.mu.Unlock()
 	delete(c.runtime, name)
 	delete(c.boot, name)
+	delete(c.version, name)
+}
+
+// forgetUnless drops policy name if what is cached was compiled from
+// another version than version: a replica sharing the store stored a new
+// one.
+func (c *policyCache) forgetUnless(name string, version int) {
+	c.mu.RLock()
+	v, ok := c.version[name]
+	c.mu.RUnlock()
+	if ok && v != version {
+		c.forget(name)
+	}
 }
 
 // resolve compiles the policies agent a is admitted with. A policy that
@@ -76,6 +91,10 @@ func cached[P any](ctx context.Context, c *policyCache, m *map[string]*P, st Sto
 	if *m == nil {
 		*m = make(map[string]*P)
 	}
+	if c.version == nil {
+		c.version = make(map[string]int)
+	}
 	(*m)[name] = p
+	c.version[name] = stored.Version
 	return p, nil
 }

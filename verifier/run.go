@@ -16,6 +16,12 @@ func (s *Service) Load(ctx context.Context) error {
 	if s.warmed {
 		return nil
 	}
+	if s.Leases != nil {
+		// A replica holds only the agents it takes leases on (TendLeases).
+		s.warmed = true
+		s.loaded.Store(true)
+		return nil
+	}
 	agents, err := s.Store.ListAgents(ctx)
 	if err != nil {
 		return err
@@ -69,6 +75,15 @@ func (s *Service) Run(ctx context.Context) error {
 		defer t.Stop()
 		feed = t.C
 	}
+	var tend <-chan time.Time
+	if s.Leases != nil {
+		if err := s.TendLeases(ctx); err != nil && ctx.Err() == nil {
+			s.log().Warn("lease round", "err", err)
+		}
+		t := time.NewTicker(s.LeaseTTL / 3)
+		defer t.Stop()
+		tend = t.C
+	}
 	var flush <-chan time.Time
 	if s.CheckpointEvery > 0 {
 		t := time.NewTicker(s.CheckpointEvery)
@@ -82,6 +97,11 @@ func (s *Service) Run(ctx context.Context) error {
 			defer cancel()
 			if _, err := s.Checkpoint(final); err != nil {
 				return fmt.Errorf("last checkpoint: %w", err)
+			}
+			if s.Leases != nil {
+				// Stopping gracefully: the others take these agents at
+				// their next round instead of after the leases expire.
+				s.releaseAll(final)
 			}
 			return nil
 		case <-live.C:
@@ -97,6 +117,10 @@ func (s *Service) Run(ctx context.Context) error {
 				s.log().Warn("cannot poll the registrar for changes; retrying", "err", err)
 			}
 			feedVersion = v
+		case <-tend:
+			if err := s.TendLeases(ctx); err != nil && ctx.Err() == nil {
+				s.log().Warn("lease round", "err", err)
+			}
 		case <-flush:
 			if _, err := s.Checkpoint(ctx); err != nil && ctx.Err() == nil {
 				s.log().Error("checkpoint", "err", err)

@@ -62,6 +62,7 @@ const (
 	RefusedConflict    = apierr.Conflict
 	RefusedUnavailable = apierr.Unavailable
 	RefusedTooLarge    = apierr.TooLarge
+	RefusedMoved       = apierr.Moved
 )
 
 func refuse(kind RefusalKind, format string, args ...any) *Refusal {
@@ -92,6 +93,8 @@ const (
 	refusedAgentMismatch = "agent_mismatch"
 	refusedIncomplete    = "incomplete_evidence"
 	refusedBadQuote      = "bad_quote"
+	refusedMoved         = "other_replica"
+	refusedUnassigned    = "unassigned"
 )
 
 // AutoRecover says which failures heal by themselves.
@@ -167,6 +170,19 @@ type Service struct {
 	// OnRefused, if set, is told of every refused agent request (metrics).
 	OnRefused func(reason string)
 
+	// Leases, when set, makes this verifier one replica of several on a
+	// shared store: it serves only the agents it holds a lease on (see
+	// lease.go and replica.go), as ReplicaID, reachable at ReplicaURL.
+	Leases     LeaseStore
+	ReplicaID  string
+	ReplicaURL string
+	// LeaseTTL is how long a lease lasts unrenewed: a replica that dies
+	// loses its agents to the others after about that long.
+	LeaseTTL time.Duration
+	// OnLeaseMoves, if set, is told how many leases this replica gained
+	// and lost in one round (metrics).
+	OnLeaseMoves func(gained, lost int)
+
 	slots sync.Map // agent ID → *slot
 
 	// engine decides; policies feeds it the compiled policies.
@@ -210,6 +226,9 @@ type Service struct {
 	policyMu sync.RWMutex
 	// loaded is set once every stored agent has a slot (Load).
 	loaded atomic.Bool
+	// owners maps the agents other replicas own to those replicas' URLs,
+	// as of the last lease round, for redirects.
+	owners atomic.Pointer[map[string]string]
 }
 
 // started is when this verifier process began watching liveness. Silence
@@ -255,6 +274,13 @@ type slot struct {
 	// go to the store together once it can be written.
 	unsaved []revocation.Event
 	parked  bool
+	// fence is the lease this replica holds the agent under; every record
+	// set in the slot carries it to the store.
+	fence Fence
+	// heardFloor is when this replica took the agent over: silence is
+	// counted from then at the earliest, so that no host fails for the
+	// silence a failover caused.
+	heardFloor time.Time
 }
 
 // selectionOf makes the slot's PCR selection for agent a once; the
@@ -268,9 +294,10 @@ func (sl *slot) selectionOf(a Agent) {
 
 // set makes a the slot's record; the caller holds sl.mu.
 func (s *Service) set(sl *slot, a Agent) {
+	a.Fence = sl.fence
 	sl.agent = &a
 	if a.State == StatePending || a.State == StateAttesting {
-		sl.deadline.Store(addSaturating(s.lastHeard(a), s.livenessWindow(a)).UnixNano())
+		sl.deadline.Store(addSaturating(s.heardIn(sl, a), s.livenessWindow(a)).UnixNano())
 	} else {
 		sl.deadline.Store(0)
 	}
@@ -284,6 +311,9 @@ func (s *Service) lockAgent(ctx context.Context, id string) (*slot, Agent, error
 	if v, ok := s.slots.Load(id); ok {
 		sl = v.(*slot)
 	} else {
+		if s.Leases != nil {
+			return nil, Agent{}, s.notHeld(ctx, id)
+		}
 		if s.loaded.Load() {
 			// Every admitted agent has a slot once loaded: an unknown ID
 			// costs no store read.
@@ -633,6 +663,11 @@ func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, 
 // is the one recorded, not a later liveness timeout.
 func (s *Service) commitFailure(ctx context.Context, sl *slot, next Agent, events []revocation.Event) {
 	err := s.saveSync(ctx, sl, next, events)
+	if errors.Is(err, ErrFenced) {
+		// The new owner decides this agent from its own evidence.
+		s.log().Warn("a failure was not stored: another replica holds the agent now", "agent_id", next.ID, "reason", next.Reason)
+		return
+	}
 	s.set(sl, next)
 	if err != nil {
 		s.log().Error("cannot store a failure; it is kept and stored once the store can be written", "agent_id", next.ID, "reason", next.Reason, "err", err)

@@ -2,7 +2,9 @@ package verifier
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -71,6 +73,16 @@ type Config struct {
 	// delivery attempts; OutboxRetention is how long a delivered event is
 	// kept.
 	WebhookMinBackoff, WebhookMaxBackoff, OutboxRetention time.Duration
+
+	// ReplicaURL, when set, makes this verifier one replica of several
+	// sharing Store, which must keep leases (LeaseStore): the URL agents
+	// and the other replicas reach it at. ReplicaID names it (default: a
+	// random ID per process); LeaseTTL is how long its leases last
+	// unrenewed (default: Interval), so a replica that dies loses its
+	// agents to the others within about that long.
+	ReplicaURL string
+	ReplicaID  string
+	LeaseTTL   time.Duration
 
 	// PProf serves Go's profiler under /debug/pprof/ to admin clients.
 	PProf bool
@@ -159,7 +171,25 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		MinInterval:       cfg.MinInterval,
 		MaxInterval:       cfg.MaxInterval,
 	}
+	if cfg.ReplicaURL != "" {
+		leases, ok := st.(LeaseStore)
+		if !ok {
+			v.Close()
+			return nil, errors.New("verifier: replicas need a shared store that keeps leases (--store postgres://…)")
+		}
+		v.svc.Leases, v.svc.ReplicaURL, v.svc.ReplicaID = leases, cfg.ReplicaURL, cfg.ReplicaID
+		if v.svc.ReplicaID == "" {
+			var b [8]byte
+			rand.Read(b[:])
+			v.svc.ReplicaID = "replica-" + hex.EncodeToString(b[:])
+		}
+		v.svc.LeaseTTL = cfg.LeaseTTL
+		if v.svc.LeaseTTL <= 0 {
+			v.svc.LeaseTTL = cfg.Interval
+		}
+	}
 	v.metrics = NewMetrics(v.svc)
+	v.svc.OnLeaseMoves = v.metrics.ObserveLeaseMoves
 	v.svc.OnCheckpoint, v.svc.OnRefused = v.metrics.ObserveCheckpoint, v.metrics.ObserveRefused
 	v.svc.OnVerdict = v.metrics.ObserveVerdict
 	if also := cfg.OnVerdict; also != nil {

@@ -23,6 +23,9 @@ func verifierCommand() *cli.Command {
 	flags, before := serviceFlags(
 		&cli.StringFlag{Name: "data", Usage: "data `DIR` (the embedded store lives here)"},
 		&cli.StringFlag{Name: "store", Usage: "`postgres://…` URL of a PostgreSQL database, instead of the embedded store in --data"},
+		&cli.StringFlag{Name: "advertise", Usage: "with --store: run as one replica of several sharing the hosts, reachable by agents and the other replicas at `URL` (https://HOST:PORT); hosts are spread over the live replicas and taken over when one dies"},
+		&cli.StringFlag{Name: "replica-id", Usage: "with --advertise: this replica's name (default: a random one per start)"},
+		&cli.DurationFlag{Name: "lease-ttl", Usage: "with --advertise: how long a replica's hold on a host lasts unrenewed, so how soon the others take over a dead one's hosts (default: --interval)"},
 		&cli.StringFlag{Name: "tls-dir", Usage: "`DIR` made by `vigil ca init` (server cert; admin cert to reach the registrar)"},
 		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8891", Usage: "`ADDR` to serve on"},
 		&cli.StringFlag{Name: "registrar", Usage: "registrar `URL`, where AKs are fetched"},
@@ -97,6 +100,15 @@ func verifierCommand() *cli.Command {
 			cfg.CheckpointEvery, cfg.AutoRecover, cfg.PolicyKeys = c.Duration("checkpoint"), recover, policyKeys
 			cfg.Sinks, cfg.WebhookMaxBackoff, cfg.OutboxRetention = sinks, c.Duration("webhook-max-backoff"), c.Duration("outbox-retention")
 			cfg.PProf = c.Bool("pprof")
+			if u := c.String("advertise"); u != "" {
+				if c.String("store") == "" {
+					return badInputf("--advertise runs a replica over a shared store: give --store postgres://… too")
+				}
+				if pu, err := url.Parse(u); err != nil || pu.Scheme != "https" || pu.Host == "" {
+					return badInputf("--advertise %q: want https://HOST:PORT", u)
+				}
+				cfg.ReplicaURL, cfg.ReplicaID, cfg.LeaseTTL = u, c.String("replica-id"), c.Duration("lease-ttl")
+			}
 			ver, err := verifier.New(c.Context, cfg)
 			if err != nil {
 				return err

@@ -35,6 +35,8 @@ const (
 	Unavailable
 	// Internal: the server failed (500); its detail stays in its log.
 	Internal
+	// Moved: another server serves this; ask it (307, Location).
+	Moved
 )
 
 var statuses = [...]int{
@@ -46,6 +48,7 @@ var statuses = [...]int{
 	TooMany:     http.StatusTooManyRequests,
 	Unavailable: http.StatusServiceUnavailable,
 	Internal:    http.StatusInternalServerError,
+	Moved:       http.StatusTemporaryRedirect,
 }
 
 // Status is the HTTP status of kind k.
@@ -70,6 +73,15 @@ func KindOf(status int) Kind {
 // that blame the server.
 func (k Kind) ClientError() bool { return k.Status()/100 == 4 }
 
+// LocationOf is where err (a Moved refusal) sends the client, or "".
+func LocationOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) && e.Kind == Moved {
+		return e.Location
+	}
+	return ""
+}
+
 // Error is a refusal fit to send back to whoever asked.
 type Error struct {
 	Kind Kind
@@ -80,6 +92,8 @@ type Error struct {
 	Msg   string
 	// RetryAfter, when set, is how long to wait before asking again.
 	RetryAfter time.Duration
+	// Location, with Moved, is the base URL of the server to ask instead.
+	Location string
 }
 
 func (e *Error) Error() string {

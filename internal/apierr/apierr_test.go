@@ -7,7 +7,7 @@ import (
 )
 
 func TestKindsMapToStatusesAndBack(t *testing.T) {
-	for k := Invalid; k <= Internal; k++ {
+	for k := Invalid; k <= Moved; k++ {
 		if got := KindOf(k.Status()); got != k {
 			t.Errorf("kind %d: status %d maps back to %d", k, k.Status(), got)
 		}

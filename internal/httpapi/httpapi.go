@@ -12,8 +12,10 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/vigil-attest/vigil/internal/apierr"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/internal/wire"
 )
@@ -122,6 +124,15 @@ func (a Answers) JSON(w http.ResponseWriter, code int, v any, err error) {
 		return
 	}
 	WriteJSON(w, code, v)
+}
+
+// Redirect sets Location for a Moved refusal: the same request, at the
+// server that serves it. Clients follow a 307 with the same method and
+// body. Call it before answering.
+func Redirect(w http.ResponseWriter, r *http.Request, err error) {
+	if loc := apierr.LocationOf(err); loc != "" {
+		w.Header().Set("Location", strings.TrimRight(loc, "/")+r.URL.RequestURI())
+	}
 }
 
 // JSONError answers an operator with an error.

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/vigil-attest/vigil/internal/pgtest"
+	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/tpmsim/simhost"
+	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
+	"github.com/vigil-attest/vigil/verifier/revocation"
+)
+
+// TestReplicasTakeOverADeadOne runs PostgreSQL, two registrars and three
+// verifier replicas through the CLI, with two hosts on swtpm whose agents
+// know all three verifiers. The replica that holds one host is killed
+// (SIGKILL): the host is attesting again under another replica, and no
+// host fails for the silence; a tamper on it afterwards is revoked exactly
+// once.
+func TestReplicasTakeOverADeadOne(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := pgtest.Start(t)
+	storeURL := db.NewDatabase(t)
+	caDir := filepath.Join(dir, "swtpm-ca")
+	os.MkdirAll(caDir, 0o700)
+
+	tlsDir := filepath.Join(dir, "tls")
+	if _, code := run(t, ctx, "ca", "init", tlsDir); code != 0 {
+		t.Fatal("ca init")
+	}
+	hosts := make([]*e2eHost, 2)
+	for i := range hosts {
+		h := &e2eHost{
+			sw:       tpmsimtest.NewTestSwtpm(t, caDir),
+			bootLog:  filepath.Join(dir, fmt.Sprintf("boot-%d", i)),
+			imaLog:   simhost.IMALog{Path: filepath.Join(dir, fmt.Sprintf("ima-%d", i))},
+			measured: filepath.Join(dir, fmt.Sprintf("bin-%d", i)),
+		}
+		os.MkdirAll(h.measured, 0o700)
+		h.boot(t)
+		hosts[i] = h
+	}
+
+	var regURLs []string
+	for range 2 {
+		addr := freeAddr(t)
+		startProcess(t, nil, "registrar", "--store", storeURL, "--tls-dir", tlsDir, "--listen", addr,
+			"--ek-roots", caDir, "--log-level", "warn")
+		regURLs = append(regURLs, "https://"+addr)
+		waitHealthy(t, tlsDir, "https://"+addr)
+	}
+
+	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	key, _ := revocation.ParseSecret(secret)
+	rcv := &webhookReceiver{key: key}
+	srv := httptest.NewTLSServer(rcv)
+	defer srv.Close()
+	secretFile, caFile := filepath.Join(dir, "secret"), filepath.Join(dir, "receiver-ca.pem")
+	os.WriteFile(secretFile, []byte(secret+"\n"), 0o600)
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
+
+	const interval = time.Second
+	verifiers := map[string]*process{}
+	var verURLs []string
+	for i := range 3 {
+		addr := freeAddr(t)
+		url := "https://" + addr
+		id := fmt.Sprintf("v%d", i+1)
+		verifiers[id] = startProcess(t, nil, "verifier", "--store", storeURL, "--advertise", url, "--replica-id", id,
+			"--tls-dir", tlsDir, "--listen", addr, "--registrar", regURLs[0], "--interval", interval.String(),
+			"--log-level", "warn", "--webhook", srv.URL, "--webhook-secret-file", secretFile, "--webhook-ca", caFile,
+			"--webhook-max-backoff", "300ms")
+		verURLs = append(verURLs, url)
+		waitHealthy(t, tlsDir, url)
+	}
+
+	tenant := func(verURL string, args ...string) string {
+		t.Helper()
+		out, code := run(t, ctx, append([]string{"tenant", "--tls-dir", tlsDir, "--registrar", regURLs[0], "--verifier", verURL}, args...)...)
+		if code != 0 {
+			t.Fatalf("vigil tenant %s: exit %d", strings.Join(args, " "), code)
+		}
+		return out
+	}
+	for i, h := range hosts {
+		pol := filepath.Join(dir, fmt.Sprintf("rt-%d.json", i))
+		if _, code := run(t, ctx, "policy", "create", "runtime", "--ima-log", h.imaLog.Path, "--out", pol); code != 0 {
+			t.Fatal("policy create runtime")
+		}
+		// Policies and admissions go to different replicas: the operator's
+		// view is the fleet's, whichever replica it asks.
+		tenant(verURLs[i], "policy", "add", fmt.Sprintf("rt-%d", i), "--runtime", pol)
+		tenant(verURLs[(i+1)%3], "agent", "add", fmt.Sprintf("host-%d", i), "--runtime-policy", fmt.Sprintf("rt-%d", i),
+			"--identity", fmt.Sprintf("spiffe://example.org/node/host-%d", i), "--interval", interval.String())
+		args := []string{"agent", "--data", filepath.Join(dir, fmt.Sprintf("agent-%d", i)), "--tpm", h.sw.Spec(),
+			"--registrar", regURLs[i], "--ca", filepath.Join(tlsDir, tlsutil.CACert), "--id", fmt.Sprintf("host-%d", i),
+			"--boot-log", h.bootLog, "--ima-log", h.imaLog.Path, "--log-level", "warn"}
+		for _, u := range verURLs {
+			args = append(args, "--verifier", u)
+		}
+		startProcess(t, nil, args...)
+	}
+
+	status := func(verURL, id string) agentStatus {
+		t.Helper()
+		var st agentStatus
+		if err := json.Unmarshal([]byte(tenant(verURL, "agent", "status", id, "--json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	waitFor := func(what string, verURL, id string, limit time.Duration, ok func(agentStatus) bool) agentStatus {
+		t.Helper()
+		deadline := time.Now().Add(limit)
+		for {
+			st := status(verURL, id)
+			if ok(st) {
+				return st
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %s; last status %+v", what, limit, st)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	for i := range hosts {
+		waitFor("attesting", verURLs[0], fmt.Sprintf("host-%d", i), 60*time.Second, func(s agentStatus) bool {
+			return s.State == "attesting" && s.Attestations >= 3
+		})
+	}
+
+	pool, err := pgxpool.New(ctx, storeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var owner string
+	if err := pool.QueryRow(ctx, `SELECT owner FROM verifier_leases WHERE agent_id = 'host-0'`).Scan(&owner); err != nil {
+		t.Fatalf("host-0's lease: %v", err)
+	}
+	var survivor string
+	for i, id := range []string{"v1", "v2", "v3"} {
+		if id != owner {
+			survivor = verURLs[i]
+		}
+	}
+	before := status(survivor, "host-0").Attestations
+	killed := time.Now()
+	verifiers[owner].kill()
+	t.Logf("killed %s, which held host-0", owner)
+
+	st := waitFor("host-0 attesting under another replica", survivor, "host-0", 30*time.Second, func(s agentStatus) bool {
+		return s.State == "attesting" && s.Attestations >= before+2
+	})
+	t.Logf("host-0 attesting again %s after the kill (%d attestations)", time.Since(killed).Round(10*time.Millisecond), st.Attestations)
+	var newOwner string
+	if err := pool.QueryRow(ctx, `SELECT owner FROM verifier_leases WHERE agent_id = 'host-0'`).Scan(&newOwner); err != nil || newOwner == owner {
+		t.Fatalf("host-0's lease after the kill: %q, %v", newOwner, err)
+	}
+	for i := range hosts {
+		if st := status(survivor, fmt.Sprintf("host-%d", i)); st.State != "attesting" {
+			t.Fatalf("host-%d after the failover: %s %s", i, st.State, st.Reason)
+		}
+	}
+	if _, accepted := rcv.snapshot(); len(accepted) != 0 {
+		t.Fatalf("a failover raised events: %+v", accepted)
+	}
+
+	// A tamper on the host the dead replica held: revoked, once.
+	tpm := hosts[0].tpm(t)
+	bad := hosts[0].measure(t, tpm, "not-in-policy")
+	tpm.Close()
+	st = waitFor("failure on a file outside the policy", survivor, "host-0", 15*time.Second, func(s agentStatus) bool { return s.State == "failed" })
+	if st.Reason != "policy_violation" || !strings.Contains(st.Detail, bad) {
+		t.Fatalf("failed with %q %q", st.Reason, st.Detail)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, accepted := rcv.snapshot()
+		if len(accepted) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no revocation delivered")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	_, accepted := rcv.snapshot()
+	revoked := 0
+	for _, e := range accepted {
+		if e.Type == revocation.TypeRevoked && e.Subject == "host-0" {
+			revoked++
+		}
+	}
+	if revoked != 1 || len(accepted) != 1 {
+		t.Fatalf("events delivered: %+v, want host-0 revoked exactly once", accepted)
+	}
+	if st := status(survivor, "host-1"); st.State != "attesting" {
+		t.Fatalf("host-1: %s %s", st.State, st.Reason)
+	}
+}
