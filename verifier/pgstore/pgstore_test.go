@@ -71,8 +71,8 @@ func openAgain(t *testing.T, srv *pgtest.Server) {
 	}
 	pool := rawPool(t, url)
 	var n int
-	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM vigil_schema_migrations WHERE component = 'verifier'`).Scan(&n); err != nil || n != 1 {
-		t.Fatalf("verifier migrations recorded: %d, %v; want 1", n, err)
+	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM vigil_schema_migrations WHERE component = 'verifier'`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("verifier migrations recorded: %d, %v; want 2", n, err)
 	}
 }
 
