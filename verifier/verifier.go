@@ -71,6 +71,13 @@ type Config struct {
 	// delivery attempts; OutboxRetention is how long a delivered event is
 	// kept.
 	WebhookMinBackoff, WebhookMaxBackoff, OutboxRetention time.Duration
+	// ReplicaID names this verifier in its claims on revocation events,
+	// apart from the other replicas on a shared store. Default: random,
+	// made at New, on a store other than the embedded one; on the embedded
+	// one, which one process opens at a time, a fixed one, so that a
+	// restarted verifier resumes its own claims at once instead of
+	// waiting for them to lapse.
+	ReplicaID string
 
 	// PProf serves Go's profiler under /debug/pprof/ to admin clients.
 	PProf bool
@@ -168,7 +175,15 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 			also(a, f, took)
 		}
 	}
-	v.disp = &revocation.Dispatcher{Outbox: st, Sinks: cfg.Sinks, Log: cfg.Log, Now: cfg.Now,
+	replica := cfg.ReplicaID
+	if replica == "" {
+		if _, embedded := st.(BoltStore); embedded {
+			replica = "embedded"
+		} else {
+			replica = revocation.NewOwner()
+		}
+	}
+	v.disp = &revocation.Dispatcher{Outbox: st, Sinks: cfg.Sinks, Log: cfg.Log, Now: cfg.Now, Owner: replica,
 		MinBackoff: cfg.WebhookMinBackoff, MaxBackoff: cfg.WebhookMaxBackoff, Retention: cfg.OutboxRetention}
 	v.disp.Init()
 	v.svc.OnEvents = v.disp.Wake
