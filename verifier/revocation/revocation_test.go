@@ -313,3 +313,34 @@ func TestNoSinksMarksNothingDelivered(t *testing.T) {
 		t.Fatal("with no sinks configured, an event was marked delivered")
 	}
 }
+
+// stealingSink delivers, and meanwhile another replica takes the event
+// over, as if this dispatcher had paused past its claim.
+type stealingSink struct {
+	Sink
+	ob *memOutbox
+}
+
+func (s stealingSink) Deliver(ctx context.Context, e Event) error {
+	s.ob.mu.Lock()
+	s.ob.claims[e.ID] = memClaim{owner: "other", until: time.Now().Add(time.Hour)}
+	s.ob.mu.Unlock()
+	return s.Sink.Deliver(ctx, e)
+}
+
+func TestTakenOverEventIsLeftToItsNewOwner(t *testing.T) {
+	key, _ := ParseSecret(testSecret)
+	rcv := &receiver{t: t, key: key}
+	srv := httptest.NewTLSServer(rcv)
+	defer srv.Close()
+	ob := &memOutbox{events: []Event{testEvent()}}
+	d := &Dispatcher{Outbox: ob, Sinks: []Sink{stealingSink{newSink(t, srv, testSecret), ob}}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d.Once(context.Background())
+	id := ob.events[0].ID
+	if _, done := ob.delivered[id]; done || len(ob.status[id]) != 0 {
+		t.Fatalf("the former owner marked delivered %v, recorded %+v; the new owner's record must stand", done, ob.status[id])
+	}
+	if d.Once(context.Background()); len(rcv.accepted) != 1 {
+		t.Fatalf("sent %d times; the event is the new owner's now", len(rcv.accepted))
+	}
+}
