@@ -1,9 +1,11 @@
 package verifier
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,6 +33,9 @@ type outboxRecord struct {
 	// to their own collection set it here, and the dispatcher moves such
 	// an event on its first round.
 	Done bool `cbor:"done"`
+	// ClaimedBy holds the event until ClaimedUntil (revocation.Outbox).
+	ClaimedBy    string    `cbor:"claimed_by,omitempty"`
+	ClaimedUntil time.Time `cbor:"claimed_until,omitempty"`
 }
 
 // deliveredRecord is an event every sink has, kept until pruned.
@@ -69,7 +74,53 @@ func (s BoltStore) PendingEvents(ctx context.Context) ([]revocation.Pending, err
 	return out, err
 }
 
-func getPending(tx store.Tx, eventID string) (outboxRecord, error) {
+// ClaimEvents implements revocation.Outbox. One process at a time opens a
+// bbolt file, and its writes are serialized: the claim matters when that
+// process runs several dispatchers, and keeps the backends' rules one.
+func (s BoltStore) ClaimEvents(ctx context.Context, owner string, now time.Time, claimFor time.Duration, max int) ([]revocation.Pending, error) {
+	var out []revocation.Pending
+	err := s.DB.Update(ctx, func(tx store.Tx) error {
+		out = nil
+		var claimable []outboxRecord
+		err := tx.ForEach(outboxCollection, func(id string, b []byte) error {
+			var r outboxRecord
+			if err := decode("outbox event", id, b, &r); err != nil {
+				return err
+			}
+			if r.ClaimedBy == "" || r.ClaimedBy == owner || !r.ClaimedUntil.After(now) {
+				claimable = append(claimable, r)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		// Oldest first, as PostgreSQL does: keys are random event IDs.
+		slices.SortFunc(claimable, func(a, b outboxRecord) int {
+			return cmp.Or(a.Event.Time.Compare(b.Event.Time), strings.Compare(a.Event.ID, b.Event.ID))
+		})
+		// Written after ForEach, which a write would disturb.
+		for _, r := range claimable[:min(max, len(claimable))] {
+			r.ClaimedBy, r.ClaimedUntil = owner, now.Add(claimFor).UTC()
+			b, err := wire.Marshal(r)
+			if err != nil {
+				return err
+			}
+			if err := tx.Put(outboxCollection, r.Event.ID, b); err != nil {
+				return err
+			}
+			if r.Status == nil {
+				r.Status = map[string]revocation.SinkStatus{}
+			}
+			out = append(out, revocation.Pending{Event: r.Event, Status: r.Status})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// getClaimed reads pending event eventID for a write by owner.
+func getClaimed(tx store.Tx, owner, eventID string) (outboxRecord, error) {
 	var r outboxRecord
 	b := tx.Get(outboxCollection, eventID)
 	if b == nil {
@@ -78,6 +129,9 @@ func getPending(tx store.Tx, eventID string) (outboxRecord, error) {
 	if err := decode("outbox event", eventID, b, &r); err != nil {
 		return r, err
 	}
+	if r.ClaimedBy != owner {
+		return r, fmt.Errorf("outbox event %q for %s: %w", eventID, owner, revocation.ErrClaimLost)
+	}
 	if r.Status == nil {
 		r.Status = map[string]revocation.SinkStatus{}
 	}
@@ -85,9 +139,9 @@ func getPending(tx store.Tx, eventID string) (outboxRecord, error) {
 }
 
 // RecordDelivery implements revocation.Outbox.
-func (s BoltStore) RecordDelivery(ctx context.Context, eventID, sink string, st revocation.SinkStatus) error {
+func (s BoltStore) RecordDelivery(ctx context.Context, owner, eventID, sink string, st revocation.SinkStatus) error {
 	return s.DB.Update(ctx, func(tx store.Tx) error {
-		r, err := getPending(tx, eventID)
+		r, err := getClaimed(tx, owner, eventID)
 		if err != nil {
 			return err
 		}
@@ -101,9 +155,9 @@ func (s BoltStore) RecordDelivery(ctx context.Context, eventID, sink string, st 
 }
 
 // MarkDelivered implements revocation.Outbox.
-func (s BoltStore) MarkDelivered(ctx context.Context, eventID string, at time.Time) error {
+func (s BoltStore) MarkDelivered(ctx context.Context, owner, eventID string, at time.Time) error {
 	return s.DB.Update(ctx, func(tx store.Tx) error {
-		r, err := getPending(tx, eventID)
+		r, err := getClaimed(tx, owner, eventID)
 		if err != nil {
 			return err
 		}

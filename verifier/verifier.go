@@ -2,9 +2,7 @@ package verifier
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,15 +71,21 @@ type Config struct {
 	// delivery attempts; OutboxRetention is how long a delivered event is
 	// kept.
 	WebhookMinBackoff, WebhookMaxBackoff, OutboxRetention time.Duration
+	// ReplicaID names this verifier in its claims on revocation events,
+	// apart from the other replicas on a shared store. Default: random,
+	// made at New, on a store other than the embedded one; on the embedded
+	// one, which one process opens at a time, a fixed one, so that a
+	// restarted verifier resumes its own claims at once instead of
+	// waiting for them to lapse.
+	ReplicaID string
 
 	// ReplicaURL, when set, makes this verifier one replica of several
 	// sharing Store, which must keep leases (LeaseStore): the URL agents
-	// and the other replicas reach it at. ReplicaID names it (default: a
-	// random ID per process); LeaseTTL is how long its leases last
-	// unrenewed (default: Interval), so a replica that dies loses its
-	// agents to the others within about that long.
+	// and the other replicas reach it at; ReplicaID names it in its
+	// leases too. LeaseTTL is how long its leases last unrenewed
+	// (default: Interval), so a replica that dies loses its agents to the
+	// others within about that long.
 	ReplicaURL string
-	ReplicaID  string
 	LeaseTTL   time.Duration
 
 	// PProf serves Go's profiler under /debug/pprof/ to admin clients.
@@ -171,18 +175,21 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		MinInterval:       cfg.MinInterval,
 		MaxInterval:       cfg.MaxInterval,
 	}
+	replica := cfg.ReplicaID
+	if replica == "" {
+		if _, embedded := st.(BoltStore); embedded {
+			replica = "embedded"
+		} else {
+			replica = revocation.NewOwner()
+		}
+	}
 	if cfg.ReplicaURL != "" {
 		leases, ok := st.(LeaseStore)
 		if !ok {
 			v.Close()
 			return nil, errors.New("verifier: replicas need a shared store that keeps leases (--store postgres://…)")
 		}
-		v.svc.Leases, v.svc.ReplicaURL, v.svc.ReplicaID = leases, cfg.ReplicaURL, cfg.ReplicaID
-		if v.svc.ReplicaID == "" {
-			var b [8]byte
-			rand.Read(b[:])
-			v.svc.ReplicaID = "replica-" + hex.EncodeToString(b[:])
-		}
+		v.svc.Leases, v.svc.ReplicaURL, v.svc.ReplicaID = leases, cfg.ReplicaURL, replica
 		v.svc.LeaseTTL = cfg.LeaseTTL
 		if v.svc.LeaseTTL <= 0 {
 			v.svc.LeaseTTL = cfg.Interval
@@ -198,7 +205,7 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 			also(a, f, took)
 		}
 	}
-	v.disp = &revocation.Dispatcher{Outbox: st, Sinks: cfg.Sinks, Log: cfg.Log, Now: cfg.Now,
+	v.disp = &revocation.Dispatcher{Outbox: st, Sinks: cfg.Sinks, Log: cfg.Log, Now: cfg.Now, Owner: replica,
 		MinBackoff: cfg.WebhookMinBackoff, MaxBackoff: cfg.WebhookMaxBackoff, Retention: cfg.OutboxRetention}
 	v.disp.Init()
 	v.svc.OnEvents = v.disp.Wake

@@ -44,6 +44,8 @@ func TestStore(t *testing.T) {
 	t.Run("CheckpointOfManyIsOneTransaction", func(t *testing.T) { checkpointOfMany(t, srv) })
 	t.Run("LeasesFenceReplicas", func(t *testing.T) { leasesFence(t, srv) })
 	t.Run("LeasesOneOwnerUnderRace", func(t *testing.T) { leasesRace(t, srv) })
+	t.Run("TwoDispatchersDeliverEachEventOnce", func(t *testing.T) { twoDispatchers(t, srv) })
+	t.Run("DeadReplicasEventsAreTakenOver", func(t *testing.T) { deadReplica(t, srv) })
 	// These stop the server, so they come last.
 	t.Run("SurvivesRestart", func(t *testing.T) { survives(t, srv, func() { srv.Restart(t) }) })
 	t.Run("SurvivesCrash", func(t *testing.T) { survives(t, srv, func() { srv.Kill(); srv.Restart(t) }) })

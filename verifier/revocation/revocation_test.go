@@ -21,6 +21,40 @@ type memOutbox struct {
 	events    []Event
 	status    map[string]map[string]SinkStatus
 	delivered map[string]time.Time
+	claims    map[string]memClaim
+}
+
+type memClaim struct {
+	owner string
+	until time.Time
+}
+
+func (o *memOutbox) ClaimEvents(ctx context.Context, owner string, now time.Time, claimFor time.Duration, max int) ([]Pending, error) {
+	all, _ := o.PendingEvents(ctx)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.claims == nil {
+		o.claims = map[string]memClaim{}
+	}
+	var out []Pending
+	for _, p := range all {
+		if c, ok := o.claims[p.Event.ID]; ok && c.owner != owner && now.Before(c.until) {
+			continue
+		}
+		if len(out) == max {
+			break
+		}
+		o.claims[p.Event.ID] = memClaim{owner, now.Add(claimFor)}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (o *memOutbox) holds(owner, id string) error {
+	if c := o.claims[id]; c.owner != owner {
+		return ErrClaimLost
+	}
+	return nil
 }
 
 func (o *memOutbox) PendingEvents(context.Context) ([]Pending, error) {
@@ -40,9 +74,12 @@ func (o *memOutbox) PendingEvents(context.Context) ([]Pending, error) {
 	return out, nil
 }
 
-func (o *memOutbox) RecordDelivery(_ context.Context, id, sink string, st SinkStatus) error {
+func (o *memOutbox) RecordDelivery(_ context.Context, owner, id, sink string, st SinkStatus) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if err := o.holds(owner, id); err != nil {
+		return err
+	}
 	if o.status == nil {
 		o.status = map[string]map[string]SinkStatus{}
 	}
@@ -53,9 +90,12 @@ func (o *memOutbox) RecordDelivery(_ context.Context, id, sink string, st SinkSt
 	return nil
 }
 
-func (o *memOutbox) MarkDelivered(_ context.Context, id string, at time.Time) error {
+func (o *memOutbox) MarkDelivered(_ context.Context, owner, id string, at time.Time) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if err := o.holds(owner, id); err != nil {
+		return err
+	}
 	if o.delivered == nil {
 		o.delivered = map[string]time.Time{}
 	}
@@ -235,8 +275,9 @@ func TestDoneOnceEverySinkHasIt(t *testing.T) {
 	id := ob.events[0].ID
 	// A sink that delivered before a restart and has since been dropped
 	// from the configuration is not waited for.
-	ob.RecordDelivery(context.Background(), id, "https://gone.example/", SinkStatus{Attempts: 3, LastError: "refused"})
-	d := &Dispatcher{Outbox: ob, Sinks: []Sink{newSink(t, srv, testSecret)}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d := &Dispatcher{Outbox: ob, Sinks: []Sink{newSink(t, srv, testSecret)}, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Owner: "test"}
+	ob.claims = map[string]memClaim{id: {owner: "test"}}
+	ob.RecordDelivery(context.Background(), "test", id, "https://gone.example/", SinkStatus{Attempts: 3, LastError: "refused"})
 	d.Once(context.Background())
 	if _, done := ob.delivered[id]; !done || len(rcv.accepted) != 1 {
 		t.Fatalf("after one delivery to the only sink: marked delivered %v, accepted %d", done, len(rcv.accepted))
@@ -252,8 +293,9 @@ func TestPruneKeepsRecentAndPending(t *testing.T) {
 	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	old, recent, pending := testEvent(), testEvent(), testEvent()
 	ob := &memOutbox{events: []Event{old, recent, pending}}
-	ob.MarkDelivered(ctx, old.ID, now.Add(-DefaultRetention-time.Minute))
-	ob.MarkDelivered(ctx, recent.ID, now.Add(-DefaultRetention+time.Minute))
+	ob.claims = map[string]memClaim{old.ID: {owner: "test"}, recent.ID: {owner: "test"}}
+	ob.MarkDelivered(ctx, "test", old.ID, now.Add(-DefaultRetention-time.Minute))
+	ob.MarkDelivered(ctx, "test", recent.ID, now.Add(-DefaultRetention+time.Minute))
 	d := &Dispatcher{Outbox: ob, Now: func() time.Time { return now }, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if n, err := d.Prune(ctx); err != nil || n != 1 {
 		t.Fatalf("Prune = %d, %v; want the one event delivered past the retention", n, err)
@@ -269,5 +311,36 @@ func TestNoSinksMarksNothingDelivered(t *testing.T) {
 	d.Once(context.Background())
 	if len(ob.delivered) != 0 {
 		t.Fatal("with no sinks configured, an event was marked delivered")
+	}
+}
+
+// stealingSink delivers, and meanwhile another replica takes the event
+// over, as if this dispatcher had paused past its claim.
+type stealingSink struct {
+	Sink
+	ob *memOutbox
+}
+
+func (s stealingSink) Deliver(ctx context.Context, e Event) error {
+	s.ob.mu.Lock()
+	s.ob.claims[e.ID] = memClaim{owner: "other", until: time.Now().Add(time.Hour)}
+	s.ob.mu.Unlock()
+	return s.Sink.Deliver(ctx, e)
+}
+
+func TestTakenOverEventIsLeftToItsNewOwner(t *testing.T) {
+	key, _ := ParseSecret(testSecret)
+	rcv := &receiver{t: t, key: key}
+	srv := httptest.NewTLSServer(rcv)
+	defer srv.Close()
+	ob := &memOutbox{events: []Event{testEvent()}}
+	d := &Dispatcher{Outbox: ob, Sinks: []Sink{stealingSink{newSink(t, srv, testSecret), ob}}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	d.Once(context.Background())
+	id := ob.events[0].ID
+	if _, done := ob.delivered[id]; done || len(ob.status[id]) != 0 {
+		t.Fatalf("the former owner marked delivered %v, recorded %+v; the new owner's record must stand", done, ob.status[id])
+	}
+	if d.Once(context.Background()); len(rcv.accepted) != 1 {
+		t.Fatalf("sent %d times; the event is the new owner's now", len(rcv.accepted))
 	}
 }

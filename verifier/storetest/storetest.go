@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sync"
@@ -58,6 +59,10 @@ func Run(t *testing.T, newStore func(t *testing.T) verifier.Store) {
 		{"RecordDeliveryReplacesOneSinkStatus", recordDelivery},
 		{"MarkDeliveredLeavesThePendingEvents", markDelivered},
 		{"PruneDeliveredRemovesOnlyOldDelivered", pruneDelivered},
+		{"ClaimHoldsUntilItLapses", claimHolds},
+		{"LapsedClaimIsTakenOver", claimTakenOver},
+		{"WritesOfANonOwnerFailAndStoreNothing", claimFences},
+		{"ConcurrentClaimsNeverShareAnEvent", claimConcurrent},
 		{"EventsOutliveTheirAgent", eventsOutliveAgent},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, newStore(t)) })
@@ -561,6 +566,7 @@ func outboxRoundTrip(t *testing.T, s verifier.Store) {
 
 func recordDelivery(t *testing.T, s verifier.Store) {
 	es := withEvents(t, s, "web-1", 2)
+	claim(t, s, ownerA, t0(), 2)
 	failed := revocation.SinkStatus{Attempts: 1, NextAttempt: t0().Add(time.Minute), LastError: "receiver answered 503"}
 	done := revocation.SinkStatus{Delivered: true, DeliveredAt: t0().Add(2 * time.Minute), Attempts: 2}
 	other := revocation.SinkStatus{Attempts: 5, LastError: "refused"}
@@ -568,7 +574,7 @@ func recordDelivery(t *testing.T, s verifier.Store) {
 		sink string
 		st   revocation.SinkStatus
 	}{{"https://a/", failed}, {"https://b/", other}, {"https://a/", done}} {
-		if err := s.RecordDelivery(ctx(t), es[0].ID, step.sink, step.st); err != nil {
+		if err := s.RecordDelivery(ctx(t), ownerA, es[0].ID, step.sink, step.st); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -585,42 +591,47 @@ func recordDelivery(t *testing.T, s verifier.Store) {
 	if len(p) != 2 {
 		t.Fatalf("%d pending events, want 2", len(p))
 	}
-	if err := s.RecordDelivery(ctx(t), "vigil-unknown", "https://a/", done); err == nil {
-		t.Fatal("RecordDelivery of an unknown event succeeded")
+	if err := s.RecordDelivery(ctx(t), ownerA, "vigil-unknown", "https://a/", done); !errors.Is(err, verifier.ErrNotFound) {
+		t.Fatalf("RecordDelivery of an unknown event: %v, want ErrNotFound", err)
 	}
 }
 
 func markDelivered(t *testing.T, s verifier.Store) {
 	es := withEvents(t, s, "web-1", 2)
-	if err := s.MarkDelivered(ctx(t), es[0].ID, t0()); err != nil {
+	claim(t, s, ownerA, t0(), 2)
+	if err := s.MarkDelivered(ctx(t), ownerA, es[0].ID, t0()); err != nil {
 		t.Fatal(err)
 	}
 	p := pending(t, s)
 	if _, ok := p[es[0].ID]; ok || len(p) != 1 {
 		t.Fatalf("pending after MarkDelivered: %v", p)
 	}
-	if err := s.MarkDelivered(ctx(t), es[0].ID, t0()); err == nil {
-		t.Fatal("MarkDelivered of an event no longer pending succeeded")
+	if err := s.MarkDelivered(ctx(t), ownerA, es[0].ID, t0()); !errors.Is(err, verifier.ErrNotFound) {
+		t.Fatalf("MarkDelivered of an event no longer pending: %v, want ErrNotFound", err)
 	}
-	if err := s.RecordDelivery(ctx(t), es[0].ID, "https://a/", revocation.SinkStatus{Attempts: 9}); err == nil {
-		t.Fatal("RecordDelivery of a delivered event succeeded")
+	if err := s.RecordDelivery(ctx(t), ownerA, es[0].ID, "https://a/", revocation.SinkStatus{Attempts: 9}); !errors.Is(err, verifier.ErrNotFound) {
+		t.Fatalf("RecordDelivery of a delivered event: %v, want ErrNotFound", err)
 	}
-	if err := s.MarkDelivered(ctx(t), "vigil-unknown", t0()); err == nil {
-		t.Fatal("MarkDelivered of an unknown event succeeded")
+	if err := s.MarkDelivered(ctx(t), ownerA, "vigil-unknown", t0()); !errors.Is(err, verifier.ErrNotFound) {
+		t.Fatalf("MarkDelivered of an unknown event: %v, want ErrNotFound", err)
+	}
+	if got := claim(t, s, ownerB, t0().Add(time.Hour), 10); len(got) != 1 || got[0].Event.ID != es[1].ID {
+		t.Fatalf("claimed after MarkDelivered: %v; a delivered event is not claimed", got)
 	}
 }
 
 func pruneDelivered(t *testing.T, s verifier.Store) {
 	es := withEvents(t, s, "web-1", 5)
+	claim(t, s, ownerA, t0(), 5)
 	// es[0] delivered long ago, es[1] at the cutoff, es[2] after it;
 	// es[3] and es[4] stay pending, es[4] older than any of them.
 	cutoff := t0().Add(time.Hour)
 	for i, when := range []time.Time{t0(), cutoff, cutoff.Add(time.Nanosecond)} {
-		if err := s.MarkDelivered(ctx(t), es[i].ID, when); err != nil {
+		if err := s.MarkDelivered(ctx(t), ownerA, es[i].ID, when); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.RecordDelivery(ctx(t), es[3].ID, "https://a/", revocation.SinkStatus{Attempts: 100, LastError: "down for a week"}); err != nil {
+	if err := s.RecordDelivery(ctx(t), ownerA, es[3].ID, "https://a/", revocation.SinkStatus{Attempts: 100, LastError: "down for a week"}); err != nil {
 		t.Fatal(err)
 	}
 	n, err := s.PruneDelivered(ctx(t), cutoff)
@@ -653,5 +664,200 @@ func eventsOutliveAgent(t *testing.T, s verifier.Store) {
 	}
 	if _, ok := pending(t, s)[es[0].ID]; !ok {
 		t.Fatal("deleting an agent dropped its undelivered revocation event")
+	}
+}
+
+// Owners of claims, as two verifier replicas.
+const (
+	ownerA = "replica-a"
+	ownerB = "replica-b"
+)
+
+// claimFor is the claims' duration in the outbox subtests.
+const claimFor = time.Minute
+
+// claim claims up to max events for owner at now and returns them.
+func claim(t *testing.T, s verifier.Store, owner string, now time.Time, max int) []revocation.Pending {
+	t.Helper()
+	ps, err := s.ClaimEvents(ctx(t), owner, now, claimFor, max)
+	if err != nil {
+		t.Fatalf("ClaimEvents(%s): %v", owner, err)
+	}
+	seen := map[string]bool{}
+	for _, p := range ps {
+		if seen[p.Event.ID] {
+			t.Fatalf("ClaimEvents returned %s twice", p.Event.ID)
+		}
+		seen[p.Event.ID] = true
+	}
+	return ps
+}
+
+func ids(ps []revocation.Pending) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Event.ID)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func eventIDs(es []revocation.Event) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, e.ID)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func claimHolds(t *testing.T, s verifier.Store) {
+	es := withEvents(t, s, "web-1", 5)
+	all := eventIDs(es)
+	a := claim(t, s, ownerA, t0(), 2)
+	if len(a) != 2 {
+		t.Fatalf("claimed %d events with max 2", len(a))
+	}
+	for _, p := range a {
+		if !reflect.DeepEqual(p.Event, es[slices.IndexFunc(es, func(e revocation.Event) bool { return e.ID == p.Event.ID })]) || len(p.Status) != 0 {
+			t.Fatalf("claimed event %+v is not the one stored", p)
+		}
+	}
+	b := claim(t, s, ownerB, t0(), 10)
+	if got := ids(append(a, b...)); !slices.Equal(got, all) {
+		t.Fatalf("A claimed %v and B %v; want every event once", ids(a), ids(b))
+	}
+	// Held until the claim lapses, and renewed by claiming again.
+	if got := claim(t, s, ownerB, t0().Add(claimFor/2), 10); !slices.Equal(ids(got), ids(b)) {
+		t.Fatalf("B renewing its claim got %v, want its own %v", ids(got), ids(b))
+	}
+	if got := claim(t, s, ownerA, t0().Add(claimFor-time.Nanosecond), 10); !slices.Equal(ids(got), ids(a)) {
+		t.Fatalf("A before B's renewed claim lapsed got %v, want only its own %v", ids(got), ids(a))
+	}
+	if got := claim(t, s, ownerA, t0().Add(claimFor+claimFor/2-time.Nanosecond), 10); !slices.Equal(ids(got), ids(a)) {
+		t.Fatalf("A before B's renewed claim lapsed got %v, want only its own %v", ids(got), ids(a))
+	}
+	// A claim lapses at its instant, not after.
+	if got := claim(t, s, ownerA, t0().Add(claimFor+claimFor/2), 10); !slices.Equal(ids(got), all) {
+		t.Fatalf("A once B's claim lapsed got %v, want every event", ids(got))
+	}
+	if got := claim(t, s, ownerB, t0().Add(claimFor+claimFor/2), 10); len(got) != 0 {
+		t.Fatalf("B claimed %v, all A's", ids(got))
+	}
+}
+
+func claimTakenOver(t *testing.T, s verifier.Store) {
+	es := withEvents(t, s, "web-1", 1)
+	id := es[0].ID
+	claim(t, s, ownerA, t0(), 10)
+	failed := revocation.SinkStatus{Attempts: 1, NextAttempt: t0().Add(time.Second), LastError: "receiver answered 503"}
+	if err := s.RecordDelivery(ctx(t), ownerA, id, "https://a/", failed); err != nil {
+		t.Fatal(err)
+	}
+	// A lapsed claim nobody took is still A's.
+	if err := s.RecordDelivery(ctx(t), ownerA, id, "https://a/", failed); err != nil {
+		t.Fatalf("RecordDelivery on a lapsed claim nobody took: %v", err)
+	}
+	// A stops (died, or paused); B takes the event over with A's record.
+	b := claim(t, s, ownerB, t0().Add(claimFor), 10)
+	if len(b) != 1 || b[0].Event.ID != id || !reflect.DeepEqual(b[0].Status, map[string]revocation.SinkStatus{"https://a/": failed}) {
+		t.Fatalf("B took over %+v, want the event with A's status", b)
+	}
+	done := revocation.SinkStatus{Delivered: true, DeliveredAt: t0().Add(claimFor), Attempts: 2}
+	if err := s.RecordDelivery(ctx(t), ownerB, id, "https://a/", done); err != nil {
+		t.Fatal(err)
+	}
+	// A wakes up: its writes are refused, and B's record stands.
+	late := revocation.SinkStatus{Attempts: 2, NextAttempt: t0().Add(time.Hour), LastError: "late"}
+	if err := s.RecordDelivery(ctx(t), ownerA, id, "https://a/", late); !errors.Is(err, revocation.ErrClaimLost) {
+		t.Fatalf("RecordDelivery by the former owner: %v, want ErrClaimLost", err)
+	}
+	if err := s.MarkDelivered(ctx(t), ownerA, id, t0()); !errors.Is(err, revocation.ErrClaimLost) {
+		t.Fatalf("MarkDelivered by the former owner: %v, want ErrClaimLost", err)
+	}
+	if got := pending(t, s)[id].Status; !reflect.DeepEqual(got, map[string]revocation.SinkStatus{"https://a/": done}) {
+		t.Fatalf("statuses after the former owner's writes: %+v", got)
+	}
+	if got := claim(t, s, ownerA, t0().Add(claimFor+time.Second), 10); len(got) != 0 {
+		t.Fatalf("A reclaimed %v while B holds it", ids(got))
+	}
+	if err := s.MarkDelivered(ctx(t), ownerB, id, t0().Add(claimFor)); err != nil {
+		t.Fatal(err)
+	}
+	if len(pending(t, s)) != 0 {
+		t.Fatal("still pending after the new owner marked it delivered")
+	}
+}
+
+func claimFences(t *testing.T, s verifier.Store) {
+	es := withEvents(t, s, "web-1", 2)
+	st := revocation.SinkStatus{Attempts: 1, LastError: "refused"}
+	// Unclaimed: nobody's to write.
+	if err := s.RecordDelivery(ctx(t), ownerA, es[0].ID, "https://a/", st); !errors.Is(err, revocation.ErrClaimLost) {
+		t.Fatalf("RecordDelivery of an unclaimed event: %v, want ErrClaimLost", err)
+	}
+	if err := s.MarkDelivered(ctx(t), ownerA, es[0].ID, t0()); !errors.Is(err, revocation.ErrClaimLost) {
+		t.Fatalf("MarkDelivered of an unclaimed event: %v, want ErrClaimLost", err)
+	}
+	claim(t, s, ownerA, t0(), 10)
+	if err := s.RecordDelivery(ctx(t), ownerB, es[0].ID, "https://a/", st); !errors.Is(err, revocation.ErrClaimLost) {
+		t.Fatalf("RecordDelivery by a non-owner: %v, want ErrClaimLost", err)
+	}
+	if err := s.MarkDelivered(ctx(t), ownerB, es[1].ID, t0()); !errors.Is(err, revocation.ErrClaimLost) {
+		t.Fatalf("MarkDelivered by a non-owner: %v, want ErrClaimLost", err)
+	}
+	p := pending(t, s)
+	if len(p) != 2 || len(p[es[0].ID].Status) != 0 || len(p[es[1].ID].Status) != 0 {
+		t.Fatalf("pending after a non-owner's writes: %+v; want both, untouched", p)
+	}
+	if err := s.RecordDelivery(ctx(t), ownerA, es[0].ID, "https://a/", st); err != nil {
+		t.Fatalf("RecordDelivery by the owner: %v", err)
+	}
+}
+
+// claimConcurrent: owners claiming at the same instant, over several
+// rounds of lapsed claims, each get their own events and together all.
+func claimConcurrent(t *testing.T, s verifier.Store) {
+	const owners, n = 8, 100
+	var es []revocation.Event
+	for i := range 4 {
+		es = append(es, withEvents(t, s, fmt.Sprintf("web-%d", i), n/4)...)
+	}
+	all := eventIDs(es)
+	for round := range 5 {
+		now := t0().Add(time.Duration(round) * 2 * claimFor)
+		var mu sync.Mutex
+		by := map[string]string{}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for o := range owners {
+			owner := fmt.Sprintf("replica-%d", o)
+			wg.Go(func() {
+				<-start
+				// max leaves room for all events even when some owners
+				// find most of them locked by the others.
+				ps, err := s.ClaimEvents(ctx(t), owner, now, claimFor, 2*n/owners)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				for _, p := range ps {
+					if other, dup := by[p.Event.ID]; dup {
+						t.Errorf("round %d: event %s claimed by %s and %s", round, p.Event.ID, other, owner)
+					}
+					by[p.Event.ID] = owner
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+		if got := slices.Sorted(maps.Keys(by)); !slices.Equal(got, all) {
+			t.Fatalf("round %d: %d of %d events claimed", round, len(got), len(all))
+		}
 	}
 }
