@@ -46,8 +46,9 @@ type Attester struct {
 	ak      AKBlob
 	agentID string
 	ima     *imaLog
-	// cur is the index of the verifier in use.
-	cur int
+	// cur is the index of the verifier in use; hops counts the verifiers
+	// failed over from since the last success.
+	cur, hops int
 }
 
 // verifier is the URL of the verifier in use.
@@ -56,18 +57,39 @@ func (a *Attester) verifier() string { return a.VerifierURLs[a.cur%len(a.Verifie
 // failover moves to the next verifier when err says this one cannot be
 // reached or cannot serve now; a refusal of the request itself is not the
 // verifier's fault, and another replica would refuse it too.
-func (a *Attester) failover(err error) {
+//
+// It reports whether the next verifier should be tried at once: while not
+// every verifier has failed in a row, another one may well answer, and a
+// backoff grown against a dead replica must not outlast the liveness
+// window at the live one that took the host over.
+func (a *Attester) failover(err error) (tryNow bool) {
 	if len(a.VerifierURLs) < 2 || err == nil {
-		return
+		return false
 	}
 	var ref *RefusedError
 	if errors.As(err, &ref) && ref.Status != http.StatusServiceUnavailable {
-		return
+		return false
 	}
 	from := a.verifier()
 	a.cur = (a.cur + 1) % len(a.VerifierURLs)
+	a.hops++
 	a.log().Warn("verifier unavailable; trying the next", "from", from, "to", a.verifier(), "err", err)
+	return a.hops < len(a.VerifierURLs)
 }
+
+// retry waits before the next try after err: briefly when another
+// verifier is to be tried at once, else the next backoff step.
+func (a *Attester) retry(ctx context.Context, backoff, maxBackoff time.Duration, err error) time.Duration {
+	if a.failover(err) {
+		sleep(ctx, jittered(failoverPause))
+		return backoff
+	}
+	a.hops = 0
+	return a.wait(ctx, backoff, maxBackoff, err)
+}
+
+// failoverPause is the wait before trying the next verifier.
+const failoverPause = 100 * time.Millisecond
 
 // CheckLogs checks that the boot log and IMA log can be read.
 func (a *Attester) CheckLogs() error {
@@ -145,8 +167,7 @@ func (a *Attester) Run(ctx context.Context) error {
 		if next == nil {
 			ch, err := a.challenge(ctx, started)
 			if err != nil {
-				a.failover(err)
-				backoff = a.wait(ctx, backoff, maxBackoff, err)
+				backoff = a.retry(ctx, backoff, maxBackoff, err)
 				continue
 			}
 			next = &ch
@@ -154,11 +175,10 @@ func (a *Attester) Run(ctx context.Context) error {
 		v, err := a.attestOnce(ctx, *next)
 		next = nil
 		if err != nil {
-			a.failover(err)
-			backoff = a.wait(ctx, backoff, maxBackoff, err)
+			backoff = a.retry(ctx, backoff, maxBackoff, err)
 			continue
 		}
-		started, backoff = false, 0
+		started, backoff, a.hops = false, 0, 0
 		if a.OnVerdict != nil {
 			a.OnVerdict(v)
 		}

@@ -51,18 +51,20 @@ func TestBackoffBelievesRetryAfter(t *testing.T) {
 func TestFailoverBetweenVerifiers(t *testing.T) {
 	a := &Attester{VerifierURLs: []string{"https://a", "https://b"}}
 	for _, tc := range []struct {
-		err  error
-		want string
+		err    error
+		want   string
+		tryNow bool
 	}{
-		{&RefusedError{Status: 403, Msg: "agent failed"}, "https://a"},
-		{&RefusedError{Status: 409, Msg: "ask again"}, "https://a"},
-		{errors.New("dial tcp: connection refused"), "https://b"},
-		{&RefusedError{Status: 503, Msg: "store unavailable"}, "https://a"},
-		{nil, "https://a"},
+		{&RefusedError{Status: 403, Msg: "agent failed"}, "https://a", false},
+		{&RefusedError{Status: 409, Msg: "ask again"}, "https://a", false},
+		// The other verifier is tried at once...
+		{errors.New("dial tcp: connection refused"), "https://b", true},
+		// ...but once both failed in a row, the backoff applies.
+		{&RefusedError{Status: 503, Msg: "store unavailable"}, "https://a", false},
+		{nil, "https://a", false},
 	} {
-		a.failover(tc.err)
-		if got := a.verifier(); got != tc.want {
-			t.Fatalf("after %v: %s, want %s", tc.err, got, tc.want)
+		if tryNow := a.failover(tc.err); tryNow != tc.tryNow || a.verifier() != tc.want {
+			t.Fatalf("after %v: %s (try now %v), want %s (%v)", tc.err, a.verifier(), tryNow, tc.want, tc.tryNow)
 		}
 	}
 	one := &Attester{VerifierURLs: []string{"https://only"}}

@@ -17,6 +17,7 @@ import (
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
+	"github.com/vigil-attest/vigil/verifier"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
@@ -211,5 +212,46 @@ func TestReplicasTakeOverADeadOne(t *testing.T) {
 	}
 	if st := status(survivor, "host-1"); st.State != "attesting" {
 		t.Fatalf("host-1: %s %s", st.State, st.Reason)
+	}
+
+	// The killed replica comes back: hosts rendezvous hashing gives it are
+	// handed over to it, and PostgreSQL restarts under the fleet; host-1
+	// keeps attesting through both, and nothing more is revoked.
+	for i, id := range []string{"v1", "v2", "v3"} {
+		if id == owner {
+			addr := strings.TrimPrefix(verURLs[i], "https://")
+			verifiers[id] = startProcess(t, nil, "verifier", "--store", storeURL, "--advertise", verURLs[i], "--replica-id", id,
+				"--tls-dir", tlsDir, "--listen", addr, "--registrar", regURLs[0], "--interval", interval.String(),
+				"--log-level", "warn", "--webhook", srv.URL, "--webhook-secret-file", secretFile, "--webhook-ca", caFile,
+				"--webhook-max-backoff", "300ms")
+			waitHealthy(t, tlsDir, verURLs[i])
+		}
+	}
+	before = status(survivor, "host-1").Attestations
+	db.Restart(t)
+	waitFor("host-1 attesting through a rejoin and a database restart", survivor, "host-1", 30*time.Second, func(s agentStatus) bool {
+		return s.State == "attesting" && s.Attestations >= before+3
+	})
+	if st := status(verURLs[0], "host-1"); st.State != "attesting" || st.Reason != "" {
+		t.Fatalf("host-1 after the rejoin: %s %s", st.State, st.Reason)
+	}
+	if _, accepted := rcv.snapshot(); len(accepted) != 1 {
+		t.Fatalf("events after the rejoin: %+v, want still the one revocation", accepted)
+	}
+	// host-0 was the rejoined replica's by rendezvous hashing: its lease is
+	// handed back to it, and its failure stays as it was.
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		var now string
+		if err := pool.QueryRow(ctx, `SELECT owner FROM verifier_leases WHERE agent_id = 'host-0'`).Scan(&now); err == nil && now == owner {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host-0's lease was not handed back to %s, whom hashing names (%s)", owner, verifier.Owner("host-0", []string{"v1", "v2", "v3"}))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st := status(survivor, "host-0"); st.State != "failed" || st.Reason != "policy_violation" {
+		t.Fatalf("host-0 after the hand-over: %s %s", st.State, st.Reason)
 	}
 }
