@@ -24,6 +24,10 @@
 // default): the service, its store, metrics, the revocation dispatcher and
 // the HTTP API.
 //
+// Several verifiers may share one store (PostgreSQL) as replicas: each
+// holds the agents it has leases on (lease.go, replica.go), takes over a
+// dead replica's, and redirects requests for the others'.
+//
 // An attestation is one round trip started by the agent (hosts need no
 // inbound port): the agent asks for a challenge, the verifier answers with a
 // fresh single-use nonce, the PCRs to quote and where to resume the IMA list;
