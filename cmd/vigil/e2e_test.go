@@ -16,13 +16,17 @@ import (
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/tpmsim"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
+	"github.com/vigil-attest/vigil/tpmsim/soft"
 	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 )
 
 // e2eHost is a simulated host: swtpm plus the boot log and IMA list a
 // measured boot would leave, kept in files the agent reads.
 type e2eHost struct {
-	sw       *tpmsim.Swtpm
+	sw *tpmsim.Swtpm
+	// softPath, instead of sw, is the state file of a soft TPM, which the
+	// agent opens as soft:softPath.
+	softPath string
 	bootLog  string
 	imaLog   simhost.IMALog
 	measured string // directory of files measured into the IMA list
@@ -30,6 +34,13 @@ type e2eHost struct {
 
 func (h *e2eHost) tpm(t *testing.T) agent.TPM {
 	t.Helper()
+	if h.softPath != "" {
+		st, err := soft.Open(h.softPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return agent.NewSoftTPM(st)
+	}
 	c, err := h.sw.Open(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +88,14 @@ func (h *e2eHost) measure(t *testing.T, tpm agent.TPM, name string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// spec is the host's TPM as the agent's --tpm names it.
+func (h *e2eHost) spec() string {
+	if h.softPath != "" {
+		return "soft:" + h.softPath
+	}
+	return h.sw.Spec()
 }
 
 type agentStatus struct {

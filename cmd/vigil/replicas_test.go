@@ -16,14 +16,15 @@ import (
 	"github.com/vigil-attest/vigil/internal/pgtest"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
+	"github.com/vigil-attest/vigil/tpmsim/soft"
 	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 	"github.com/vigil-attest/vigil/verifier"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
 // TestReplicasTakeOverADeadOne runs PostgreSQL, two registrars and three
-// verifier replicas through the CLI, with two hosts on swtpm whose agents
-// know all three verifiers. The replica that holds one host is killed
+// verifier replicas through the CLI, with a host on swtpm and one on the
+// soft TPM, whose agents know all three verifiers. The replica that holds one host is killed
 // (SIGKILL): the host is attesting again under another replica, and no
 // host fails for the silence; a tamper on it afterwards is revoked exactly
 // once.
@@ -42,13 +43,30 @@ func TestReplicasTakeOverADeadOne(t *testing.T) {
 	if _, code := run(t, ctx, "ca", "init", tlsDir); code != 0 {
 		t.Fatal("ca init")
 	}
+	// host-0 is on swtpm, host-1 on Vigil's soft TPM, made by a
+	// manufacturer whose root joins swtpm's in the registrars' --ek-roots.
+	mfr, err := soft.NewManufacturer("replicas test TPM manufacturer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(caDir, "soft-manufacturer.pem"), mfr.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	softPath := filepath.Join(dir, "soft-tpm")
+	if _, err := soft.Create(softPath, soft.Options{Manufacturer: mfr}); err != nil {
+		t.Fatal(err)
+	}
 	hosts := make([]*e2eHost, 2)
 	for i := range hosts {
 		h := &e2eHost{
-			sw:       tpmsimtest.NewTestSwtpm(t, caDir),
 			bootLog:  filepath.Join(dir, fmt.Sprintf("boot-%d", i)),
 			imaLog:   simhost.IMALog{Path: filepath.Join(dir, fmt.Sprintf("ima-%d", i))},
 			measured: filepath.Join(dir, fmt.Sprintf("bin-%d", i)),
+		}
+		if i == 0 {
+			h.sw = tpmsimtest.NewTestSwtpm(t, caDir)
+		} else {
+			h.softPath = softPath
 		}
 		os.MkdirAll(h.measured, 0o700)
 		h.boot(t)
@@ -106,7 +124,7 @@ func TestReplicasTakeOverADeadOne(t *testing.T) {
 		tenant(verURLs[i], "policy", "add", fmt.Sprintf("rt-%d", i), "--runtime", pol)
 		tenant(verURLs[(i+1)%3], "agent", "add", fmt.Sprintf("host-%d", i), "--runtime-policy", fmt.Sprintf("rt-%d", i),
 			"--identity", fmt.Sprintf("spiffe://example.org/node/host-%d", i), "--interval", interval.String())
-		args := []string{"agent", "--data", filepath.Join(dir, fmt.Sprintf("agent-%d", i)), "--tpm", h.sw.Spec(),
+		args := []string{"agent", "--data", filepath.Join(dir, fmt.Sprintf("agent-%d", i)), "--tpm", h.spec(),
 			"--registrar", regURLs[i], "--ca", filepath.Join(tlsDir, tlsutil.CACert), "--id", fmt.Sprintf("host-%d", i),
 			"--boot-log", h.bootLog, "--ima-log", h.imaLog.Path, "--log-level", "warn"}
 		for _, u := range verURLs {
