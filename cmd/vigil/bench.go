@@ -34,7 +34,10 @@ func benchCommand() *cli.Command {
 			"manufacturer in --ek-ca (made by `vigil bench ek-ca DIR`, given to the registrar as --ek-roots DIR), and\n" +
 			"are admitted with the admin certificate in --tls-dir. The verifier's CPU comes from /proc/PID/stat with\n" +
 			"--verifier-pid, else from process_cpu_seconds_total on its /metrics (else, on this machine, from the\n" +
-			"process found listening on its port). The run's agents and policy are deleted from both at the end.",
+			"process found listening on its port). The run's agents and policy are deleted from both at the end.\n\n" +
+			"With --replicas N (N ≥ 2, with --store) it runs N verifier replicas over that database and every host\n" +
+			"fails over between them; --kill-replica-after D SIGKILLs the first one D into the window and the summary\n" +
+			"reports the failover (hosts_failed, longest_gap_ms, failover_errors, revocations).",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "agents", Value: 100, Usage: "number of simulated hosts"},
 			&cli.DurationFlag{Name: "duration", Value: 20 * time.Second, Usage: "measurement window"},
@@ -138,6 +141,8 @@ func benchOptions(c *cli.Context) (bench.Options, error) {
 		return opts, errors.New("--replicas N ≥ 2 share one store: give --store postgres://… too")
 	case opts.Replicas > 1 && (c.Bool("in-process") || c.String("verifier") != ""):
 		return opts, errors.New("--replicas runs the verifiers as child processes of the bench: it cannot be used with --in-process or --verifier")
+	case opts.Replicas > 1 && c.String("cpuprofile") != "":
+		return opts, errors.New("--cpuprofile profiles one verifier: it cannot be used with --replicas")
 	case c.IsSet("kill-replica-after") && opts.Replicas < 2:
 		return opts, errors.New("--kill-replica-after needs --replicas 2 or more: a replica must be left to fail over to")
 	case c.IsSet("kill-replica-after") && (opts.KillReplicaAfter <= 0 || opts.KillReplicaAfter >= opts.Duration):

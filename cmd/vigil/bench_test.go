@@ -79,6 +79,13 @@ func TestBenchUsageErrorsExitTwo(t *testing.T) {
 		{"bench", "extra-argument"},
 		{"bench", "--in-process", "--cpuprofile", filepath.Join(t.TempDir(), "p")},
 		{"bench", "verifier-process"},
+		// Replicas share a store, run as children, and a kill needs one left.
+		{"bench", "--replicas", "0"},
+		{"bench", "--replicas", "2"},
+		{"bench", "--replicas", "2", "--store", "postgres://x@127.0.0.1/db", "--in-process"},
+		{"bench", "--replicas", "2", "--store", "postgres://x@127.0.0.1/db", "--cpuprofile", filepath.Join(t.TempDir(), "p")},
+		{"bench", "--kill-replica-after", "1s"},
+		{"bench", "--replicas", "2", "--store", "postgres://x@127.0.0.1/db", "--kill-replica-after", "30s", "--duration", "20s"},
 		// External mode: --verifier needs its registrar and TLS directory,
 		// and the external flags need --verifier.
 		{"bench", "--verifier", "https://127.0.0.1:8891"},
