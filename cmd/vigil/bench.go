@@ -34,7 +34,10 @@ func benchCommand() *cli.Command {
 			"manufacturer in --ek-ca (made by `vigil bench ek-ca DIR`, given to the registrar as --ek-roots DIR), and\n" +
 			"are admitted with the admin certificate in --tls-dir. The verifier's CPU comes from /proc/PID/stat with\n" +
 			"--verifier-pid, else from process_cpu_seconds_total on its /metrics (else, on this machine, from the\n" +
-			"process found listening on its port). The run's agents and policy are deleted from both at the end.",
+			"process found listening on its port). The run's agents and policy are deleted from both at the end.\n\n" +
+			"With --replicas N (N ≥ 2, with --store) it runs N verifier replicas over that database and every host\n" +
+			"fails over between them; --kill-replica-after D SIGKILLs the first one D into the window and the summary\n" +
+			"reports the failover (hosts_failed, longest_gap_ms, failover_errors, revocations).",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "agents", Value: 100, Usage: "number of simulated hosts"},
 			&cli.DurationFlag{Name: "duration", Value: 20 * time.Second, Usage: "measurement window"},
@@ -47,6 +50,8 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "in-process", Usage: "run the verifier in this process (CPU and RSS are then the whole process's)"},
 			&cli.StringFlag{Name: "dir", Usage: "keep stores, certificates and host state in `DIR` (default: a temporary directory, removed afterwards)"},
 			&cli.StringFlag{Name: "store", Usage: "run the verifier on the PostgreSQL database at `URL` (postgres://…; an empty database of its own) instead of its embedded store"},
+			&cli.IntFlag{Name: "replicas", Value: 1, Usage: "run `N` verifier replicas (child processes) sharing --store, which N ≥ 2 needs; hosts know every replica and fail over"},
+			&cli.DurationFlag{Name: "kill-replica-after", Usage: "with --replicas ≥ 2: SIGKILL the first replica `D` into the measurement window, and report the failover (hosts failed, longest gap between a host's verdicts, revocations)"},
 			&cli.StringFlag{Name: "verifier", Usage: "benchmark the verifier already running at `URL` instead of starting one"},
 			&cli.StringFlag{Name: "registrar", Usage: "with --verifier: the registrar at `URL` that verifier fetches AKs from; hosts enroll there"},
 			&cli.StringFlag{Name: "tls-dir", Usage: "with --verifier: `DIR` made by `vigil ca init` for that deployment (CA and admin certificate)"},
@@ -128,6 +133,21 @@ func benchOptions(c *cli.Context) (bench.Options, error) {
 			return opts, errors.New("--store is where the bench's own verifier keeps its state: it cannot be used with --verifier")
 		}
 	}
+	opts.Replicas, opts.KillReplicaAfter = c.Int("replicas"), c.Duration("kill-replica-after")
+	switch {
+	case opts.Replicas < 1:
+		return opts, errors.New("--replicas must be at least 1")
+	case opts.Replicas > 1 && opts.Store == "":
+		return opts, errors.New("--replicas N ≥ 2 share one store: give --store postgres://… too")
+	case opts.Replicas > 1 && (c.Bool("in-process") || c.String("verifier") != ""):
+		return opts, errors.New("--replicas runs the verifiers as child processes of the bench: it cannot be used with --in-process or --verifier")
+	case opts.Replicas > 1 && c.String("cpuprofile") != "":
+		return opts, errors.New("--cpuprofile profiles one verifier: it cannot be used with --replicas")
+	case c.IsSet("kill-replica-after") && opts.Replicas < 2:
+		return opts, errors.New("--kill-replica-after needs --replicas 2 or more: a replica must be left to fail over to")
+	case c.IsSet("kill-replica-after") && (opts.KillReplicaAfter <= 0 || opts.KillReplicaAfter >= opts.Duration):
+		return opts, errors.New("--kill-replica-after must be within the measurement window (0 < D < --duration)")
+	}
 	if opts.KeyCacheDir == "" {
 		cache, err := os.UserCacheDir()
 		if err != nil {
@@ -194,7 +214,11 @@ func benchVerdict(sum bench.Summary, asJSON bool) error {
 func printBenchSummary(w io.Writer, s bench.Summary) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "agents             %d (%d attesting at the end)\n", s.Agents, s.Attesting)
-	fmt.Fprintf(w, "verifier           %s (%s, store %s); registrar %s\n", s.VerifierURL, s.VerifierMode, s.VerifierStore, s.RegistrarURL)
+	if s.Replicas > 1 {
+		fmt.Fprintf(w, "verifier           %d replicas %s (%s, store %s); registrar %s\n", s.Replicas, strings.Join(s.VerifierURLs, ", "), s.VerifierMode, s.VerifierStore, s.RegistrarURL)
+	} else {
+		fmt.Fprintf(w, "verifier           %s (%s, store %s); registrar %s\n", s.VerifierURL, s.VerifierMode, s.VerifierStore, s.RegistrarURL)
+	}
 	fmt.Fprintf(w, "AK / EK            %s / %s\n", s.AKAlg, s.EKAlg)
 	fmt.Fprintf(w, "load               %d new IMA entries per attestation, every %s\n", s.IMAEntries, time.Duration(s.IntervalMS)*time.Millisecond)
 	fmt.Fprintf(w, "policies           %s\n", s.Policies)
@@ -212,6 +236,15 @@ func printBenchSummary(w io.Writer, s bench.Summary) {
 		for _, k := range slices.Sorted(maps.Keys(s.Errors)) {
 			fmt.Fprintf(w, "  %-16s %d\n", k, s.Errors[k])
 		}
+	}
+	if s.ReplicaKilledAtMS > 0 {
+		fmt.Fprintf(w, "replica killed     %s at %.1f s into the window (SIGKILL)\n", s.VerifierURL, float64(s.ReplicaKilledAtMS)/1000)
+		fmt.Fprintf(w, "  hosts failed     %d %v\n", s.Agents-s.Attesting, s.HostsFailed)
+		fmt.Fprintf(w, "  longest gap      %.0f ms between two good verdicts of %s\n", s.LongestGapMS, s.LongestGapHost)
+		fmt.Fprintf(w, "  failover errors  %v (hosts that recovered; not counted as errors)\n", s.FailoverErrors)
+	}
+	if s.Revocations != nil {
+		fmt.Fprintf(w, "revocations        %d (%s)\n", *s.Revocations, s.RevocationsSource)
 	}
 	fmt.Fprintf(w, "verifier CPU       %.2f s, %.1f µs per verdict\n", s.CPUSeconds, s.CPUUSPerVerdict)
 	fmt.Fprintf(w, "verifier peak RSS  %.1f MB (%s)\n", s.RSSMB, s.RSSSource)
@@ -273,11 +306,18 @@ func benchVerifierProcessCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls-dir", Required: true},
 			&cli.StringFlag{Name: "registrar", Required: true},
 			&cli.DurationFlag{Name: "interval", Value: 2 * time.Second},
+			&cli.StringFlag{Name: "listen", Usage: "`ADDR` to serve on (default: a free loopback port)"},
+			&cli.StringFlag{Name: "advertise", Usage: "with --store: run as one replica of several, reachable at `URL` (verifier.Config.ReplicaURL)"},
+			&cli.StringFlag{Name: "replica-id", Usage: "with --advertise: this replica's `ID`"},
 		},
 		Action: func(c *cli.Context) error {
+			if c.String("advertise") != "" && c.String("store") == "" {
+				return badInputf("--advertise runs a replica over a shared store: give --store postgres://… too")
+			}
 			return bench.ChildMain(c.Context, bench.VerifierConfig{
 				DataDir: c.String("data"), Store: c.String("store"), TLSDir: c.String("tls-dir"),
-				RegistrarURL: c.String("registrar"), Interval: c.Duration("interval"),
+				RegistrarURL: c.String("registrar"), Interval: c.Duration("interval"), Listen: c.String("listen"),
+				ReplicaURL: c.String("advertise"), ReplicaID: c.String("replica-id"),
 			}, c.App.Writer)
 		},
 	}

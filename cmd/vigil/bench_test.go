@@ -79,6 +79,13 @@ func TestBenchUsageErrorsExitTwo(t *testing.T) {
 		{"bench", "extra-argument"},
 		{"bench", "--in-process", "--cpuprofile", filepath.Join(t.TempDir(), "p")},
 		{"bench", "verifier-process"},
+		// Replicas share a store, run as children, and a kill needs one left.
+		{"bench", "--replicas", "0"},
+		{"bench", "--replicas", "2"},
+		{"bench", "--replicas", "2", "--store", "postgres://x@127.0.0.1/db", "--in-process"},
+		{"bench", "--replicas", "2", "--store", "postgres://x@127.0.0.1/db", "--cpuprofile", filepath.Join(t.TempDir(), "p")},
+		{"bench", "--kill-replica-after", "1s"},
+		{"bench", "--replicas", "2", "--store", "postgres://x@127.0.0.1/db", "--kill-replica-after", "30s", "--duration", "20s"},
 		// External mode: --verifier needs its registrar and TLS directory,
 		// and the external flags need --verifier.
 		{"bench", "--verifier", "https://127.0.0.1:8891"},
@@ -236,4 +243,51 @@ func TestBenchOnPostgreSQL(t *testing.T) {
 	if len(sum.Errors) != 0 || sum.Attesting != 3 || sum.Verdicts == 0 || sum.VerifierStore != "postgres" {
 		t.Fatalf("on PostgreSQL: store %q, %d attesting, %d verdicts, errors %v", sum.VerifierStore, sum.Attesting, sum.Verdicts, sum.Errors)
 	}
+}
+
+// TestBenchReplicasFailover runs the bench with 3 verifier replicas over
+// PostgreSQL and SIGKILLs the first one a second into the window: every
+// host must fail over to the others and end attesting, none failed.
+func TestBenchReplicasFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a fleet for a few seconds")
+	}
+	db := pgtest.Start(t)
+	out, code := run(t, context.Background(), "bench", "--agents", "6", "--duration", "4s", "--interval", "500ms",
+		"--ak-alg", "ecc", "--key-cache", t.TempDir(), "--vigil-binary", vigilBinary,
+		"--replicas", "3", "--store", db.NewDatabase(t), "--kill-replica-after", "1s", "--json")
+	if code != exitOK {
+		t.Fatalf("exit %d, want 0; output:\n%s", code, out)
+	}
+	var sum bench.Summary
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatalf("summary is not JSON: %v\n%s", err, out)
+	}
+	t.Logf("replicas %d, killed at %d ms, attesting %d, hosts failed %v, longest gap %.0f ms (%s), failover errors %v, errors %v, revocations %d, %d verdicts",
+		sum.Replicas, sum.ReplicaKilledAtMS, sum.Attesting, sum.HostsFailed, sum.LongestGapMS, sum.LongestGapHost, sum.FailoverErrors, sum.Errors, deref(sum.Revocations), sum.Verdicts)
+	if sum.Replicas != 3 || len(sum.VerifierURLs) != 3 {
+		t.Errorf("replicas %d, URLs %v: want 3", sum.Replicas, sum.VerifierURLs)
+	}
+	if len(sum.HostsFailed) != 0 || sum.Attesting != 6 {
+		t.Errorf("%d of 6 attesting at the end, hosts failed %v", sum.Attesting, sum.HostsFailed)
+	}
+	if len(sum.Errors) != 0 {
+		t.Errorf("errors: %v", sum.Errors)
+	}
+	if sum.ReplicaKilledAtMS < 1000 || sum.LongestGapMS <= 0 {
+		t.Errorf("replica killed at %d ms, longest gap %v ms: want ≥ 1000 and > 0", sum.ReplicaKilledAtMS, sum.LongestGapMS)
+	}
+	if sum.Revocations == nil || *sum.Revocations != 0 {
+		t.Errorf("revocations %v, want 0", sum.Revocations)
+	}
+	if sum.VerifierStore != "postgres" || !strings.Contains(sum.CPUSource, "replica") {
+		t.Errorf("store %q, CPU source %q", sum.VerifierStore, sum.CPUSource)
+	}
+}
+
+func deref(n *int) int {
+	if n == nil {
+		return -1
+	}
+	return *n
 }

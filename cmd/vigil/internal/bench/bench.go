@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -73,6 +74,13 @@ type Options struct {
 	// Store, when set, is the PostgreSQL URL the bench's verifier keeps its
 	// state in (an empty database), instead of its embedded store.
 	Store string
+	// Replicas is the number of verifier replicas, child processes over
+	// the shared Store (0 or 1: one verifier, no replication). Hosts are
+	// admitted through any replica and know every replica's URL.
+	Replicas int
+	// KillReplicaAfter, when set (Replicas ≥ 2), SIGKILLs the first
+	// replica that far into the measurement window.
+	KillReplicaAfter time.Duration
 	// Dir holds stores, TLS files and host state; empty means a temporary
 	// directory removed at the end.
 	Dir string
@@ -116,6 +124,27 @@ func (o *Options) defaults() error {
 	if o.CPUProfile != "" && o.VerifierExe == "" && o.VerifierURL == "" {
 		return errors.New("a CPU profile of the verifier needs the verifier in a child process or external")
 	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.Replicas > 1 {
+		switch {
+		case o.Store == "":
+			return errors.New("verifier replicas share one store: set Store")
+		case o.VerifierExe == "" || o.VerifierURL != "":
+			return errors.New("verifier replicas run as child processes: set VerifierExe, not VerifierURL")
+		case o.CPUProfile != "":
+			return errors.New("a CPU profile is of one verifier: it cannot be taken with replicas")
+		}
+	}
+	if o.KillReplicaAfter != 0 {
+		switch {
+		case o.Replicas < 2:
+			return errors.New("killing a replica needs 2 replicas or more")
+		case o.KillReplicaAfter < 0 || o.KillReplicaAfter >= o.Duration:
+			return fmt.Errorf("kill a replica %s into a %s window: want within it", o.KillReplicaAfter, o.Duration)
+		}
+	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
@@ -136,11 +165,15 @@ type Summary struct {
 	// "embedded" (bbolt) or "postgres"; empty for an external verifier.
 	VerifierStore string `json:"verifier_store,omitempty"`
 	VerifierURL   string `json:"verifier_url"`
-	RegistrarURL  string `json:"registrar_url"`
-	AKAlg         string `json:"ak_alg"`
-	EKAlg         string `json:"ek_alg"`
-	IMAEntries    int    `json:"ima_entries_per_attestation"`
-	IntervalMS    int64  `json:"interval_ms"`
+	// Replicas is the number of verifier replicas; VerifierURLs are their
+	// URLs, every one of which each host knows.
+	Replicas     int      `json:"replicas"`
+	VerifierURLs []string `json:"verifier_urls,omitempty"`
+	RegistrarURL string   `json:"registrar_url"`
+	AKAlg        string   `json:"ak_alg"`
+	EKAlg        string   `json:"ek_alg"`
+	IMAEntries   int      `json:"ima_entries_per_attestation"`
+	IntervalMS   int64    `json:"interval_ms"`
 	// Policies says what each verdict is checked against.
 	Policies string `json:"policies"`
 	// WindowSeconds is the length of the measurement window.
@@ -171,7 +204,32 @@ type Summary struct {
 	RSSSource    string  `json:"rss_source"`
 	SetupSeconds float64 `json:"setup_seconds"`
 	CPUProfile   string  `json:"cpu_profile,omitempty"`
-	Note         string  `json:"note"`
+
+	// ReplicaKilledAtMS is when the first replica was SIGKILLed, in ms
+	// into the window (with KillReplicaAfter).
+	ReplicaKilledAtMS int64 `json:"replica_killed_at_ms,omitempty"`
+	// HostsFailed counts this run's hosts not attesting at the end, by
+	// "state" or "state: reason".
+	HostsFailed map[string]int `json:"hosts_failed"`
+	// LongestGapMS is the longest time between two good verdicts of one
+	// host over the window (and, for each host, from its last good verdict
+	// to the window's end); LongestGapHost is that host.
+	LongestGapMS   float64 `json:"longest_gap_ms"`
+	LongestGapHost string  `json:"longest_gap_host,omitempty"`
+	// FailoverErrors are errors of hosts that attested well again
+	// afterwards, seen after a replica was killed (connection refused, a
+	// redirect to the dead replica, 503 unassigned while its hosts are
+	// taken over, …) or, with replicas, any time a verifier could not be
+	// reached or could not serve the host yet (503 unassigned just after
+	// admission): the failover's, not counted in Errors. The errors of a
+	// host that had not recovered by the end of the window are in Errors.
+	FailoverErrors map[string]uint64 `json:"failover_errors,omitempty"`
+	// Revocations counts the revocation events the verifier raised for
+	// this run's hosts (its outbox in PostgreSQL, pending and delivered);
+	// RevocationsSource says so. Only with Store.
+	Revocations       *int   `json:"revocations,omitempty"`
+	RevocationsSource string `json:"revocations_source,omitempty"`
+	Note              string `json:"note"`
 }
 
 // note is said with every result: the numbers come from a machine the
@@ -193,7 +251,8 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		Agents: opts.Agents, AKAlg: tpmfacts.AlgName(opts.AKAlg), EKAlg: "ecc",
 		IMAEntries: opts.IMAEntries, IntervalMS: opts.Interval.Milliseconds(),
 		Policies: "runtime (IMA) policy only; no boot policy, so steady-state verdicts check quote + IMA",
-		Errors:   map[string]uint64{}, States: map[string]int{},
+		Errors:   map[string]uint64{}, States: map[string]int{}, HostsFailed: map[string]int{},
+		Replicas: opts.Replicas,
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(opts.Progress, format+"\n", args...) }
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -226,6 +285,9 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	}
 	defer dep.close()
 	sum.VerifierMode, sum.VerifierURL, sum.RegistrarURL = dep.mode, dep.verifierURL, dep.registrarURL
+	if len(dep.verifierURLs) > 1 {
+		sum.VerifierURLs = dep.verifierURLs
+	}
 	if dep.mode != "external" {
 		sum.VerifierStore = "embedded"
 		if opts.Store != "" {
@@ -237,6 +299,9 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		return sum, usageErrorf("the %s verifier cannot be profiled", dep.mode)
 	}
 	say("vigil bench: %d agents, %s AKs, %d IMA entries per attestation, every %s, measuring for %s", opts.Agents, sum.AKAlg, opts.IMAEntries, opts.Interval, opts.Duration)
+	if opts.KillReplicaAfter > 0 {
+		say("  the first replica (%s %s) is to be SIGKILLed %s into the window", dep.replicaNames[dep.verifierURLs[0]], dep.verifierURLs[0], opts.KillReplicaAfter)
+	}
 	say("  %s", dep.describe)
 	say("  verifier CPU from %s", dep.meter.cpuSource)
 
@@ -290,6 +355,13 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	adminHTTP := &http.Client{Transport: &http.Transport{TLSClientConfig: adminTLS, MaxIdleConnsPerHost: workers}, Timeout: time.Minute}
 	defer adminHTTP.CloseIdleConnections()
 	admin := &verifier.AdminClient{BaseURL: dep.verifierURL, HTTP: adminHTTP}
+	// Hosts are admitted through every replica in turn; what is read after
+	// the first replica may have been killed is read from the last.
+	admins := make([]*verifier.AdminClient, len(dep.verifierURLs))
+	for i, u := range dep.verifierURLs {
+		admins[i] = &verifier.AdminClient{BaseURL: u, HTTP: adminHTTP}
+	}
+	lastAdmin := admins[len(admins)-1]
 	policyName := dep.idPrefix + "runtime"
 	if dep.mode == "external" {
 		// The deployment outlives the run: take this run's agents and
@@ -348,12 +420,12 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	t = time.Now()
 	if err := parallel(ctx, opts.Agents, workers, func(i int) error {
 		h := hosts[i]
-		if _, err := admin.Admit(ctx, verifier.AdmitRequest{AgentID: h.id, RuntimePolicy: policyName,
+		if _, err := admins[i%len(admins)].Admit(ctx, verifier.AdmitRequest{AgentID: h.id, RuntimePolicy: policyName,
 			Identities: []string{"spiffe://bench.vigil.example/node/" + h.id}, Interval: opts.Interval}); err != nil {
 			return fmt.Errorf("admit %s: %w", h.id, err)
 		}
-		h.http = agentClient(clientTLS)
-		h.att = &agent.Attester{Open: h.open, DataDir: filepath.Join(h.dir, "agent"), VerifierURLs: []string{dep.verifierURL},
+		h.http = agentClient(clientTLS, h)
+		h.att = &agent.Attester{Open: h.open, DataDir: filepath.Join(h.dir, "agent"), VerifierURLs: dep.verifierURLs,
 			HTTP: h.http, BootLogPath: bootPath, IMALogPath: h.ima.Path, Log: quiet}
 		if err := h.att.Prepare(); err != nil {
 			return err
@@ -362,7 +434,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h.attestLoop(runCtx, dep.verifierURL, pool, opts.IMAEntries, max(phase, 0), opts.Interval, rec)
+			h.attestLoop(runCtx, h.att.VerifierURLs, pool, opts.IMAEntries, max(phase, 0), opts.Interval, rec)
 		}()
 		return nil
 	}); err != nil {
@@ -398,6 +470,13 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	winStart := time.Now()
 	progress := time.NewTicker(progressEvery(opts.Duration))
 	end := time.NewTimer(opts.Duration)
+	var killC <-chan time.Time
+	if opts.KillReplicaAfter > 0 {
+		kill := time.NewTimer(opts.KillReplicaAfter)
+		defer kill.Stop()
+		killC = kill.C
+	}
+	killed := ""
 	prev, prevAt := rec.snapshot(), winStart
 wait:
 	for {
@@ -405,10 +484,30 @@ wait:
 		case <-ctx.Done():
 			progress.Stop()
 			return sum, ctx.Err()
+		case <-killC:
+			rec.startFailover()
+			if err := dep.killReplica(ctx); err != nil {
+				return sum, fmt.Errorf("kill a replica: %w", err)
+			}
+			killed = dep.verifierURLs[0]
+			sum.ReplicaKilledAtMS = time.Since(winStart).Milliseconds()
+			say("  %5.1fs  SIGKILLed replica %s (%s)", time.Since(winStart).Seconds(), dep.replicaNames[killed], killed)
 		case now := <-progress.C:
 			s := rec.snapshot()
-			say("  %5.1fs  %d verdicts (%.0f/s now), %d agents seen attesting, %d errors",
+			line := fmt.Sprintf("  %5.1fs  %d verdicts (%.0f/s now), %d agents seen attesting, %d errors",
 				now.Sub(winStart).Seconds(), s.verdicts, float64(s.verdicts-prev.verdicts)/now.Sub(prevAt).Seconds(), s.goodAgents, s.errors)
+			if len(dep.verifierURLs) > 1 {
+				var per []string
+				for _, u := range dep.verifierURLs {
+					p := fmt.Sprintf("%s %d", dep.replicaNames[u], s.byURL[u]-prev.byURL[u])
+					if u == killed {
+						p += " (killed)"
+					}
+					per = append(per, p)
+				}
+				line += fmt.Sprintf(", %d failover errors; verdicts since the last line by replica: %s", s.failoverErrors, strings.Join(per, ", "))
+			}
+			say("%s", line)
 			prev, prevAt = s, now
 			if dep.meter.sample != nil {
 				dep.meter.sample(ctx)
@@ -419,6 +518,7 @@ wait:
 	}
 	progress.Stop()
 	rec.setMeasuring(false)
+	rec.closeWindow(time.Now())
 	window := time.Since(winStart)
 	u1, err := dep.meter.read(ctx)
 	if err != nil {
@@ -433,7 +533,7 @@ wait:
 	}
 	// The states at the end are read while the agents still attest: once
 	// they stop, the verifier rightly fails them for silence.
-	views, err := admin.List(ctx)
+	views, err := lastAdmin.List(ctx)
 	if err != nil {
 		return sum, fmt.Errorf("list agents: %w", err)
 	}
@@ -441,9 +541,25 @@ wait:
 		// A shared verifier has other agents than this run's.
 		if strings.HasPrefix(v.ID, dep.idPrefix) {
 			sum.States[string(v.State)]++
+			if v.State != verifier.StateAttesting {
+				k := string(v.State)
+				if v.Reason != "" {
+					k += ": " + string(v.Reason)
+				}
+				sum.HostsFailed[k]++
+			}
 		}
 	}
 	sum.Attesting = sum.States[string(verifier.StateAttesting)]
+	if opts.Store != "" && dep.mode != "external" {
+		n, err := countRevocations(ctx, opts.Store, dep.idPrefix)
+		if err != nil {
+			return sum, fmt.Errorf("count revocation events: %w", err)
+		}
+		sum.Revocations = &n
+		sum.RevocationsSource = "revocation events for this run's hosts in the verifier's outbox in PostgreSQL (verifier_outbox and verifier_outbox_delivered), " +
+			"read at the end of the window: one per host the verifier failed"
+	}
 	if prof != nil {
 		if err := <-prof; err != nil {
 			return sum, fmt.Errorf("CPU profile: %w", err)
@@ -461,6 +577,10 @@ wait:
 	for k, n := range rec.errors {
 		sum.Errors[k] = n
 	}
+	if len(rec.failoverErrors) > 0 {
+		sum.FailoverErrors = maps.Clone(rec.failoverErrors)
+	}
+	sum.LongestGapMS, sum.LongestGapHost = ms(rec.longestGap), rec.longestGapHost
 	rec.mu.Unlock()
 	cpu := u1.CPU - u0.CPU
 	sum.CPUSeconds = round(cpu.Seconds(), 3)

@@ -44,6 +44,13 @@ type deployment struct {
 	mfr          *soft.Manufacturer
 	registrarURL string
 	verifierURL  string
+	// verifierURLs are every replica's URL (verifierURL is the first);
+	// replicaNames name them in progress lines.
+	verifierURLs []string
+	replicaNames map[string]string
+	// killReplica SIGKILLs the first replica (replicas only), after taking
+	// its last CPU reading and verdict times.
+	killReplica func(context.Context) error
 	// idPrefix starts the names of this run's agents and policy. An
 	// external deployment outlives runs, so each run's names are its own.
 	idPrefix string
@@ -92,6 +99,18 @@ func startLocal(ctx context.Context, opts Options, dir string, log *slog.Logger)
 	d := &deployment{tlsDir: lb.TLSDir, mfr: lb.Manufacturer, registrarURL: lb.RegistrarURL, idPrefix: "bench-", note: note,
 		serverSource: "the verifier's own clock, evidence received to verdict stored, every verdict in the window"}
 	vcfg := VerifierConfig{DataDir: filepath.Join(dir, "verifier"), Store: opts.Store, TLSDir: lb.TLSDir, RegistrarURL: lb.RegistrarURL, Interval: opts.Interval, Log: log}
+	if opts.Replicas > 1 {
+		if err := startReplicas(ctx, d, opts, vcfg); err != nil {
+			lb.Close()
+			return nil, err
+		}
+		stop := d.close
+		d.close = func() {
+			stop()
+			lb.Close()
+		}
+		return d, nil
+	}
 	var ver *verifierHandle
 	if opts.VerifierExe != "" {
 		ver, err = startChildVerifier(ctx, opts.VerifierExe, vcfg)
@@ -107,6 +126,7 @@ func startLocal(ctx context.Context, opts Options, dir string, log *slog.Logger)
 		lb.Close()
 	}
 	d.verifierURL = ver.URL
+	d.verifierURLs = []string{ver.URL}
 	d.serverTimes = ver.serverTimes
 	if ver.pid != 0 {
 		d.mode = "child"
@@ -138,6 +158,7 @@ const externalNote = "the load generator (soft TPMs, agents) runs on this machin
 func startExternal(ctx context.Context, opts Options, say func(string, ...any)) (*deployment, error) {
 	d := &deployment{mode: "external", tlsDir: opts.TLSDir, note: externalNote, close: func() {},
 		registrarURL: strings.TrimRight(opts.RegistrarURL, "/"), verifierURL: strings.TrimRight(opts.VerifierURL, "/")}
+	d.verifierURLs = []string{d.verifierURL}
 	vu, err := serviceURL("--verifier", d.verifierURL)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,6 +33,10 @@ type host struct {
 	http *http.Client
 	// next is where in the pool of measured files this host goes on.
 	next int
+	// redirected is the scheme and host the last request was redirected
+	// to, set by http's CheckRedirect (which runs in the caller's
+	// goroutine, the host's loop).
+	redirected string
 }
 
 func (h *host) open(context.Context) (agent.TPM, error) { return agent.NewSoftTPM(h.tpm), nil }
@@ -80,39 +85,70 @@ func (h *host) measure(ctx context.Context, pool []simhost.IMAEntry, k int) erro
 // attestLoop is the agent's push loop (agent.Attester.Run) with two
 // additions the bench needs: k new IMA entries before each quote, and the
 // verdict's round-trip time. Evidence is collected by the agent's own code
-// (Attester.Collect) and sent over the host's keep-alive connection.
-func (h *host) attestLoop(ctx context.Context, verifierURL string, pool []simhost.IMAEntry, k int, phase, retry time.Duration, rec *recorder) {
+// (Attester.Collect) and sent over the host's keep-alive connection. With
+// several verifier URLs (replicas) it fails over as the agent does: after a
+// verifier cannot be reached (or answers 503) the next is tried at once,
+// until every one has failed in a row; and a redirect to the replica that
+// holds the host makes that one the verifier in use.
+func (h *host) attestLoop(ctx context.Context, urls []string, pool []simhost.IMAEntry, k int, phase, retry time.Duration, rec *recorder) {
 	if !sleep(ctx, phase) {
 		return
 	}
+	urls = slices.Clone(urls)
+	cur, hops := 0, 0
 	var next *wire.Challenge
 	started := true
 	// Errors back off as the agent's do (doubling up to a minute), so a
 	// host the verifier failed does not keep loading it at every interval.
 	wait := retry
-	backoff := func() {
+	backoff := func(err error) {
+		if len(urls) > 1 && unavailable(err) {
+			cur = (cur + 1) % len(urls)
+			hops++
+			if hops < len(urls) {
+				sleep(ctx, failoverPause)
+				return
+			}
+		}
+		hops = 0
 		sleep(ctx, wait)
 		wait = min(2*wait, time.Minute)
+	}
+	// follow makes the replica a request was redirected to the one in use.
+	follow := func() {
+		served := h.redirected
+		h.redirected = ""
+		if served == "" {
+			return
+		}
+		if i := slices.Index(urls, served); i >= 0 {
+			cur = i
+			return
+		}
+		urls = append(urls, served)
+		cur = len(urls) - 1
 	}
 	for ctx.Err() == nil {
 		if next == nil {
 			var ch wire.Challenge
-			if err := agent.PostCBOR(ctx, h.http, verifierURL+wire.PathChallenge, wire.ChallengeRequest{AgentID: h.id, Started: started}, &ch); err != nil {
+			err := agent.PostCBOR(ctx, h.http, urls[cur]+wire.PathChallenge, wire.ChallengeRequest{AgentID: h.id, Started: started}, &ch)
+			follow()
+			if err != nil {
 				if ctx.Err() == nil {
-					rec.fail(errorKind("challenge", err))
+					rec.fail(h.id, errorKind("challenge", err), len(urls) > 1 && unavailable(err))
 				}
 				var refused *agent.RefusedError
 				if errors.As(err, &refused) && refused.Status == http.StatusForbidden {
 					rec.agentFailed(h.id)
 				}
-				backoff()
+				backoff(err)
 				continue
 			}
 			next = &ch
 		}
 		if err := h.measure(ctx, pool, k); err != nil {
 			if ctx.Err() == nil {
-				rec.fail(errorKind("measure", err))
+				rec.fail(h.id, errorKind("measure", err), false)
 			}
 			return
 		}
@@ -120,31 +156,46 @@ func (h *host) attestLoop(ctx context.Context, verifierURL string, pool []simhos
 		next = nil
 		if err != nil {
 			if ctx.Err() == nil {
-				rec.fail(errorKind("collect", err))
+				rec.fail(h.id, errorKind("collect", err), false)
 			}
-			backoff()
+			backoff(nil)
 			continue
 		}
 		start := time.Now()
-		v, err := agent.PostEvidence(ctx, h.http, verifierURL, ev)
+		v, err := agent.PostEvidence(ctx, h.http, urls[cur], ev)
 		took := time.Since(start)
+		follow()
 		if err != nil {
 			if ctx.Err() == nil {
-				rec.fail(errorKind("evidence", err))
+				rec.fail(h.id, errorKind("evidence", err), len(urls) > 1 && unavailable(err))
 			}
-			backoff()
+			backoff(err)
 			continue
 		}
 		if v.Next == nil {
-			rec.fail(fmt.Sprintf("verdict: %s (%s)", v.State, v.Reason))
-			backoff()
+			rec.fail(h.id, fmt.Sprintf("verdict: %s (%s)", v.State, v.Reason), false)
+			backoff(nil)
 			continue
 		}
-		started, wait = false, retry
-		rec.verdict(h.id, took)
+		started, wait, hops = false, retry, 0
+		rec.verdict(h.id, urls[cur], took)
 		next = v.Next
 		sleep(ctx, time.Duration(next.IntervalMS)*time.Millisecond)
 	}
+}
+
+// failoverPause is the wait before trying the next verifier, as the agent's.
+const failoverPause = 100 * time.Millisecond
+
+// unavailable reports whether err says the verifier cannot be reached or
+// cannot serve now, as the agent judges it: a refusal of the request itself
+// is not the verifier's fault, and another replica would refuse it too.
+func unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ref *agent.RefusedError
+	return !errors.As(err, &ref) || ref.Status == http.StatusServiceUnavailable
 }
 
 // sleep waits d or until ctx ends; it reports whether ctx is still live.
@@ -164,10 +215,18 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // agentClient is one host's HTTP client: its own transport, so its own
 // keep-alive TLS connection to the verifier.
-func agentClient(cfg *tls.Config) *http.Client {
+// It notes where a request was redirected to in h.redirected.
+func agentClient(cfg *tls.Config, h *host) *http.Client {
 	return &http.Client{
 		Transport: &http.Transport{TLSClientConfig: cfg.Clone(), MaxIdleConnsPerHost: 1, IdleConnTimeout: 5 * time.Minute},
 		Timeout:   30 * time.Second,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			h.redirected = req.URL.Scheme + "://" + req.URL.Host
+			return nil
+		},
 	}
 }
 

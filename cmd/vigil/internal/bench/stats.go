@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"net/url"
 	"slices"
@@ -27,27 +28,101 @@ type recorder struct {
 	// failed holds agents the verifier refused a challenge to (403): they
 	// failed and wait for an operator, so warm-up waits no longer for them.
 	failed map[string]bool
+
+	// failingOver is set once a replica was killed: from then on a host's
+	// errors are pending until its next good verdict, which makes them
+	// failoverErrors; those of a host that never recovers are errors.
+	failingOver    bool
+	closed         bool
+	pending        map[string]map[string]uint64
+	failoverErrors map[string]uint64
+	// lastGood is each host's last good verdict; longestGap the longest
+	// time between two of one host's good verdicts in the window.
+	lastGood       map[string]time.Time
+	longestGap     time.Duration
+	longestGapHost string
+	// byURL counts the window's verdicts by the verifier URL that gave them.
+	byURL map[string]uint64
 }
 
 func newRecorder() *recorder {
-	return &recorder{errors: map[string]uint64{}, good: map[string]bool{}, failed: map[string]bool{}}
+	return &recorder{errors: map[string]uint64{}, good: map[string]bool{}, failed: map[string]bool{},
+		pending: map[string]map[string]uint64{}, failoverErrors: map[string]uint64{},
+		lastGood: map[string]time.Time{}, byURL: map[string]uint64{}}
 }
 
-func (r *recorder) verdict(agentID string, took time.Duration) {
+// verdict records a good verdict of agentID, which took took, from the
+// verifier at url.
+func (r *recorder) verdict(agentID, url string, took time.Duration) {
+	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.total++
 	r.good[agentID] = true
+	for k, n := range r.pending[agentID] {
+		r.failoverErrors[k] += n
+	}
+	delete(r.pending, agentID)
 	if r.measuring {
 		r.verdicts++
 		r.latencies = append(r.latencies, took)
+		r.byURL[url]++
+		if last, ok := r.lastGood[agentID]; ok {
+			r.gap(agentID, now.Sub(last))
+		}
+	}
+	r.lastGood[agentID] = now
+}
+
+func (r *recorder) gap(agentID string, d time.Duration) {
+	if d > r.longestGap {
+		r.longestGap, r.longestGapHost = d, agentID
 	}
 }
 
-func (r *recorder) fail(kind string) {
+// fail records an error of agentID's. A transient one (with replicas: a
+// verifier that cannot be reached or cannot serve the host now, such as a
+// 503 unassigned for a host just admitted) and any after a replica was
+// killed wait for the host's next good verdict to count as a failover
+// error.
+func (r *recorder) fail(agentID, kind string, transient bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if (r.failingOver || transient) && !r.closed {
+		if r.pending[agentID] == nil {
+			r.pending[agentID] = map[string]uint64{}
+		}
+		r.pending[agentID][kind]++
+		return
+	}
 	r.errors[kind]++
+}
+
+// startFailover notes that a replica was killed: errors from now on are
+// the failover's if the host recovers.
+func (r *recorder) startFailover() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failingOver = true
+}
+
+// closeWindow ends the window at end: a host's time since its last good
+// verdict counts as a gap too (a host that never recovered has the longest),
+// and errors of hosts that did not recover are errors.
+func (r *recorder) closeWindow(end time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, last := range r.lastGood {
+		r.gap(id, end.Sub(last))
+	}
+	for _, kinds := range r.pending {
+		for k, n := range kinds {
+			r.errors[k] += n
+		}
+	}
+	r.pending = map[string]map[string]uint64{}
+	r.failingOver = false
+	r.closed = true
 }
 
 // agentFailed notes that the verifier holds agentID as failed.
@@ -66,7 +141,11 @@ func (r *recorder) setMeasuring(on bool) {
 
 type snapshot struct {
 	verdicts, total, errors uint64
-	goodAgents              int
+	// failoverErrors counts errors seen since a replica was killed, of
+	// hosts recovered or not yet.
+	failoverErrors uint64
+	byURL          map[string]uint64
+	goodAgents     int
 	// settled counts agents with a good verdict or held as failed.
 	settled int
 }
@@ -83,6 +162,15 @@ func (r *recorder) snapshot() snapshot {
 	for _, n := range r.errors {
 		s.errors += n
 	}
+	for _, kinds := range r.pending {
+		for _, n := range kinds {
+			s.failoverErrors += n
+		}
+	}
+	for _, n := range r.failoverErrors {
+		s.failoverErrors += n
+	}
+	s.byURL = maps.Clone(r.byURL)
 	return s
 }
 

@@ -36,7 +36,16 @@ type VerifierConfig struct {
 	RegistrarURL string
 	// Interval is the default attestation interval.
 	Interval time.Duration
-	Log      *slog.Logger
+	// Listen is the address the verifier serves on; empty means a free
+	// loopback port. A replica's address is chosen in advance, so that it
+	// can advertise it.
+	Listen string
+	// ReplicaURL and ReplicaID, when set, run the verifier as one replica
+	// of several over the shared Store (verifier.Config.ReplicaURL and
+	// ReplicaID, as `vigil verifier --advertise --replica-id` sets them).
+	ReplicaURL string
+	ReplicaID  string
+	Log        *slog.Logger
 }
 
 // Endpoints is what a started verifier tells the bench: where it serves
@@ -79,13 +88,23 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 	// The bench sweeps intervals below what operators may admit.
 	vcfg.Interval, vcfg.MinInterval = cfg.Interval, min(time.Second, cfg.Interval)
 	vcfg.OnVerdict = func(_ verifier.Agent, _ *verifier.Failure, took time.Duration) { server.observe(took) }
+	if cfg.ReplicaURL != "" {
+		if cfg.Store == "" {
+			return errors.New("a verifier replica needs a shared store")
+		}
+		vcfg.ReplicaURL, vcfg.ReplicaID = cfg.ReplicaURL, cfg.ReplicaID
+	}
 	ver, err := verifier.New(ctx, vcfg)
 	if err != nil {
 		return err
 	}
 	defer ver.Close()
 	h := ver.Handler()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	listen := cfg.Listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
@@ -105,6 +124,10 @@ func ServeVerifier(ctx context.Context, cfg VerifierConfig, withPProf bool, read
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("POST /bench/server-times", func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Has("raw") {
+				json.NewEncoder(w).Encode(server.takeRaw())
+				return
+			}
 			json.NewEncoder(w).Encode(server.take())
 		})
 		psrv := httpapi.NewServer(mux, nil, log)
@@ -143,6 +166,8 @@ type verifierHandle struct {
 	// process.
 	pid  int
 	stop func()
+	// kill sends a child SIGKILL and waits for it to be gone.
+	kill func()
 	// stderr keeps the child's last output for error reports.
 	stderr *tailBuffer
 	// server is the in-process verifier's own verdict times.
@@ -187,20 +212,49 @@ func (s *serverTimes) observe(d time.Duration) {
 }
 
 // take returns the distribution so far and starts afresh.
-func (s *serverTimes) take() Latency {
+func (s *serverTimes) take() Latency { return percentiles(s.takeRaw()) }
+
+// takeRaw returns the times so far and starts afresh: replicas' times are
+// merged by the bench before their percentiles are taken.
+func (s *serverTimes) takeRaw() []time.Duration {
 	s.mu.Lock()
 	l := s.l
 	s.l = nil
 	s.mu.Unlock()
-	return percentiles(l)
+	return l
+}
+
+// rawServerTimes takes a child's own verdict times since the last call.
+func (v *verifierHandle) rawServerTimes(ctx context.Context) ([]time.Duration, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, v.PProf+"/bench/server-times?raw=1", nil)
+	if err != nil {
+		return nil, err
+	}
+	rsp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer rsp.Body.Close()
+	var l []time.Duration
+	if rsp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("verifier server times: %s", rsp.Status)
+	}
+	return l, json.NewDecoder(io.LimitReader(rsp.Body, 64<<20)).Decode(&l)
 }
 
 // startChildVerifier runs the verifier as `exe bench verifier-process …`
 // and waits for it to report its endpoints on standard output.
 func startChildVerifier(ctx context.Context, exe string, cfg VerifierConfig) (*verifierHandle, error) {
-	cmd := exec.Command(exe, "bench", "verifier-process",
+	args := []string{"bench", "verifier-process",
 		"--data", cfg.DataDir, "--store", cfg.Store, "--tls-dir", cfg.TLSDir, "--registrar", cfg.RegistrarURL,
-		"--interval", cfg.Interval.String())
+		"--interval", cfg.Interval.String()}
+	if cfg.Listen != "" {
+		args = append(args, "--listen", cfg.Listen)
+	}
+	if cfg.ReplicaURL != "" {
+		args = append(args, "--advertise", cfg.ReplicaURL, "--replica-id", cfg.ReplicaID)
+	}
+	cmd := exec.Command(exe, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -241,6 +295,10 @@ func startChildVerifier(ctx context.Context, exe string, cfg VerifierConfig) (*v
 		}
 	}
 	h := &verifierHandle{pid: cmd.Process.Pid, stop: stop, stderr: tail}
+	h.kill = func() {
+		cmd.Process.Kill()
+		<-done
+	}
 	select {
 	case line := <-lines:
 		if err := json.Unmarshal([]byte(line), &h.Endpoints); err != nil || h.URL == "" {
