@@ -272,4 +272,23 @@ func TestReplicasTakeOverADeadOne(t *testing.T) {
 	if st := status(survivor, "host-0"); st.State != "failed" || st.Reason != "policy_violation" {
 		t.Fatalf("host-0 after the hand-over: %s %s", st.State, st.Reason)
 	}
+
+	// The operator allows the file in a new policy version, stored through
+	// one replica, and readmits host-0 through a replica that does not hold
+	// it: the readmission is redirected to the holder, which must check
+	// host-0 against the new version another replica stored.
+	var other string
+	for i, id := range []string{"v1", "v2", "v3"} {
+		if id != owner {
+			other = verURLs[i]
+		}
+	}
+	tenant(verURLs[0], "policy", "add", "rt-0", "--runtime", extendPolicy(t, filepath.Join(dir, "rt-0.json"), bad))
+	tenant(other, "agent", "readmit", "host-0")
+	st = waitFor("host-0 attesting after a readmission through another replica", other, "host-0", 30*time.Second, func(s agentStatus) bool {
+		return s.State == "attesting"
+	})
+	if st.IMAEntries < 5 {
+		t.Fatalf("host-0 readmitted with %d IMA entries verified; want its whole list, the allowed file included", st.IMAEntries)
+	}
 }
