@@ -64,7 +64,7 @@ func (s *Service) TendLeases(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	owners := make(map[string]string, len(all))
+	others := make(map[string]heldBy, len(all))
 	var want, handOver []string
 	for _, l := range all {
 		desired := Owner(l.AgentID, liveIDs)
@@ -72,14 +72,14 @@ func (s *Service) TendLeases(ctx context.Context) error {
 		switch {
 		case mine && desired != s.ReplicaID && desired != "":
 			handOver = append(handOver, l.AgentID)
-			owners[l.AgentID] = urls[desired]
+			others[l.AgentID] = heldBy{url: urls[desired]}
 		case mine:
 		case desired == s.ReplicaID && (l.Owner == "" || !l.Expires.After(now)):
 			want = append(want, l.AgentID)
 		case l.Owner != "" && l.Expires.After(now) && urls[l.Owner] != "":
-			owners[l.AgentID] = urls[l.Owner]
+			others[l.AgentID] = heldBy{url: urls[l.Owner], until: l.Expires}
 		case urls[desired] != "" && desired != s.ReplicaID:
-			owners[l.AgentID] = urls[desired]
+			others[l.AgentID] = heldBy{url: urls[desired]}
 		}
 	}
 	if len(handOver) > 0 {
@@ -100,7 +100,7 @@ func (s *Service) TendLeases(ctx context.Context) error {
 			gained++
 		}
 	}
-	s.owners.Store(&owners)
+	s.others.Store(&others)
 	if gained+lost > 0 {
 		s.log().Info("leases moved", "gained", gained, "lost", lost, "replicas", len(live))
 		if s.OnLeaseMoves != nil {
@@ -110,7 +110,15 @@ func (s *Service) TendLeases(ctx context.Context) error {
 	return s.refreshPolicies(ctx)
 }
 
-// takeOver loads agent l.AgentID into a slot of its own under lease l.
+// heldBy is who holds an agent this replica does not: the holder's URL,
+// and until when its lease runs (zero: no lease, or one that ran out).
+type heldBy struct {
+	url   string
+	until time.Time
+}
+
+// takeOver loads agent l.AgentID into a slot of its own under lease l. An
+// agent taken over twice at once (a round and a request) keeps one slot.
 func (s *Service) takeOver(ctx context.Context, l Lease, now time.Time) error {
 	a, err := s.Store.GetAgent(ctx, l.AgentID)
 	if err != nil {
@@ -119,8 +127,11 @@ func (s *Service) takeOver(ctx context.Context, l Lease, now time.Time) error {
 	sl := &slot{fence: Fence{Owner: s.ReplicaID, Epoch: l.Epoch}, heardFloor: now}
 	sl.mu.Lock()
 	s.set(sl, a)
-	s.slots.Store(a.ID, sl)
+	_, loaded := s.slots.LoadOrStore(a.ID, sl)
 	sl.mu.Unlock()
+	if loaded {
+		return nil
+	}
 	if bg := s.background.Load(); bg != nil {
 		go s.prefetchAK(*bg, a.ID)
 	}
@@ -178,12 +189,32 @@ func (s *Service) dropLocked(id string, sl *slot) {
 // notHeld answers a request for an agent this replica does not hold: the
 // replica that does is named (307), an agent not yet held by anyone is
 // asked to come back, and an agent nobody admitted is refused.
+//
+// An agent whose holder's lease lapsed since the last round (its holder
+// died) is taken over at once, by whichever replica it reaches first,
+// rather than at the next round: the agent is asking now, and its
+// liveness window is running. The next rounds move it on to the replica
+// rendezvous hashing names, if that is another. It returns nil when it
+// took the agent over.
 func (s *Service) notHeld(ctx context.Context, id string) error {
-	if m := s.owners.Load(); m != nil {
-		if url := (*m)[id]; url != "" && url != s.ReplicaURL {
-			r := refuseAs(RefusedMoved, refusedMoved, "agent %q is served by the verifier at %s", id, url)
-			r.Location = url
-			return r
+	if m := s.others.Load(); m != nil {
+		if h, known := (*m)[id]; known {
+			now := s.now()
+			if h.until.IsZero() || !h.until.After(now) {
+				if taken, err := s.Leases.AcquireLeases(ctx, s.ReplicaID, []string{id}, now, now.Add(s.LeaseTTL)); err == nil && len(taken) == 1 {
+					if err := s.takeOver(ctx, taken[0], now); err == nil {
+						if s.OnLeaseMoves != nil {
+							s.OnLeaseMoves(1, 0)
+						}
+						return nil
+					}
+				}
+			}
+			if h.url != "" && h.url != s.ReplicaURL {
+				r := refuseAs(RefusedMoved, refusedMoved, "agent %q is served by the verifier at %s", id, h.url)
+				r.Location = h.url
+				return r
+			}
 		}
 	}
 	if _, err := s.Store.GetAgent(ctx, id); err != nil {

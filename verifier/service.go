@@ -226,9 +226,10 @@ type Service struct {
 	policyMu sync.RWMutex
 	// loaded is set once every stored agent has a slot (Load).
 	loaded atomic.Bool
-	// owners maps the agents other replicas own to those replicas' URLs,
-	// as of the last lease round, for redirects.
-	owners atomic.Pointer[map[string]string]
+	// others maps the agents this replica does not hold to who does, as
+	// of the last lease round: for redirects, and to take over at once an
+	// agent whose holder's lease has lapsed since.
+	others atomic.Pointer[map[string]heldBy]
 }
 
 // started is when this verifier process began watching liveness. Silence
@@ -312,7 +313,11 @@ func (s *Service) lockAgent(ctx context.Context, id string) (*slot, Agent, error
 		sl = v.(*slot)
 	} else {
 		if s.Leases != nil {
-			return nil, Agent{}, s.notHeld(ctx, id)
+			if err := s.notHeld(ctx, id); err != nil {
+				return nil, Agent{}, err
+			}
+			// Taken over just now.
+			return s.lockAgent(ctx, id)
 		}
 		if s.loaded.Load() {
 			// Every admitted agent has a slot once loaded: an unknown ID

@@ -82,9 +82,8 @@ type Config struct {
 	// ReplicaURL, when set, makes this verifier one replica of several
 	// sharing Store, which must keep leases (LeaseStore): the URL agents
 	// and the other replicas reach it at; ReplicaID names it in its
-	// leases too. LeaseTTL is how long its leases last unrenewed
-	// (default: Interval), so a replica that dies loses its agents to the
-	// others within about that long.
+	// leases too. LeaseTTL is how long its leases last unrenewed, so a replica that dies loses its agents to the
+	// others within about that long (default: half of Interval).
 	ReplicaURL string
 	LeaseTTL   time.Duration
 
@@ -192,7 +191,9 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		v.svc.Leases, v.svc.ReplicaURL, v.svc.ReplicaID = leases, cfg.ReplicaURL, replica
 		v.svc.LeaseTTL = cfg.LeaseTTL
 		if v.svc.LeaseTTL <= 0 {
-			v.svc.LeaseTTL = cfg.Interval
+			// Half an interval: a dead replica's hosts are taken over
+			// before their next attestation is a whole interval late.
+			v.svc.LeaseTTL = max(cfg.Interval/2, 500*time.Millisecond)
 		}
 	}
 	v.metrics = NewMetrics(v.svc)

@@ -25,7 +25,7 @@ func verifierCommand() *cli.Command {
 		&cli.StringFlag{Name: "store", Usage: "`postgres://…` URL of a PostgreSQL database, instead of the embedded store in --data"},
 		&cli.StringFlag{Name: "advertise", Usage: "with --store: run as one replica of several sharing the hosts, reachable by agents and the other replicas at `URL` (https://HOST:PORT); hosts are spread over the live replicas and taken over when one dies"},
 		&cli.StringFlag{Name: "replica-id", Usage: "with --advertise: this replica's name (default: a random one per start)"},
-		&cli.DurationFlag{Name: "lease-ttl", Usage: "with --advertise: how long a replica's hold on a host lasts unrenewed, so how soon the others take over a dead one's hosts (default: --interval)"},
+		&cli.DurationFlag{Name: "lease-ttl", Usage: "with --advertise: how long a replica's hold on a host lasts unrenewed, so how soon the others take over a dead one's hosts (default: half of --interval, at least 500ms)"},
 		&cli.StringFlag{Name: "tls-dir", Usage: "`DIR` made by `vigil ca init` (server cert; admin cert to reach the registrar)"},
 		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8891", Usage: "`ADDR` to serve on"},
 		&cli.StringFlag{Name: "registrar", Usage: "registrar `URL`, where AKs are fetched"},

@@ -434,7 +434,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h.attestLoop(runCtx, h.att.VerifierURLs, pool, opts.IMAEntries, max(phase, 0), opts.Interval, rec)
+			h.attestLoop(runCtx, h.att.VerifierURLs, pool, opts.IMAEntries, max(phase, 0), rec)
 		}()
 		return nil
 	}); err != nil {

@@ -90,7 +90,7 @@ func (h *host) measure(ctx context.Context, pool []simhost.IMAEntry, k int) erro
 // verifier cannot be reached (or answers 503) the next is tried at once,
 // until every one has failed in a row; and a redirect to the replica that
 // holds the host makes that one the verifier in use.
-func (h *host) attestLoop(ctx context.Context, urls []string, pool []simhost.IMAEntry, k int, phase, retry time.Duration, rec *recorder) {
+func (h *host) attestLoop(ctx context.Context, urls []string, pool []simhost.IMAEntry, k int, phase time.Duration, rec *recorder) {
 	if !sleep(ctx, phase) {
 		return
 	}
@@ -98,9 +98,11 @@ func (h *host) attestLoop(ctx context.Context, urls []string, pool []simhost.IMA
 	cur, hops := 0, 0
 	var next *wire.Challenge
 	started := true
-	// Errors back off as the agent's do (doubling up to a minute), so a
-	// host the verifier failed does not keep loading it at every interval.
-	wait := retry
+	// Errors back off as the agent's do: doubling from half a second up to
+	// a minute, or as long as the verifier's Retry-After says (a failed
+	// host is told its interval), so that a failover is timed as a real
+	// agent would live it.
+	wait := firstBackoff
 	backoff := func(err error) {
 		if len(urls) > 1 && unavailable(err) {
 			cur = (cur + 1) % len(urls)
@@ -111,7 +113,12 @@ func (h *host) attestLoop(ctx context.Context, urls []string, pool []simhost.IMA
 			}
 		}
 		hops = 0
-		sleep(ctx, wait)
+		d := wait
+		var ref *agent.RefusedError
+		if errors.As(err, &ref) && ref.RetryAfter > 0 {
+			d = min(ref.RetryAfter, time.Minute)
+		}
+		sleep(ctx, d)
 		wait = min(2*wait, time.Minute)
 	}
 	// follow makes the replica a request was redirected to the one in use.
@@ -177,12 +184,15 @@ func (h *host) attestLoop(ctx context.Context, urls []string, pool []simhost.IMA
 			backoff(nil)
 			continue
 		}
-		started, wait, hops = false, retry, 0
+		started, wait, hops = false, firstBackoff, 0
 		rec.verdict(h.id, urls[cur], took)
 		next = v.Next
 		sleep(ctx, time.Duration(next.IntervalMS)*time.Millisecond)
 	}
 }
+
+// firstBackoff is the agent's first backoff step after an error.
+const firstBackoff = 500 * time.Millisecond
 
 // failoverPause is the wait before trying the next verifier, as the agent's.
 const failoverPause = 100 * time.Millisecond
