@@ -46,6 +46,9 @@ type Attester struct {
 	ak      AKBlob
 	agentID string
 	ima     *imaLog
+	// bootLog, once Hold read it, is the boot log sent when asked: it does
+	// not change until the host reboots, and the agent restarts with it.
+	bootLog []byte
 	// cur is the index of the verifier in use; hops counts the verifiers
 	// failed over from since the last success.
 	cur, hops int
@@ -132,6 +135,27 @@ func (a *Attester) Prepare() error {
 	}
 	a.ima, err = newIMALog(a.IMALogPath)
 	return err
+}
+
+// Hold opens what the agent reads for as long as it runs — the TPM (through
+// Open, whose device connection is kept), the IMA list, the boot log — so
+// that it can then drop its privileges (DropPrivileges) and go on reading
+// them. Call it after Prepare.
+func (a *Attester) Hold(ctx context.Context) error {
+	tpm, err := a.Open(ctx)
+	if err != nil {
+		return fmt.Errorf("open TPM: %w", err)
+	}
+	tpm.Close()
+	f, err := os.Open(a.IMALogPath)
+	if err != nil {
+		return fmt.Errorf("IMA log: %w", err)
+	}
+	a.ima.held = f
+	if a.bootLog, err = os.ReadFile(a.BootLogPath); err != nil {
+		return fmt.Errorf("boot log: %w", err)
+	}
+	return nil
 }
 
 // AgentID is the ID the registrar enrolled this agent under.
@@ -281,7 +305,9 @@ func (a *Attester) Collect(ctx context.Context, ch wire.Challenge) (wire.Evidenc
 		}
 	}
 	if ch.WantBootLog {
-		if ev.BootLog, err = os.ReadFile(a.BootLogPath); err != nil {
+		if a.bootLog != nil {
+			ev.BootLog = a.bootLog
+		} else if ev.BootLog, err = os.ReadFile(a.BootLogPath); err != nil {
 			return wire.Evidence{}, fmt.Errorf("boot log: %w", err)
 		}
 	}

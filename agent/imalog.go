@@ -13,7 +13,10 @@ import (
 // reads only what the kernel appended since the last one, never the whole
 // list again.
 type imaLog struct {
-	path    string
+	path string
+	// held, when set, is the list kept open (Attester.Hold): an agent that
+	// dropped its privileges can no longer open it.
+	held    *os.File
 	format  ima.Format
 	entries uint64 // entries known
 	offset  int64  // byte offset just past entry `entries`-1
@@ -55,15 +58,18 @@ func (l *imaLog) from(first uint64) ([]byte, uint64, error) {
 		// restart): find entry `first` from the start of the list.
 		l.entries, l.offset = 0, 0
 	}
-	f, err := os.Open(l.path)
-	if err != nil {
-		return nil, 0, fmt.Errorf("IMA log: %w", err)
-	}
-	defer f.Close()
-	if l.offset > 0 {
-		if _, err := f.Seek(l.offset, io.SeekStart); err != nil {
+	f := l.held
+	if f == nil {
+		var err error
+		if f, err = os.Open(l.path); err != nil {
 			return nil, 0, fmt.Errorf("IMA log: %w", err)
 		}
+		defer f.Close()
+	}
+	// A kept file is read again from the offset: securityfs regenerates
+	// the list at any position, with what the kernel appended since.
+	if _, err := f.Seek(l.offset, io.SeekStart); err != nil {
+		return nil, 0, fmt.Errorf("IMA log: %w", err)
 	}
 	// securityfs files report size 0: read to EOF.
 	data, err := io.ReadAll(io.LimitReader(f, 256<<20))

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
+	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
 	"github.com/vigil-attest/vigil/tpmsim"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
@@ -30,13 +32,30 @@ func OpenerFromSpec(spec string) (Opener, func() error, error) {
 	case spec == "":
 		return nil, nil, errors.New("--tpm: empty")
 	case strings.HasPrefix(spec, "/"):
+		// The device is opened once and kept: an agent that dropped its
+		// privileges (Attester.Hold) could not open it again, and the
+		// kernel's resource manager serves many holders at once.
+		var mu sync.Mutex
+		var held transport.TPMCloser
 		return func(ctx context.Context) (TPM, error) {
-			t, err := linuxtpm.Open(spec)
-			if err != nil {
-				return nil, fmt.Errorf("open %s: %w", spec, err)
-			}
-			return NewGoTPM(t), nil
-		}, noop, nil
+				mu.Lock()
+				defer mu.Unlock()
+				if held == nil {
+					t, err := linuxtpm.Open(spec)
+					if err != nil {
+						return nil, fmt.Errorf("open %s: %w", spec, err)
+					}
+					held = t
+				}
+				return NewGoTPM(keptOpen{held}), nil
+			}, func() error {
+				mu.Lock()
+				defer mu.Unlock()
+				if held == nil {
+					return nil
+				}
+				return held.Close()
+			}, nil
 	case strings.HasPrefix(spec, "swtpm:"):
 		addr := strings.TrimPrefix(spec, "swtpm:")
 		if !strings.Contains(addr, ":") {
@@ -70,3 +89,9 @@ func OpenerFromSpec(spec string) (Opener, func() error, error) {
 	}
 	return nil, nil, fmt.Errorf("--tpm %q: want a device path (e.g. %s), swtpm:HOST:PORT, sim or soft:FILE", spec, DefaultTPM)
 }
+
+// keptOpen is a device connection whose Close leaves it open for the next
+// use; the opener's close function ends it.
+type keptOpen struct{ transport.TPMCloser }
+
+func (keptOpen) Close() error { return nil }

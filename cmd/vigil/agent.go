@@ -31,6 +31,7 @@ func agentCommand() *cli.Command {
 		&cli.StringSliceFlag{Name: "verifier", Usage: "verifier `URL` (https://HOST:PORT); repeat it for the replicas of one deployment, tried in turn when one cannot be reached"},
 		&cli.StringFlag{Name: "boot-log", Value: agent.DefaultBootLog, Usage: "UEFI event log `FILE`"},
 		&cli.StringFlag{Name: "ima-log", Value: agent.DefaultIMALog, Usage: "IMA measurement list `FILE` (binary or ASCII)"},
+		&cli.StringFlag{Name: "user", Usage: "after enrolling and opening the TPM and the logs, run as `NAME` (e.g. vigil, in group tss) instead of root"},
 	)...)
 	return &cli.Command{
 		Name:   "agent",
@@ -67,6 +68,15 @@ func agentCommand() *cli.Command {
 			enroller.Log.Info("attesting", "agent_id", res.AgentID, "verifiers", c.StringSlice("verifier"))
 			if err := att.Prepare(); err != nil {
 				return err
+			}
+			if name := c.String("user"); name != "" {
+				if err := att.Hold(c.Context); err != nil {
+					return err
+				}
+				if err := agent.DropPrivileges(name); err != nil {
+					return err
+				}
+				enroller.Log.Info("running unprivileged", "user", name)
 			}
 			return att.Run(c.Context)
 		},

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -113,6 +114,16 @@ func newDeployment(t *testing.T, storeURL string) *attackDeployment {
 	d.agentArg = []string{"agent", "--data", filepath.Join(dir, "agent"), "--tpm", d.host.sw.Spec(),
 		"--registrar", d.regURL, "--verifier", "https://" + freeAddr(t), "--verifier", d.verURL, "--ca", filepath.Join(d.tlsDir, tlsutil.CACert),
 		"--id", "host-1", "--boot-log", d.host.bootLog, "--ima-log", d.host.imaLog.Path, "--log-level", "warn"}
+	if os.Geteuid() == 0 {
+		// As root, the agent drops to nobody once it has opened the TPM and
+		// the logs, which only root may read: it attests on what it holds.
+		for _, f := range []string{d.host.bootLog, d.host.imaLog.Path} {
+			if err := os.Chmod(f, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d.agentArg = append(d.agentArg, "--user", "nobody")
+	}
 	d.agent = startProcess(t, nil, d.agentArg...)
 
 	cfg, err := tlsutil.ClientConfig(filepath.Join(d.tlsDir, tlsutil.CACert), "", "")
@@ -202,6 +213,12 @@ func TestUnauthenticatedPeerCannotChangeAHost(t *testing.T) {
 	}
 	d := newAttackDeployment(t)
 	d.waitFor("attesting", 30*time.Second, func(s agentStatus) bool { return s.State == "attesting" && s.Attestations >= 3 })
+	if os.Geteuid() == 0 {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.agent.cmd.Process.Pid))
+		if err != nil || !strings.Contains(string(status), "\nUid:\t65534\t65534\t65534\t65534\n") {
+			t.Fatalf("the attesting agent does not run as nobody: %v\n%s", err, status)
+		}
+	}
 
 	// Challenges asked for in the host's name, many times over.
 	for range 30 {
