@@ -169,7 +169,6 @@ func writeDeb(o Options, root, arch, bin, man string) (string, error) {
 			"a registrar enrolls each host's EK/AK pair; a verifier checks every host\n" +
 			"against reference policies and revokes its identities when it drifts.",
 		Homepage: "https://github.com/vigil-attest/vigil",
-		License:  "Apache-2.0",
 		Overridables: nfpm.Overridables{
 			Depends:  []string{"adduser"},
 			Suggests: []string{"tpm-udev"},
