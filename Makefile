@@ -7,7 +7,7 @@ PKGS    ?= ./...
 # Race-detected test run; fuzz seeds run as ordinary tests.
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build demo test test-deps bench lint fuzz clean
+.PHONY: all build demo test test-deps bench lint fuzz clean package
 
 all: build
 
@@ -19,13 +19,23 @@ demo: build
 
 test: test-deps lint
 	$(GO) test $(TESTFLAGS) $(PKGS)
+	cd packaging && $(GO) test $(TESTFLAGS) ./...
 
 test-deps:
 	@scripts/install-test-deps.sh
 
 lint:
 	$(GO) vet ./...
+	cd packaging && $(GO) vet ./...
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Debian packages for amd64 and arm64 in dist/: the vigil binary, vigil(1),
+# /etc/vigil/*.yaml as conffiles and hardened systemd units. The packager
+# is a module of its own (packaging/) so nfpm stays out of the binary.
+PKG_VERSION ?= 0.1.0~git$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+PKG_ARCH    ?= amd64,arm64
+package:
+	cd packaging && $(GO) run . -root .. -out ../dist -version '$(PKG_VERSION)' -arch '$(PKG_ARCH)'
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
@@ -55,4 +65,4 @@ fuzz:
 	done
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
