@@ -189,4 +189,3 @@ func SerialHex(c *x509.Certificate) string {
 	}
 	return new(big.Int).Set(c.SerialNumber).Text(16)
 }
-
