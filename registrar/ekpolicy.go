@@ -159,14 +159,39 @@ func EKHash(pub *tpm2.TPMTPublic) (string, error) {
 
 // LoadEKRoots reads every certificate (PEM, possibly several per file, or
 // DER) in dir. Self-signed ones become roots, the others intermediates.
-// Files that hold no certificate are ignored.
+// See LoadEKCerts for which files are read and which are refused.
 func LoadEKRoots(dir string) (roots, intermediates *x509.CertPool, err error) {
+	rs, is, err := LoadEKCerts(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	roots, intermediates = x509.NewCertPool(), x509.NewCertPool()
+	for _, c := range rs {
+		roots.AddCert(c)
+	}
+	for _, c := range is {
+		intermediates.AddCert(c)
+	}
+	return roots, intermediates, nil
+}
+
+// certExts are the file name extensions that say a file holds
+// certificates: such a file that holds none is refused, not skipped.
+var certExts = map[string]bool{".crt": true, ".cer": true, ".der": true, ".pem": true}
+
+// LoadEKCerts reads the certificates of an --ek-roots directory and splits
+// them into self-signed roots and intermediates. Files that hold no
+// certificate (keys, serial counters, notes) are ignored, except that a
+// file is refused, with its path in the error, when it holds a PEM
+// CERTIFICATE block that does not parse, or when its name ends in .crt,
+// .cer, .der or .pem and it holds neither a DER certificate nor any PEM
+// block: a corrupt root must not silently narrow the policy. At least one
+// root is required.
+func LoadEKCerts(dir string) (roots, intermediates []*x509.Certificate, err error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--ek-roots: %w", err)
 	}
-	roots, intermediates = x509.NewCertPool(), x509.NewCertPool()
-	nRoots := 0
 	for _, e := range entries {
 		if e.IsDir() {
 			continue
@@ -176,39 +201,54 @@ func LoadEKRoots(dir string) (roots, intermediates *x509.CertPool, err error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("--ek-roots: %w", err)
 		}
-		for _, c := range parseCerts(b) {
+		certs, err := parseCerts(b, certExts[strings.ToLower(filepath.Ext(path))])
+		if err != nil {
+			return nil, nil, fmt.Errorf("--ek-roots %s: %w", path, err)
+		}
+		for _, c := range certs {
 			if isSelfSigned(c) {
-				roots.AddCert(c)
-				nRoots++
+				roots = append(roots, c)
 			} else {
-				intermediates.AddCert(c)
+				intermediates = append(intermediates, c)
 			}
 		}
 	}
-	if nRoots == 0 {
+	if len(roots) == 0 {
 		return nil, nil, fmt.Errorf("--ek-roots %s: no self-signed root certificate found", dir)
 	}
 	return roots, intermediates, nil
 }
 
-func parseCerts(b []byte) []*x509.Certificate {
+// parseCerts reads a DER certificate or the CERTIFICATE blocks of PEM
+// data. A CERTIFICATE block that does not parse is an error; so is data
+// that is neither DER nor PEM when certFile says the file's name promises
+// certificates.
+func parseCerts(b []byte, certFile bool) ([]*x509.Certificate, error) {
 	if c, err := x509.ParseCertificate(b); err == nil {
-		return []*x509.Certificate{c}
+		return []*x509.Certificate{c}, nil
 	}
 	var out []*x509.Certificate
+	blocks := 0
 	for {
 		var block *pem.Block
 		block, b = pem.Decode(b)
 		if block == nil {
-			return out
+			break
 		}
+		blocks++
 		if block.Type != "CERTIFICATE" {
 			continue
 		}
-		if c, err := x509.ParseCertificate(block.Bytes); err == nil {
-			out = append(out, c)
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", len(out)+1, err)
 		}
+		out = append(out, c)
 	}
+	if blocks == 0 && certFile {
+		return nil, errors.New("neither a DER certificate nor PEM")
+	}
+	return out, nil
 }
 
 func isSelfSigned(c *x509.Certificate) bool {

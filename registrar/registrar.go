@@ -111,6 +111,23 @@ func New(cfg Config) (*Registrar, error) {
 	return r, nil
 }
 
+// SetEKPolicy replaces the EK policy in force, for the registrations that
+// start from now on, without a restart and without touching the store:
+// this is what a SIGHUP reload of --ek-roots and --ek-allow calls. A
+// policy that does not validate is refused and the old one stays.
+func (r *Registrar) SetEKPolicy(p EKPolicy) error {
+	if err := r.svc.SetEKPolicy(p); err != nil {
+		return err
+	}
+	if p.Mode == EKPolicyAny {
+		r.svc.log().Warn("EK policy any: every EK is accepted without a check; use only for trials")
+	}
+	return nil
+}
+
+// EKPolicy is the EK policy in force.
+func (r *Registrar) EKPolicy() EKPolicy { return r.svc.CurrentEKPolicy() }
+
 // Handler is the registrar's HTTP API: the agents' enrollment endpoints,
 // the admin API, /metrics (admin certificate) and the health probes.
 func (r *Registrar) Handler() http.Handler { return r.handler }

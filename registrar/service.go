@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -75,7 +76,9 @@ const refusalLogEvery = 10 * time.Second
 
 // Service is the registrar's logic, independent of transport.
 type Service struct {
-	Store    Store
+	Store Store
+	// EKPolicy decides which EKs may enroll. SetEKPolicy replaces it while
+	// the service runs (a reload); the field is then no longer read.
 	EKPolicy EKPolicy
 	Log      *slog.Logger
 	// ChallengeTTL bounds the time between Register and Activate; a pending
@@ -97,6 +100,30 @@ type Service struct {
 	OnRefuse func(reason string)
 
 	refusals refusalLog
+	// ekPolicy, once SetEKPolicy has been called, is the policy in force;
+	// each registration reads it once, so a reload never splits one.
+	ekPolicy atomic.Pointer[EKPolicy]
+}
+
+// SetEKPolicy replaces the EK policy for the registrations that start from
+// now on, without a restart: registrations already past their EK check
+// and pending activations are not affected. It refuses a policy that does
+// not validate and then keeps the one in force.
+func (s *Service) SetEKPolicy(p EKPolicy) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	s.ekPolicy.Store(&p)
+	return nil
+}
+
+// CurrentEKPolicy is the EK policy in force: the last one SetEKPolicy
+// stored, or the EKPolicy field.
+func (s *Service) CurrentEKPolicy() EKPolicy {
+	if p := s.ekPolicy.Load(); p != nil {
+		return *p
+	}
+	return s.EKPolicy
 }
 
 func (s *Service) now() time.Time {
@@ -202,7 +229,7 @@ func (s *Service) register(ctx context.Context, req wire.RegisterRequest) (wire.
 	if err != nil {
 		return wire.RegisterResponse{}, invalid("ak_pub", "%v", err)
 	}
-	trust, err := s.EKPolicy.Check(ek, req.EKCert)
+	trust, err := s.CurrentEKPolicy().Check(ek, req.EKCert)
 	if err != nil {
 		return wire.RegisterResponse{}, refused(Forbidden, ReasonForbiddenEK, "%v", err)
 	}

@@ -34,7 +34,7 @@ func demoCommand() *cli.Command {
 				return err
 			}
 			opts := demo.Options{
-				Webhooks:    sinks,
+				Webhooks:    asSinks(sinks),
 				Hosts:       c.Int("hosts"),
 				Interval:    c.Duration("interval"),
 				TamperAfter: c.Duration("tamper-after"),

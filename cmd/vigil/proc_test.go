@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,8 +42,47 @@ func TestMain(m *testing.M) {
 type process struct {
 	t    *testing.T
 	cmd  *exec.Cmd
-	out  bytes.Buffer
+	out  lockedBuffer
 	done chan struct{}
+}
+
+// lockedBuffer is the process's output, readable while it runs.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitOutput waits until the process's output holds every one of want,
+// after the first `from` bytes, and returns the output.
+func (p *process) waitOutput(from int, limit time.Duration, want ...string) string {
+	p.t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		out := p.out.String()
+		ok := true
+		for _, w := range want {
+			ok = ok && strings.Contains(out[from:], w)
+		}
+		if ok {
+			return out
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("process output has not %q within %s:\n%s", want, limit, out[from:])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func startProcess(t *testing.T, env []string, args ...string) *process {

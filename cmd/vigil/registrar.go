@@ -26,8 +26,12 @@ func registrarCommand() *cli.Command {
 		&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` to also serve /metrics on, in plain HTTP without a client certificate (for a private interface)"},
 	)
 	return &cli.Command{
-		Name:   "registrar",
-		Usage:  "run the registrar: enrolls hosts' EK/AK pairs",
+		Name:  "registrar",
+		Usage: "run the registrar: enrolls hosts' EK/AK pairs",
+		Description: "SIGHUP reloads, without a restart and without dropping connections or registrations:\n" +
+			"the EK roots and intermediates (--ek-roots), the EK allowlist (--ek-allow) and the TLS\n" +
+			"server certificate and key (server.crt, server.key in --tls-dir). A reload that fails\n" +
+			"keeps the old configuration and logs what and where. Other flags, and ca.crt, need a restart.",
 		Flags:  flags,
 		Before: before,
 		Action: func(c *cli.Context) error {
@@ -44,11 +48,11 @@ func registrarCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			policy, err := ekPolicyFromFlags(c)
+			policy, ekSrc, err := ekPolicyFromFlags(c)
 			if err != nil {
 				return err
 			}
-			tlsCfg, err := tlsutil.ServerConfig(c.String("tls-dir"))
+			tlsCfg, srvPair, err := tlsutil.ReloadableServerConfig(c.String("tls-dir"))
 			if err != nil {
 				return badInput(err)
 			}
@@ -73,6 +77,22 @@ func registrarCommand() *cli.Command {
 			ctx, cancel := context.WithCancel(c.Context)
 			defer cancel()
 			go reg.Run(ctx)
+			reloads := []reloadable{reloadKeyPair("tls server certificate", srvPair)}
+			if c.String("ek-roots") != "" || c.String("ek-allow") != "" {
+				reloads = append(reloads, reloadable{what: "ek policy", reload: func() ([]any, error) {
+					p, src, err := loadEKPolicy(c.String("ek-policy"), c.String("ek-roots"), c.String("ek-allow"))
+					if err != nil {
+						return nil, err
+					}
+					if err := reg.SetEKPolicy(p); err != nil {
+						return nil, err
+					}
+					changes := ekSrc.changes(src)
+					ekSrc = src
+					return changes, nil
+				}})
+			}
+			reloadOnSIGHUP(ctx, log, reloads)
 			if addr := c.String("metrics-listen"); addr != "" {
 				stop, err := serveMetrics(ctx, log, addr, reg.MetricsHandler())
 				if err != nil {
@@ -85,35 +105,10 @@ func registrarCommand() *cli.Command {
 	}
 }
 
-func ekPolicyFromFlags(c *cli.Context) (registrar.EKPolicy, error) {
-	var p registrar.EKPolicy
-	if dir := c.String("ek-roots"); dir != "" {
-		roots, inter, err := registrar.LoadEKRoots(dir)
-		if err != nil {
-			return p, badInput(err)
-		}
-		p.Roots, p.Intermediates = roots, inter
+func ekPolicyFromFlags(c *cli.Context) (registrar.EKPolicy, ekSources, error) {
+	p, src, err := loadEKPolicy(c.String("ek-policy"), c.String("ek-roots"), c.String("ek-allow"))
+	if err != nil {
+		return p, src, badInput(err)
 	}
-	if file := c.String("ek-allow"); file != "" {
-		allow, err := registrar.LoadEKAllowlist(file)
-		if err != nil {
-			return p, badInput(err)
-		}
-		p.Allow = allow
-	}
-	p.Mode = c.String("ek-policy")
-	if p.Mode == "" {
-		switch {
-		case p.Roots != nil && p.Allow != nil:
-			p.Mode = registrar.EKPolicyChainOrAllowlist
-		case p.Allow != nil:
-			p.Mode = registrar.EKPolicyAllowlist
-		default:
-			p.Mode = registrar.EKPolicyChain
-		}
-	}
-	if err := p.Validate(); err != nil {
-		return p, badInput(err)
-	}
-	return p, nil
+	return p, src, nil
 }

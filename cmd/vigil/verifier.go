@@ -46,8 +46,13 @@ func verifierCommand() *cli.Command {
 		&cli.StringSliceFlag{Name: "policy-key", Usage: "public key or certificate `FILE` (PEM) a DSSE-signed policy upload must verify against (repeatable); unsigned policies are taken as well"},
 	)
 	return &cli.Command{
-		Name:   "verifier",
-		Usage:  "run the verifier: attests admitted agents continuously",
+		Name:  "verifier",
+		Usage: "run the verifier: attests admitted agents continuously",
+		Description: "SIGHUP reloads, without a restart and without dropping connections or attestation state:\n" +
+			"the webhook secrets (--webhook-secret-file; same webhooks, new keys), the TLS server\n" +
+			"certificate and key (server.crt, server.key in --tls-dir) and the admin client certificate\n" +
+			"used to reach the registrar (admin.crt, admin.key). A reload that fails keeps the old\n" +
+			"configuration and logs what and where. Other flags, and ca.crt, need a restart.",
 		Flags:  flags,
 		Before: before,
 		Action: func(c *cli.Context) error {
@@ -66,11 +71,11 @@ func verifierCommand() *cli.Command {
 				return err
 			}
 			log = log.With("service", "verifier")
-			srvCfg, err := tlsutil.ServerConfig(c.String("tls-dir"))
+			srvCfg, srvPair, err := tlsutil.ReloadableServerConfig(c.String("tls-dir"))
 			if err != nil {
 				return badInput(err)
 			}
-			adminCfg, err := tlsutil.AdminClientConfig(c.String("tls-dir"))
+			adminCfg, adminPair, err := tlsutil.ReloadableAdminClientConfig(c.String("tls-dir"))
 			if err != nil {
 				return badInput(err)
 			}
@@ -81,7 +86,7 @@ func verifierCommand() *cli.Command {
 			if c.Duration("checkpoint") < 0 {
 				return badInputf("--checkpoint %s: must not be negative", c.Duration("checkpoint"))
 			}
-			sinks, err := webhookSinks(c)
+			hooks, err := webhookSinks(c)
 			if err != nil {
 				return err
 			}
@@ -98,7 +103,7 @@ func verifierCommand() *cli.Command {
 			cfg.RegistrarURL, cfg.RegistrarTLS, cfg.FeedEvery = c.String("registrar"), adminCfg, c.Duration("registrar-poll")
 			cfg.Interval, cfg.MinInterval, cfg.Liveness = c.Duration("interval"), c.Duration("min-interval"), c.Duration("liveness")
 			cfg.CheckpointEvery, cfg.AutoRecover, cfg.PolicyKeys = c.Duration("checkpoint"), recover, policyKeys
-			cfg.Sinks, cfg.WebhookMaxBackoff, cfg.OutboxRetention = sinks, c.Duration("webhook-max-backoff"), c.Duration("outbox-retention")
+			cfg.Sinks, cfg.WebhookMaxBackoff, cfg.OutboxRetention = asSinks(hooks), c.Duration("webhook-max-backoff"), c.Duration("outbox-retention")
 			cfg.PProf = c.Bool("pprof")
 			if u := c.String("advertise"); u != "" {
 				if c.String("store") == "" {
@@ -125,6 +130,11 @@ func verifierCommand() *cli.Command {
 			defer stopRun()
 			ran := make(chan error, 1)
 			go func() { ran <- ver.Run(runCtx) }()
+			reloadOnSIGHUP(runCtx, log, []reloadable{
+				reloadKeyPair("tls server certificate", srvPair),
+				reloadKeyPair("admin client certificate", adminPair),
+				webhookSecrets(hooks, c.StringSlice("webhook-secret-file")),
+			})
 			log.Info("starting", "data", c.String("data"), "store", storeName(c.String("store")), "registrar", c.String("registrar"))
 			err = serveTLS(c.Context, log, c.String("listen"), srvCfg, ver.Handler(), nil)
 			// Requests have stopped: the last checkpoint goes in before the
@@ -140,7 +150,9 @@ func verifierCommand() *cli.Command {
 
 // webhookSinks builds the webhook sinks from --webhook and
 // --webhook-secret-file, which pair up by position.
-func webhookSinks(c *cli.Context) ([]revocation.Sink, error) {
+// The verifier signs with the keys of the secret files as they are at
+// start, and again after each SIGHUP (webhookSecrets).
+func webhookSinks(c *cli.Context) ([]*revocation.Webhook, error) {
 	urls, secrets := c.StringSlice("webhook"), c.StringSlice("webhook-secret-file")
 	if len(urls) != len(secrets) {
 		return nil, badInputf("%d --webhook but %d --webhook-secret-file: give one secret file per webhook", len(urls), len(secrets))
@@ -159,21 +171,39 @@ func webhookSinks(c *cli.Context) ([]revocation.Sink, error) {
 		host, _ := os.Hostname()
 		source = "urn:vigil:verifier:" + host
 	}
-	var sinks []revocation.Sink
+	var sinks []*revocation.Webhook
 	for i, u := range urls {
 		pu, err := url.Parse(u)
 		if err != nil || pu.Scheme != "https" || pu.Host == "" {
 			return nil, badInputf("--webhook %q: want an https URL (revocations travel over TLS)", u)
 		}
-		b, err := os.ReadFile(secrets[i])
+		key, err := readWebhookSecret(secrets[i])
 		if err != nil {
-			return nil, badInputf("--webhook-secret-file: %v", err)
-		}
-		key, err := revocation.ParseSecret(string(b))
-		if err != nil {
-			return nil, badInputf("--webhook-secret-file %s: %v", secrets[i], err)
+			return nil, badInput(err)
 		}
 		sinks = append(sinks, &revocation.Webhook{URL: u, Key: key, Source: source, Client: client})
 	}
 	return sinks, nil
+}
+
+// readWebhookSecret reads the whsec_ secret of a --webhook-secret-file.
+func readWebhookSecret(file string) ([]byte, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--webhook-secret-file: %w", err)
+	}
+	key, err := revocation.ParseSecret(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("--webhook-secret-file %s: %w", file, err)
+	}
+	return key, nil
+}
+
+// asSinks is the revocation sinks of webhooks.
+func asSinks(hooks []*revocation.Webhook) []revocation.Sink {
+	var sinks []revocation.Sink
+	for _, h := range hooks {
+		sinks = append(sinks, h)
+	}
+	return sinks
 }

@@ -344,3 +344,33 @@ func TestTakenOverEventIsLeftToItsNewOwner(t *testing.T) {
 		t.Fatalf("sent %d times; the event is the new owner's now", len(rcv.accepted))
 	}
 }
+
+// TestWebhookSetKeyRotates: a receiver that moved to a new secret refuses
+// deliveries signed with the old key until SetKey, then accepts them.
+func TestWebhookSetKeyRotates(t *testing.T) {
+	const newSecret = "whsec_bmV3IHNlY3JldCBvZiAzMiBieXRlcyBhdCBsZWFzdA=="
+	newKey, err := ParseSecret(newSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcv := &receiver{t: t, key: newKey}
+	srv := httptest.NewTLSServer(rcv)
+	defer srv.Close()
+	w := newSink(t, srv, testSecret)
+	ctx := context.Background()
+	if err := w.Deliver(ctx, testEvent()); err == nil {
+		t.Fatal("delivery signed with the old key was accepted")
+	}
+	w.SetKey(newKey)
+	if err := w.Deliver(ctx, testEvent()); err != nil {
+		t.Fatalf("delivery after SetKey: %v", err)
+	}
+	rcv.mu.Lock()
+	defer rcv.mu.Unlock()
+	if rcv.badSig != 1 || len(rcv.accepted) != 1 {
+		t.Errorf("bad signatures %d, accepted %d; want 1 and 1", rcv.badSig, len(rcv.accepted))
+	}
+	if w.Name() != srv.URL {
+		t.Errorf("name changed to %q", w.Name())
+	}
+}

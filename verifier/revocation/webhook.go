@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -72,7 +73,8 @@ type Sink interface {
 
 // Webhook posts signed CloudEvents to a URL.
 type Webhook struct {
-	URL    string
+	URL string
+	// Key signs the deliveries until SetKey replaces it.
 	Key    []byte
 	Source string
 	// Client must verify the receiver's certificate (the default pool, or
@@ -80,6 +82,27 @@ type Webhook struct {
 	Client *http.Client
 	// Now defaults to time.Now.
 	Now func() time.Time
+
+	// key, once SetKey has been called, is the key in force.
+	key atomic.Pointer[[]byte]
+}
+
+// SetKey replaces the signing key while deliveries go on (a SIGHUP reload
+// of --webhook-secret-file): each delivery signs with the key in force
+// when it starts. The sink keeps its Name, so the outbox's delivery
+// records are unaffected and undelivered events go out signed with the
+// new key.
+func (w *Webhook) SetKey(key []byte) {
+	k := append([]byte(nil), key...)
+	w.key.Store(&k)
+}
+
+// CurrentKey is the key in force: the last SetKey, or Key.
+func (w *Webhook) CurrentKey() []byte {
+	if k := w.key.Load(); k != nil {
+		return *k
+	}
+	return w.Key
 }
 
 // Name implements Sink.
@@ -104,7 +127,7 @@ func (w *Webhook) Deliver(ctx context.Context, e Event) error {
 	req.Header.Set("Content-Type", "application/cloudevents+json")
 	req.Header.Set("webhook-id", e.ID)
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("webhook-signature", Sign(w.Key, e.ID, ts, body))
+	req.Header.Set("webhook-signature", Sign(w.CurrentKey(), e.ID, ts, body))
 	rsp, err := w.Client.Do(req)
 	if err != nil {
 		return err
