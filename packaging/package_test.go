@@ -170,7 +170,7 @@ func TestDebPackage(t *testing.T) {
 		}
 	}
 
-	runRegistrar(t)
+	runServices(t)
 
 	// An upgrade keeps an edited conffile.
 	edited := append(must(os.ReadFile("/etc/vigil/verifier.yaml")), "# edited by the operator\n"...)
@@ -233,43 +233,125 @@ func checkManPage(t *testing.T) {
 	}
 }
 
-// runRegistrar starts the installed binary as `vigil registrar --config`
-// with the shipped registrar.yaml, its data, tls-dir, listen and EK policy
-// pointed at scratch values, and checks it answers /healthz and stops on
-// SIGTERM.
-func runRegistrar(t *testing.T) {
+// runServices starts the installed binary's registrar and verifier with
+// the shipped configuration files (data, tls-dir, listen, registrar URL and
+// EK policy pointed at scratch values), checks each answers /healthz,
+// enrolls a soft TPM with `vigil agent enroll` from the shipped agent.yaml,
+// and stops both services with SIGTERM.
+func runServices(t *testing.T) {
 	t.Helper()
 	dir := t.TempDir()
 	tlsDir := filepath.Join(dir, "tls")
 	run(t, "/usr/bin/vigil", "ca", "init", "--san", "127.0.0.1", tlsDir)
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(must(os.ReadFile(filepath.Join(tlsDir, "ca.crt")))) {
+		t.Fatal("ca.crt: no certificate")
+	}
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+
+	regAddr, verAddr := freeAddr(t), freeAddr(t)
+	stopReg := startInstalled(t, client, "registrar", regAddr, map[string]string{
+		"data": filepath.Join(dir, "registrar"), "tls-dir": tlsDir, "listen": regAddr, "ek-policy": "any", "ek-roots": "",
+	})
+	stopVer := startInstalled(t, client, "verifier", verAddr, map[string]string{
+		"data": filepath.Join(dir, "verifier"), "tls-dir": tlsDir, "listen": verAddr, "registrar": "https://" + regAddr,
+	})
+
+	// The agent as the package ships it enrolls a TPM (a soft one here).
+	agentConf := configFrom(t, dir, "agent", map[string]string{
+		"data": filepath.Join(dir, "agent"), "tpm": "soft:" + filepath.Join(dir, "soft-tpm"), "registrar": "https://" + regAddr,
+		"ca": filepath.Join(tlsDir, "ca.crt"), "verifier": "",
+	})
+	if out := run(t, "/usr/bin/vigil", "agent", "enroll", "--config", agentConf, "--json"); !strings.Contains(out, `"active": true`) {
+		t.Errorf("agent enroll from the shipped agent.yaml:\n%s", out)
+	}
+
+	// The agent service itself: it runs from the shipped agent.yaml (here
+	// with logs a simulated boot wrote into the soft TPM) until stopped.
+	soft := "soft:" + filepath.Join(dir, "soft-tpm")
+	bootLog, imaLog := filepath.Join(dir, "boot.log"), filepath.Join(dir, "ima.log")
+	run(t, "/usr/bin/vigil", "sim", "boot", "--tpm", soft, "--out", bootLog)
+	run(t, "/usr/bin/vigil", "sim", "ima", "--tpm", soft, "--log", imaLog, "--init")
+	runConf := configFrom(t, t.TempDir(), "agent", map[string]string{
+		"data": filepath.Join(dir, "agent"), "tpm": soft, "registrar": "https://" + regAddr,
+		"ca": filepath.Join(tlsDir, "ca.crt"), "verifier": "",
+	})
+	var logs bytes.Buffer
+	ag := exec.Command("/usr/bin/vigil", "agent", "--config", runConf, "--verifier", "https://"+verAddr,
+		"--boot-log", bootLog, "--ima-log", imaLog)
+	ag.Stdout, ag.Stderr = &logs, &logs
+	if err := ag.Start(); err != nil {
+		t.Fatal(err)
+	}
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- ag.Wait() }()
+	select {
+	case err := <-agentDone:
+		t.Errorf("the agent exited: %v\n%s", err, logs.String())
+	case <-time.After(3 * time.Second):
+		ag.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-agentDone:
+			if err != nil {
+				t.Errorf("the agent stopped with %v\n%s", err, logs.String())
+			}
+		case <-time.After(15 * time.Second):
+			ag.Process.Kill()
+			<-agentDone
+			t.Errorf("the agent did not stop on SIGTERM\n%s", logs.String())
+		}
+	}
+	stopVer()
+	stopReg()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
+	defer l.Close()
+	return l.Addr().String()
+}
 
-	override := map[string]string{
-		"data": filepath.Join(dir, "data"), "tls-dir": tlsDir, "listen": addr, "ek-policy": "any", "ek-roots": "",
-	}
+// configFrom writes a copy of the shipped /etc/vigil/<service>.yaml with
+// the keys of override set (a key set to "" is dropped, with the indented
+// lines of its value) and returns its path.
+func configFrom(t *testing.T, dir, service string, override map[string]string) string {
+	t.Helper()
 	var cfg []string
-	for _, line := range strings.Split(string(must(os.ReadFile("/etc/vigil/registrar.yaml"))), "\n") {
+	dropping := false
+	for _, line := range strings.Split(string(must(os.ReadFile("/etc/vigil/"+service+".yaml"))), "\n") {
+		if dropping && strings.HasPrefix(line, " ") {
+			continue
+		}
+		dropping = false
 		key, _, ok := strings.Cut(line, ":")
 		if v, over := override[key]; ok && over {
 			if v == "" {
+				dropping = true
 				continue
 			}
 			line = key + ": " + v
 		}
 		cfg = append(cfg, line)
 	}
-	conf := filepath.Join(dir, "registrar.yaml")
+	conf := filepath.Join(dir, service+".yaml")
 	if err := os.WriteFile(conf, []byte(strings.Join(cfg, "\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return conf
+}
 
+// startInstalled runs `/usr/bin/vigil <service> --config` from a copy of the
+// shipped config with override, waits for /healthz at addr, and returns a
+// function that stops it with SIGTERM and checks it exits cleanly.
+func startInstalled(t *testing.T, client *http.Client, service, addr string, override map[string]string) (stop func()) {
+	t.Helper()
+	conf := configFrom(t, t.TempDir(), service, override)
 	var logs bytes.Buffer
-	cmd := exec.Command("/usr/bin/vigil", "registrar", "--config", conf)
+	cmd := exec.Command("/usr/bin/vigil", service, "--config", conf)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -283,42 +365,38 @@ func runRegistrar(t *testing.T) {
 			<-done
 		}
 	})
-
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(must(os.ReadFile(filepath.Join(tlsDir, "ca.crt")))) {
-		t.Fatal("ca.crt: no certificate")
-	}
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		resp, err := client.Get("https://" + addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("/healthz: %s\n%s", resp.Status, logs.String())
+				t.Fatalf("%s /healthz: %s\n%s", service, resp.Status, logs.String())
 			}
 			break
 		}
 		select {
 		case err := <-done:
 			stopped = true
-			t.Fatalf("the registrar exited: %v\n%s", err, logs.String())
+			t.Fatalf("the %s exited: %v\n%s", service, err, logs.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("/healthz: %v\n%s", err, logs.String())
+			t.Fatalf("%s /healthz: %v\n%s", service, err, logs.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		stopped = true
-		if err != nil {
-			t.Errorf("the registrar stopped with %v\n%s", err, logs.String())
+	return func() {
+		t.Helper()
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-done:
+			stopped = true
+			if err != nil {
+				t.Errorf("the %s stopped with %v\n%s", service, err, logs.String())
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("the %s did not stop on SIGTERM\n%s", service, logs.String())
 		}
-	case <-time.After(10 * time.Second):
-		t.Errorf("the registrar did not stop on SIGTERM\n%s", logs.String())
 	}
 }
