@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -107,20 +106,7 @@ func ReloadableAdminClientConfig(dir string) (*tls.Config, *KeyPair, error) {
 // so a reader sees the old file or the new one). A running service picks
 // them up on SIGHUP.
 func RenewServerCert(dir string, opts InitOptions) error {
-	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "vigil-server", Organization: []string{"Vigil"}},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:    []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	for _, san := range opts.SANs {
-		if ip := net.ParseIP(san); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else if san != "" {
-			tmpl.DNSNames = append(tmpl.DNSNames, san)
-		}
-	}
-	return renewLeaf(dir, ServerCert, ServerKey, tmpl, opts.Validity)
+	return renewLeaf(dir, ServerCert, ServerKey, serverTemplate(opts), opts.Validity)
 }
 
 // RenewAdminCert is RenewServerCert for the admin client certificate

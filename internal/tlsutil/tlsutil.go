@@ -80,23 +80,9 @@ func InitDir(dir string, opts InitOptions) error {
 		return err
 	}
 
-	server := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "vigil-server", Organization: []string{"Vigil"}},
-		NotBefore:    now,
-		NotAfter:     now.Add(opts.Validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	for _, san := range opts.SANs {
-		if ip := net.ParseIP(san); ip != nil {
-			server.IPAddresses = append(server.IPAddresses, ip)
-		} else if san != "" {
-			server.DNSNames = append(server.DNSNames, san)
-		}
-	}
+	server := serverTemplate(opts)
+	server.SerialNumber, server.NotBefore, server.NotAfter = serial(), now, now.Add(opts.Validity)
+	server.KeyUsage = x509.KeyUsageDigitalSignature
 	admin := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: AdminCommonName, Organization: []string{"Vigil"}},
@@ -241,4 +227,23 @@ func AdminIdentity(r *http.Request) (string, error) {
 		}
 	}
 	return "", ErrNoClientCert
+}
+
+// serverTemplate is the server certificate's subject, usage and names:
+// localhost and loopback, and the SANs of opts.
+func serverTemplate(opts InitOptions) *x509.Certificate {
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "vigil-server", Organization: []string{"Vigil"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	for _, san := range opts.SANs {
+		if ip := net.ParseIP(san); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if san != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, san)
+		}
+	}
+	return tmpl
 }
