@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -149,6 +150,9 @@ func TestDebPackage(t *testing.T) {
 	if pw := run(t, "getent", "passwd", "vigil"); !strings.HasSuffix(strings.TrimSpace(pw), ":/usr/sbin/nologin") {
 		t.Errorf("vigil user: %s", pw)
 	}
+	if groups := strings.Fields(run(t, "id", "-nG", "vigil")); !slices.Contains(groups, "tss") {
+		t.Errorf("vigil is not in group tss: %v", groups)
+	}
 	for _, s := range Services {
 		if !exists("/etc/vigil/" + s + ".yaml") {
 			t.Errorf("/etc/vigil/%s.yaml missing", s)
@@ -277,8 +281,16 @@ func runServices(t *testing.T) {
 		"ca": filepath.Join(tlsDir, "ca.crt"), "verifier": "",
 	})
 	var logs bytes.Buffer
+	// Started as root with --user vigil, as the unit starts it: it opens
+	// the TPM and the logs (made root-only here, like securityfs's), then
+	// runs as vigil in group tss.
+	for _, f := range []string{bootLog, imaLog} {
+		if err := os.Chmod(f, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ag := exec.Command("/usr/bin/vigil", "agent", "--config", runConf, "--verifier", "https://"+verAddr,
-		"--boot-log", bootLog, "--ima-log", imaLog)
+		"--boot-log", bootLog, "--ima-log", imaLog, "--user", "vigil")
 	ag.Stdout, ag.Stderr = &logs, &logs
 	if err := ag.Start(); err != nil {
 		t.Fatal(err)
@@ -289,6 +301,7 @@ func runServices(t *testing.T) {
 	case err := <-agentDone:
 		t.Errorf("the agent exited: %v\n%s", err, logs.String())
 	case <-time.After(3 * time.Second):
+		checkRunsAsVigil(t, ag.Process.Pid)
 		ag.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-agentDone:
@@ -398,5 +411,34 @@ func startInstalled(t *testing.T, client *http.Client, service, addr string, ove
 		case <-time.After(15 * time.Second):
 			t.Errorf("the %s did not stop on SIGTERM\n%s", service, logs.String())
 		}
+	}
+}
+
+// checkRunsAsVigil reads the process's credentials from /proc: every uid is
+// vigil's and tss is among its groups, so it can reach /dev/tpmrm0 and
+// nothing root could.
+func checkRunsAsVigil(t *testing.T, pid int) {
+	t.Helper()
+	uid := strings.TrimSpace(run(t, "id", "-u", "vigil"))
+	tss := strings.TrimSpace(run(t, "getent", "group", "tss"))
+	tssGID := strings.Split(tss, ":")[2]
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uids, groups []string
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			uids = strings.Fields(v)
+		}
+		if v, ok := strings.CutPrefix(line, "Groups:"); ok {
+			groups = strings.Fields(v)
+		}
+	}
+	if len(uids) != 4 || slices.ContainsFunc(uids, func(u string) bool { return u != uid }) {
+		t.Errorf("the agent's uids are %v, want vigil's (%s) in all four", uids, uid)
+	}
+	if !slices.Contains(groups, tssGID) {
+		t.Errorf("the agent's groups are %v, want tss (%s) among them", groups, tssGID)
 	}
 }
