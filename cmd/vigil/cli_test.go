@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -96,6 +97,50 @@ func TestCAInitRefusesToOverwrite(t *testing.T) {
 	}
 	if _, code := run(t, context.Background(), "ca", "init", dir); code != exitUsage {
 		t.Errorf("second ca init: exit %d, want 2", code)
+	}
+}
+
+// TestCARenew renews the server and admin certificates in place: new
+// serials, the same CA, and a directory without a CA is bad input.
+func TestCARenew(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "tls")
+	if _, code := run(t, ctx, "ca", "init", dir); code != 0 {
+		t.Fatalf("ca init: exit %d", code)
+	}
+	serial := func(name string) string {
+		t.Helper()
+		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := x509.ParseCertificate(pair.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert.SerialNumber.String()
+	}
+	ca, _ := os.ReadFile(filepath.Join(dir, tlsutil.CACert))
+	server, admin := serial("server"), serial("admin")
+
+	if out, code := run(t, ctx, "ca", "renew", dir, "--server"); code != 0 || !strings.Contains(out, "server.crt") || strings.Contains(out, "admin.crt") {
+		t.Fatalf("ca renew --server: exit %d\n%s", code, out)
+	}
+	if serial("server") == server || serial("admin") != admin {
+		t.Errorf("after renew --server: server %s→%s, admin %s→%s", server, serial("server"), admin, serial("admin"))
+	}
+	server = serial("server")
+	if _, code := run(t, ctx, "ca", "renew", dir); code != 0 {
+		t.Fatalf("ca renew: exit %d", code)
+	}
+	if serial("server") == server || serial("admin") == admin {
+		t.Errorf("ca renew did not renew both")
+	}
+	if now, _ := os.ReadFile(filepath.Join(dir, tlsutil.CACert)); !bytes.Equal(now, ca) {
+		t.Errorf("ca renew changed the CA")
+	}
+	if _, code := run(t, ctx, "ca", "renew", t.TempDir()); code != exitUsage {
+		t.Errorf("ca renew of a directory without a CA: exit %d, want 2", code)
 	}
 }
 
