@@ -160,27 +160,34 @@ func (s *Store) GetAgent(ctx context.Context, id string) (verifier.Agent, error)
 }
 
 func (s *Store) ListAgents(ctx context.Context) ([]verifier.Agent, error) {
-	var out []verifier.Agent
+	out, err := listRecords[verifier.Agent](ctx, s, "agent", `SELECT id, format, record FROM verifier_agents`)
+	return out, mapErr(err, "agents")
+}
+
+// listRecords reads every (key, format, record) row the query returns,
+// decoding each record as a T; the whole read is retried as one.
+func listRecords[T any](ctx context.Context, s *Store, what, query string) ([]T, error) {
+	var out []T
 	err := s.retry(ctx, func() error {
 		out = nil
-		rows, err := s.pool.Query(ctx, `SELECT id, format, record FROM verifier_agents`)
+		rows, err := s.pool.Query(ctx, query)
 		if err != nil {
 			return err
 		}
-		var id string
+		var key string
 		var format int16
 		var b []byte
-		_, err = pgx.ForEachRow(rows, []any{&id, &format, &b}, func() error {
-			var a verifier.Agent
-			if err := decode("agent", id, format, b, &a); err != nil {
+		_, err = pgx.ForEachRow(rows, []any{&key, &format, &b}, func() error {
+			var v T
+			if err := decode(what, key, format, b, &v); err != nil {
 				return err
 			}
-			out = append(out, a)
+			out = append(out, v)
 			return nil
 		})
 		return err
 	})
-	return out, mapErr(err, "agents")
+	return out, err
 }
 
 func (s *Store) CreateAgent(ctx context.Context, a verifier.Agent) error {
@@ -430,27 +437,8 @@ func (s *Store) GetPolicy(ctx context.Context, name string) (verifier.Policy, er
 }
 
 func (s *Store) ListPolicies(ctx context.Context) ([]verifier.Policy, error) {
-	var out []verifier.Policy
-	err := s.retry(ctx, func() error {
-		out = nil
-		rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (name) name, format, record FROM verifier_policy_versions
-			ORDER BY name, version DESC`)
-		if err != nil {
-			return err
-		}
-		var name string
-		var format int16
-		var b []byte
-		_, err = pgx.ForEachRow(rows, []any{&name, &format, &b}, func() error {
-			var p verifier.Policy
-			if err := decode("policy", name, format, b, &p); err != nil {
-				return err
-			}
-			out = append(out, p)
-			return nil
-		})
-		return err
-	})
+	out, err := listRecords[verifier.Policy](ctx, s, "policy", `SELECT DISTINCT ON (name) name, format, record FROM verifier_policy_versions
+		ORDER BY name, version DESC`)
 	return out, mapErr(err, "policies")
 }
 
