@@ -20,9 +20,7 @@ import (
 	"github.com/vigil-attest/vigil/agent"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/internal/wire"
-	"github.com/vigil-attest/vigil/tpmsim/simhost"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
-	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
@@ -60,14 +58,7 @@ func newDeployment(t *testing.T, storeURL string) *attackDeployment {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	d := &attackDeployment{t: t, dir: dir, host: &e2eHost{
-		sw:       tpmsimtest.NewTestSwtpm(t, ""),
-		bootLog:  filepath.Join(dir, "binary_bios_measurements"),
-		imaLog:   simhost.IMALog{Path: filepath.Join(dir, "binary_runtime_measurements")},
-		measured: filepath.Join(dir, "usr-bin"),
-	}}
-	os.MkdirAll(d.host.measured, 0o700)
-	d.host.boot(t)
+	d := &attackDeployment{t: t, dir: dir, host: newBootedSwtpmHost(t, dir)}
 
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	key, _ := revocation.ParseSecret(secret)

@@ -32,6 +32,23 @@ type e2eHost struct {
 	measured string // directory of files measured into the IMA list
 }
 
+// newBootedSwtpmHost is a host on a fresh swtpm (EK from swtpm's own CA)
+// whose logs and measured files live in dir, booted once.
+func newBootedSwtpmHost(t *testing.T, dir string) *e2eHost {
+	t.Helper()
+	h := &e2eHost{
+		sw:       tpmsimtest.NewTestSwtpm(t, ""),
+		bootLog:  filepath.Join(dir, "binary_bios_measurements"),
+		imaLog:   simhost.IMALog{Path: filepath.Join(dir, "binary_runtime_measurements")},
+		measured: filepath.Join(dir, "usr-bin"),
+	}
+	if err := os.MkdirAll(h.measured, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	h.boot(t)
+	return h
+}
+
 func (h *e2eHost) tpm(t *testing.T) agent.TPM {
 	t.Helper()
 	if h.softPath != "" {
@@ -119,14 +136,7 @@ func TestContinuousAttestationEndToEnd(t *testing.T) {
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
-	h := &e2eHost{
-		sw:       tpmsimtest.NewTestSwtpm(t, ""),
-		bootLog:  filepath.Join(dir, "binary_bios_measurements"),
-		imaLog:   simhost.IMALog{Path: filepath.Join(dir, "binary_runtime_measurements")},
-		measured: filepath.Join(dir, "usr-bin"),
-	}
-	os.MkdirAll(h.measured, 0o700)
-	h.boot(t)
+	h := newBootedSwtpmHost(t, dir)
 
 	tlsDir := filepath.Join(dir, "tls")
 	if _, code := run(t, ctx, "ca", "init", tlsDir); code != 0 {

@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"github.com/vigil-attest/vigil/internal/tlsutil"
-	"github.com/vigil-attest/vigil/tpmsim/simhost"
-	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
@@ -33,14 +31,7 @@ func TestSIGHUPReloadsVerifierTLSAndWebhookSecret(t *testing.T) {
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
-	h := &e2eHost{
-		sw:       tpmsimtest.NewTestSwtpm(t, ""),
-		bootLog:  filepath.Join(dir, "binary_bios_measurements"),
-		imaLog:   simhost.IMALog{Path: filepath.Join(dir, "binary_runtime_measurements")},
-		measured: filepath.Join(dir, "usr-bin"),
-	}
-	os.MkdirAll(h.measured, 0o700)
-	h.boot(t)
+	h := newBootedSwtpmHost(t, dir)
 
 	// The receiver has already moved to the new secret; the verifier
 	// starts with the old one.
