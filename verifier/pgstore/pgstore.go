@@ -389,15 +389,21 @@ func (s *Store) UpdateAgent(ctx context.Context, id string, fn func(*verifier.Ag
 }
 
 func (s *Store) DeleteAgent(ctx context.Context, id string) error {
+	return s.deleteRows(ctx, `DELETE FROM verifier_agents WHERE id = $1`, id, fmt.Sprintf("agent %q", id))
+}
+
+// deleteRows runs a DELETE keyed by key; deleting nothing is ErrNotFound
+// for what.
+func (s *Store) deleteRows(ctx context.Context, query, key, what string) error {
 	var tag pgconn.CommandTag
 	err := s.retry(ctx, func() (err error) {
-		tag, err = s.pool.Exec(ctx, `DELETE FROM verifier_agents WHERE id = $1`, id)
+		tag, err = s.pool.Exec(ctx, query, key)
 		return err
 	})
 	if err == nil && tag.RowsAffected() == 0 {
 		err = pgx.ErrNoRows
 	}
-	return mapErr(err, fmt.Sprintf("agent %q", id))
+	return mapErr(err, what)
 }
 
 func (s *Store) CreatePolicy(ctx context.Context, p verifier.Policy) error {
@@ -443,15 +449,7 @@ func (s *Store) ListPolicies(ctx context.Context) ([]verifier.Policy, error) {
 }
 
 func (s *Store) DeletePolicy(ctx context.Context, name string) error {
-	var tag pgconn.CommandTag
-	err := s.retry(ctx, func() (err error) {
-		tag, err = s.pool.Exec(ctx, `DELETE FROM verifier_policy_versions WHERE name = $1`, name)
-		return err
-	})
-	if err == nil && tag.RowsAffected() == 0 {
-		err = pgx.ErrNoRows
-	}
-	return mapErr(err, fmt.Sprintf("policy %q", name))
+	return s.deleteRows(ctx, `DELETE FROM verifier_policy_versions WHERE name = $1`, name, fmt.Sprintf("policy %q", name))
 }
 
 // Secret implements verifier.Store. Replicas starting at once may each
