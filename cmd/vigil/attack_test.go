@@ -75,13 +75,13 @@ func newDeployment(t *testing.T, storeURL string) *attackDeployment {
 	}
 	store := []string{"--data", filepath.Join(dir, "verifier")}
 	if storeURL == "" {
-		d.regURL = startRegistrarCmd(t, d.tlsDir, d.host.sw.CADir())
+		d.regURL = startRegistrarCmd(t, d.tlsDir, d.host.Swtpm.CADir())
 	} else {
 		store = []string{"--store", storeURL}
 		regAddr := freeAddr(t)
 		d.regURL = "https://" + regAddr
 		startProcess(t, nil, "registrar", "--store", storeURL, "--tls-dir", d.tlsDir, "--listen", regAddr,
-			"--ek-roots", d.host.sw.CADir(), "--log-level", "warn")
+			"--ek-roots", d.host.Swtpm.CADir(), "--log-level", "warn")
 		waitHealthy(t, d.tlsDir, d.regURL)
 	}
 	addr, metricsAddr := freeAddr(t), freeAddr(t)
@@ -94,7 +94,7 @@ func newDeployment(t *testing.T, storeURL string) *attackDeployment {
 	waitHealthy(t, d.tlsDir, d.verURL)
 
 	runPol := filepath.Join(dir, "runtime.json")
-	if _, code := run(t, ctx, "policy", "create", "runtime", "--ima-log", d.host.imaLog.Path, "--out", runPol); code != 0 {
+	if _, code := run(t, ctx, "policy", "create", "runtime", "--ima-log", d.host.IMALog.Path, "--out", runPol); code != 0 {
 		t.Fatal("policy create runtime")
 	}
 	d.tenant("policy", "add", "host-runtime", "--runtime", runPol)
@@ -102,13 +102,13 @@ func newDeployment(t *testing.T, storeURL string) *attackDeployment {
 		"--identity", "spiffe://example.org/node/host-1", "--interval", "300ms")
 	// The agent knows two verifiers; the first is down, so every test here
 	// also has the agent fail over to the second.
-	d.agentArg = []string{"agent", "--data", filepath.Join(dir, "agent"), "--tpm", d.host.sw.Spec(),
+	d.agentArg = []string{"agent", "--data", filepath.Join(dir, "agent"), "--tpm", d.host.Swtpm.Spec(),
 		"--registrar", d.regURL, "--verifier", "https://" + freeAddr(t), "--verifier", d.verURL, "--ca", filepath.Join(d.tlsDir, tlsutil.CACert),
-		"--id", "host-1", "--boot-log", d.host.bootLog, "--ima-log", d.host.imaLog.Path, "--log-level", "warn"}
+		"--id", "host-1", "--boot-log", d.host.BootLog, "--ima-log", d.host.IMALog.Path, "--log-level", "warn"}
 	if os.Geteuid() == 0 {
 		// As root, the agent drops to nobody once it has opened the TPM and
 		// the logs, which only root may read: it attests on what it holds.
-		for _, f := range []string{d.host.bootLog, d.host.imaLog.Path} {
+		for _, f := range []string{d.host.BootLog, d.host.IMALog.Path} {
 			if err := os.Chmod(f, 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -351,7 +351,7 @@ func TestSilenceHealsEndToEnd(t *testing.T) {
 func (d *attackDeployment) strangerRegistersHostEK(otherTPM agent.TPM) {
 	d.t.Helper()
 	ctx := context.Background()
-	tpm := d.host.tpm(d.t)
+	tpm := d.host.TPM(d.t)
 	ek, err := tpm.EKPublic(ctx, tpm2.TPMAlgRSA)
 	if err != nil {
 		d.t.Fatal(err)

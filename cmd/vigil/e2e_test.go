@@ -4,115 +4,23 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
-	"github.com/vigil-attest/vigil/agent"
+	"github.com/vigil-attest/vigil/agent/agenttest"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
-	"github.com/vigil-attest/vigil/tpmsim"
-	"github.com/vigil-attest/vigil/tpmsim/simhost"
-	"github.com/vigil-attest/vigil/tpmsim/soft"
-	"github.com/vigil-attest/vigil/tpmsim/tpmsimtest"
 )
 
-// e2eHost is a simulated host: swtpm plus the boot log and IMA list a
-// measured boot would leave, kept in files the agent reads.
-type e2eHost struct {
-	sw *tpmsim.Swtpm
-	// softPath, instead of sw, is the state file of a soft TPM, which the
-	// agent opens as soft:softPath.
-	softPath string
-	bootLog  string
-	imaLog   simhost.IMALog
-	measured string // directory of files measured into the IMA list
-}
+// e2eHost is a simulated host (agenttest.Host).
+type e2eHost = agenttest.Host
 
-// newBootedSwtpmHost is a host on a fresh swtpm (EK from swtpm's own CA)
-// whose logs and measured files live in dir, booted once.
+// newBootedSwtpmHost is a host on a fresh swtpm whose logs and measured
+// files live in dir, booted once.
 func newBootedSwtpmHost(t *testing.T, dir string) *e2eHost {
-	t.Helper()
-	h := &e2eHost{
-		sw:       tpmsimtest.NewTestSwtpm(t, ""),
-		bootLog:  filepath.Join(dir, "binary_bios_measurements"),
-		imaLog:   simhost.IMALog{Path: filepath.Join(dir, "binary_runtime_measurements")},
-		measured: filepath.Join(dir, "usr-bin"),
-	}
-	if err := os.MkdirAll(h.measured, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	h.boot(t)
-	return h
-}
-
-func (h *e2eHost) tpm(t *testing.T) agent.TPM {
-	t.Helper()
-	if h.softPath != "" {
-		st, err := soft.Open(h.softPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return agent.NewSoftTPM(st)
-	}
-	c, err := h.sw.Open(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return agent.NewGoTPM(c)
-}
-
-// boot runs a measured boot: the boot log into PCRs 0-9, then IMA's
-// boot_aggregate and a few measured files into PCR 10.
-func (h *e2eHost) boot(t *testing.T) {
-	t.Helper()
-	ctx := context.Background()
-	tpm := h.tpm(t)
-	defer tpm.Close()
-	bl, err := simhost.NewBootLog(simhost.BootConfig{SecureBoot: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bl.Boot(ctx, tpm); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(h.bootLog, bl.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.imaLog.Init(ctx, tpm); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		h.measure(t, tpm, fmt.Sprintf("good-%d", i))
-	}
-}
-
-// measure writes a file and appends its measurement to the IMA list.
-func (h *e2eHost) measure(t *testing.T, tpm agent.TPM, name string) string {
-	t.Helper()
-	path := filepath.Join(h.measured, name)
-	if err := os.WriteFile(path, []byte("contents of "+name), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	e, err := simhost.MeasureFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.imaLog.Append(context.Background(), tpm, e); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// spec is the host's TPM as the agent's --tpm names it.
-func (h *e2eHost) spec() string {
-	if h.softPath != "" {
-		return "soft:" + h.softPath
-	}
-	return h.sw.Spec()
+	return agenttest.NewBootedSwtpmHost(t, dir)
 }
 
 type agentStatus struct {
@@ -142,7 +50,7 @@ func TestContinuousAttestationEndToEnd(t *testing.T) {
 	if _, code := run(t, ctx, "ca", "init", tlsDir); code != 0 {
 		t.Fatal("ca init")
 	}
-	regURL := startRegistrarCmd(t, tlsDir, h.sw.CADir())
+	regURL := startRegistrarCmd(t, tlsDir, h.Swtpm.CADir())
 	verAddr := freeAddr(t)
 	verURL := "https://" + verAddr
 	verData := filepath.Join(dir, "verifier")
@@ -153,10 +61,10 @@ func TestContinuousAttestationEndToEnd(t *testing.T) {
 
 	// Policies from the host's own known-good state.
 	bootPol, runPol := filepath.Join(dir, "boot.json"), filepath.Join(dir, "runtime.json")
-	if _, code := run(t, ctx, "policy", "create", "boot", "--boot-log", h.bootLog, "--out", bootPol); code != 0 {
+	if _, code := run(t, ctx, "policy", "create", "boot", "--boot-log", h.BootLog, "--out", bootPol); code != 0 {
 		t.Fatal("policy create boot")
 	}
-	if _, code := run(t, ctx, "policy", "create", "runtime", "--ima-log", h.imaLog.Path, "--out", runPol); code != 0 {
+	if _, code := run(t, ctx, "policy", "create", "runtime", "--ima-log", h.IMALog.Path, "--out", runPol); code != 0 {
 		t.Fatal("policy create runtime")
 	}
 	tenant := []string{"tenant", "--tls-dir", tlsDir, "--registrar", regURL, "--verifier", verURL}
@@ -173,9 +81,9 @@ func TestContinuousAttestationEndToEnd(t *testing.T) {
 	mustRun("agent", "add", "host-1", "--boot-policy", "host-boot", "--runtime-policy", "host-runtime",
 		"--identity", "spiffe://example.org/node/host-1", "--interval", "300ms")
 
-	agentArgs := []string{"agent", "--data", filepath.Join(dir, "agent"), "--tpm", h.sw.Spec(),
+	agentArgs := []string{"agent", "--data", filepath.Join(dir, "agent"), "--tpm", h.Swtpm.Spec(),
 		"--registrar", regURL, "--verifier", verURL, "--ca", filepath.Join(tlsDir, tlsutil.CACert),
-		"--id", "host-1", "--boot-log", h.bootLog, "--ima-log", h.imaLog.Path, "--log-level", "warn"}
+		"--id", "host-1", "--boot-log", h.BootLog, "--ima-log", h.IMALog.Path, "--log-level", "warn"}
 	ag := startProcess(t, nil, agentArgs...)
 
 	status := func() agentStatus {
@@ -224,8 +132,8 @@ func TestContinuousAttestationEndToEnd(t *testing.T) {
 
 	// A file outside the runtime policy fails the host within two intervals
 	// (plus the time the measurement takes to reach a quote).
-	tpm := h.tpm(t)
-	bad := h.measure(t, tpm, "not-in-policy")
+	tpm := h.TPM(t)
+	bad := h.Measure(t, tpm, "not-in-policy")
 	tpm.Close()
 	measuredAt := time.Now()
 	st = waitFor("failure on a file outside the policy", 10*time.Second, func(s agentStatus) bool { return s.State == "failed" })
@@ -237,7 +145,7 @@ func TestContinuousAttestationEndToEnd(t *testing.T) {
 	}
 
 	// Allow the file in a new policy version and readmit: attesting again.
-	allowed := extendPolicy(t, runPol, bad)
+	allowed := agenttest.AllowFile(t, runPol, bad)
 	mustRun("policy", "add", "host-runtime", "--runtime", allowed)
 	mustRun("agent", "readmit", "host-1")
 	before = st.Attestations
@@ -250,7 +158,7 @@ func TestContinuousAttestationEndToEnd(t *testing.T) {
 
 	// PCR 10 extended with nothing in the log: the log no longer replays to
 	// the quote.
-	tpm = h.tpm(t)
+	tpm = h.TPM(t)
 	d := sha256.Sum256([]byte("unlogged"))
 	if err := tpm.PCRExtend(ctx, 10, map[tpm2.TPMAlgID][]byte{tpm2.TPMAlgSHA256: d[:], tpm2.TPMAlgSHA1: d[:20]}); err != nil {
 		t.Fatal(err)
@@ -263,10 +171,10 @@ func TestContinuousAttestationEndToEnd(t *testing.T) {
 
 	// A reboot: the TPM resets, the host boots and measures afresh; after
 	// readmission the verifier takes the new boot log and IMA from entry 0.
-	if err := h.sw.Restart(); err != nil {
+	if err := h.Swtpm.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	h.boot(t)
+	h.Boot(t)
 	mustRun("agent", "readmit", "host-1")
 	before = st.Attestations
 	st = waitFor("attestation after a reboot", 30*time.Second, func(s agentStatus) bool {
@@ -282,35 +190,4 @@ func TestContinuousAttestationEndToEnd(t *testing.T) {
 	if st.Reason != "liveness_timeout" {
 		t.Fatalf("failed with %q, want liveness_timeout", st.Reason)
 	}
-}
-
-// extendPolicy writes a copy of a Keylime runtime policy that also allows
-// the file at path (with its current digest).
-func extendPolicy(t *testing.T, policyFile, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(policyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pol map[string]any
-	if err := json.Unmarshal(b, &pol); err != nil {
-		t.Fatal(err)
-	}
-	content, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(content)
-	digests, _ := pol["digests"].(map[string]any)
-	if digests == nil {
-		digests = map[string]any{}
-		pol["digests"] = digests
-	}
-	digests[path] = []any{fmt.Sprintf("%x", sum)}
-	out := filepath.Join(t.TempDir(), "runtime-v2.json")
-	b, _ = json.Marshal(pol)
-	if err := os.WriteFile(out, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

@@ -31,8 +31,8 @@ func TestOnPostgreSQLEndToEnd(t *testing.T) {
 		t.Fatalf("a database restart left reason %q", st.Reason)
 	}
 
-	tpm := d.host.tpm(t)
-	bad := d.host.measure(t, tpm, "not-in-policy")
+	tpm := d.host.TPM(t)
+	bad := d.host.Measure(t, tpm, "not-in-policy")
 	tpm.Close()
 	st = d.waitFor("failure on a file outside the policy", 15*time.Second, func(s agentStatus) bool { return s.State == "failed" })
 	if st.Reason != "policy_violation" || !strings.Contains(st.Detail, bad) {

@@ -54,7 +54,7 @@ func TestSIGHUPReloadsVerifierTLSAndWebhookSecret(t *testing.T) {
 	if _, code := run(t, ctx, "ca", "init", tlsDir); code != 0 {
 		t.Fatal("ca init")
 	}
-	regURL := startRegistrarCmd(t, tlsDir, h.sw.CADir())
+	regURL := startRegistrarCmd(t, tlsDir, h.Swtpm.CADir())
 	verAddr := freeAddr(t)
 	verURL := "https://" + verAddr
 	ver := startProcess(t, nil, "verifier", "--data", filepath.Join(dir, "verifier"), "--tls-dir", tlsDir, "--listen", verAddr,
@@ -73,14 +73,14 @@ func TestSIGHUPReloadsVerifierTLSAndWebhookSecret(t *testing.T) {
 		return out
 	}
 	runPol := filepath.Join(dir, "runtime.json")
-	if _, code := run(t, ctx, "policy", "create", "runtime", "--ima-log", h.imaLog.Path, "--out", runPol); code != 0 {
+	if _, code := run(t, ctx, "policy", "create", "runtime", "--ima-log", h.IMALog.Path, "--out", runPol); code != 0 {
 		t.Fatal("policy create runtime")
 	}
 	mustRun("policy", "add", "rt", "--runtime", runPol)
 	mustRun("agent", "add", "host-1", "--runtime-policy", "rt", "--identity", "spiffe://example.org/node/host-1", "--interval", "300ms")
-	startProcess(t, nil, "agent", "--data", filepath.Join(dir, "agent"), "--tpm", h.sw.Spec(),
+	startProcess(t, nil, "agent", "--data", filepath.Join(dir, "agent"), "--tpm", h.Swtpm.Spec(),
 		"--registrar", regURL, "--verifier", verURL, "--ca", filepath.Join(tlsDir, tlsutil.CACert),
-		"--id", "host-1", "--boot-log", h.bootLog, "--ima-log", h.imaLog.Path, "--log-level", "warn")
+		"--id", "host-1", "--boot-log", h.BootLog, "--ima-log", h.IMALog.Path, "--log-level", "warn")
 	waitAttesting := func(what string, min uint64) agentStatus {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/vigil-attest/vigil/agent/agenttest"
 	"github.com/vigil-attest/vigil/internal/pgtest"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/tpmsim/simhost"
@@ -59,17 +60,17 @@ func TestReplicasTakeOverADeadOne(t *testing.T) {
 	hosts := make([]*e2eHost, 2)
 	for i := range hosts {
 		h := &e2eHost{
-			bootLog:  filepath.Join(dir, fmt.Sprintf("boot-%d", i)),
-			imaLog:   simhost.IMALog{Path: filepath.Join(dir, fmt.Sprintf("ima-%d", i))},
-			measured: filepath.Join(dir, fmt.Sprintf("bin-%d", i)),
+			BootLog:  filepath.Join(dir, fmt.Sprintf("boot-%d", i)),
+			IMALog:   simhost.IMALog{Path: filepath.Join(dir, fmt.Sprintf("ima-%d", i))},
+			Measured: filepath.Join(dir, fmt.Sprintf("bin-%d", i)),
 		}
 		if i == 0 {
-			h.sw = tpmsimtest.NewTestSwtpm(t, caDir)
+			h.Swtpm = tpmsimtest.NewTestSwtpm(t, caDir)
 		} else {
-			h.softPath = softPath
+			h.SoftPath = softPath
 		}
-		os.MkdirAll(h.measured, 0o700)
-		h.boot(t)
+		os.MkdirAll(h.Measured, 0o700)
+		h.Boot(t)
 		hosts[i] = h
 	}
 
@@ -116,7 +117,7 @@ func TestReplicasTakeOverADeadOne(t *testing.T) {
 	}
 	for i, h := range hosts {
 		pol := filepath.Join(dir, fmt.Sprintf("rt-%d.json", i))
-		if _, code := run(t, ctx, "policy", "create", "runtime", "--ima-log", h.imaLog.Path, "--out", pol); code != 0 {
+		if _, code := run(t, ctx, "policy", "create", "runtime", "--ima-log", h.IMALog.Path, "--out", pol); code != 0 {
 			t.Fatal("policy create runtime")
 		}
 		// Policies and admissions go to different replicas: the operator's
@@ -124,9 +125,9 @@ func TestReplicasTakeOverADeadOne(t *testing.T) {
 		tenant(verURLs[i], "policy", "add", fmt.Sprintf("rt-%d", i), "--runtime", pol)
 		tenant(verURLs[(i+1)%3], "agent", "add", fmt.Sprintf("host-%d", i), "--runtime-policy", fmt.Sprintf("rt-%d", i),
 			"--identity", fmt.Sprintf("spiffe://example.org/node/host-%d", i), "--interval", interval.String())
-		args := []string{"agent", "--data", filepath.Join(dir, fmt.Sprintf("agent-%d", i)), "--tpm", h.spec(),
+		args := []string{"agent", "--data", filepath.Join(dir, fmt.Sprintf("agent-%d", i)), "--tpm", h.Spec(),
 			"--registrar", regURLs[i], "--ca", filepath.Join(tlsDir, tlsutil.CACert), "--id", fmt.Sprintf("host-%d", i),
-			"--boot-log", h.bootLog, "--ima-log", h.imaLog.Path, "--log-level", "warn"}
+			"--boot-log", h.BootLog, "--ima-log", h.IMALog.Path, "--log-level", "warn"}
 		for _, u := range verURLs {
 			args = append(args, "--verifier", u)
 		}
@@ -199,8 +200,8 @@ func TestReplicasTakeOverADeadOne(t *testing.T) {
 	}
 
 	// A tamper on the host the dead replica held: revoked, once.
-	tpm := hosts[0].tpm(t)
-	bad := hosts[0].measure(t, tpm, "not-in-policy")
+	tpm := hosts[0].TPM(t)
+	bad := hosts[0].Measure(t, tpm, "not-in-policy")
 	tpm.Close()
 	st = waitFor("failure on a file outside the policy", survivor, "host-0", 15*time.Second, func(s agentStatus) bool { return s.State == "failed" })
 	if st.Reason != "policy_violation" || !strings.Contains(st.Detail, bad) {
@@ -283,7 +284,7 @@ func TestReplicasTakeOverADeadOne(t *testing.T) {
 			other = verURLs[i]
 		}
 	}
-	tenant(verURLs[0], "policy", "add", "rt-0", "--runtime", extendPolicy(t, filepath.Join(dir, "rt-0.json"), bad))
+	tenant(verURLs[0], "policy", "add", "rt-0", "--runtime", agenttest.AllowFile(t, filepath.Join(dir, "rt-0.json"), bad))
 	tenant(other, "agent", "readmit", "host-0")
 	st = waitFor("host-0 attesting after a readmission through another replica", other, "host-0", 30*time.Second, func(s agentStatus) bool {
 		return s.State == "attesting"
