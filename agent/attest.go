@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -52,6 +53,9 @@ type Attester struct {
 	// cur is the index of the verifier in use; hops counts the verifiers
 	// failed over from since the last success.
 	cur, hops int
+	// tpmMu keeps the attestation loop and node proofs (ServeProofs) from
+	// opening the TPM at once: swtpm serves one connection at a time.
+	tpmMu sync.Mutex
 }
 
 // verifier is the URL of the verifier in use.
@@ -281,12 +285,15 @@ func (a *Attester) Collect(ctx context.Context, ch wire.Challenge) (wire.Evidenc
 		return wire.Evidence{}, fmt.Errorf("challenge PCR selection: %w", err)
 	}
 	ev := wire.Evidence{AgentID: a.agentID, Nonce: ch.Nonce, IMAOffset: ch.IMAOffset}
+	a.tpmMu.Lock()
 	tpm, err := a.Open(ctx)
 	if err != nil {
+		a.tpmMu.Unlock()
 		return wire.Evidence{}, fmt.Errorf("open TPM: %w", err)
 	}
 	quote, sig, pcrs, err := quoteConsistent(ctx, tpm, a.ak, ch.Nonce, *sel)
 	tpm.Close()
+	a.tpmMu.Unlock()
 	if err != nil {
 		return wire.Evidence{}, err
 	}

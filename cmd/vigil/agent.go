@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"os"
 
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-attest/vigil/agent"
@@ -31,6 +33,7 @@ func agentCommand() *cli.Command {
 		&cli.StringSliceFlag{Name: "verifier", Usage: "verifier `URL` (https://HOST:PORT); repeat it for the replicas of one deployment, tried in turn when one cannot be reached"},
 		&cli.StringFlag{Name: "boot-log", Value: agent.DefaultBootLog, Usage: "UEFI event log `FILE`"},
 		&cli.StringFlag{Name: "ima-log", Value: agent.DefaultIMALog, Usage: "IMA measurement list `FILE` (binary or ASCII)"},
+		&cli.StringFlag{Name: "proof-socket", Usage: "answer node-proof requests (a quote by this host's AK over a caller's challenge, for SPIRE's vigil NodeAttestor) on Unix socket `PATH`, mode 0660; off when empty"},
 		&cli.StringFlag{Name: "user", Usage: "after enrolling and opening the TPM and the logs, run as `NAME` (e.g. vigil, in group tss) instead of root"},
 	)...)
 	return &cli.Command{
@@ -69,6 +72,26 @@ func agentCommand() *cli.Command {
 			if err := att.Prepare(); err != nil {
 				return err
 			}
+			ctx, stop := context.WithCancel(c.Context)
+			defer stop()
+			if path := c.String("proof-socket"); path != "" {
+				// Listening comes before dropping privileges: the socket's
+				// directory (/run/vigil) may be root's.
+				ln, err := agent.ListenProofSocket(path)
+				if err != nil {
+					return err
+				}
+				defer os.Remove(path)
+				go func() {
+					// A proof socket that stops answering is a broken
+					// configuration, not a reason to attest on unnoticed.
+					if err := att.ServeProofs(ctx, ln); err != nil {
+						enroller.Log.Error("node proofs stopped", "err", err)
+						stop()
+					}
+				}()
+				enroller.Log.Info("answering node proofs", "socket", path)
+			}
 			if name := c.String("user"); name != "" {
 				if err := att.Hold(c.Context); err != nil {
 					return err
@@ -78,7 +101,7 @@ func agentCommand() *cli.Command {
 				}
 				enroller.Log.Info("running unprivileged", "user", name)
 			}
-			return att.Run(c.Context)
+			return att.Run(ctx)
 		},
 		Subcommands: []*cli.Command{{
 			Name:   "enroll",
