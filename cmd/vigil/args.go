@@ -30,6 +30,10 @@ func hoistFlags(app *cli.App, args []string) []string {
 			continue
 		}
 		if sub := findCommand(cmds, a); sub != nil {
+			if sub.SkipFlagParsing {
+				// Its arguments are another program's (vigil spire).
+				return args
+			}
 			cmds, flags = sub.Subcommands, sub.Flags
 			i++
 			continue

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/urfave/cli/v2"
@@ -46,5 +48,21 @@ func TestRequiredFlagErrorsExitTwo(t *testing.T) {
 	app.Writer, app.ErrWriter = &out, &out
 	if code := exitCode(app.Run([]string{"vigil", "needs-x"})); code != exitUsage {
 		t.Fatalf("missing required flag: exit %d, want 2", code)
+	}
+}
+
+// `vigil spire` passes its arguments to vigil-spire as they are.
+func TestHoistFlagsLeavesPassThroughAlone(t *testing.T) {
+	args := []string{"vigil", "spire", "bridge", "--listen", "127.0.0.1:1", "--trust-domain", "example.org"}
+	if got := hoistFlags(newApp(), args); strings.Join(got, " ") != strings.Join(args, " ") {
+		t.Fatalf("hoistFlags = %v", got)
+	}
+}
+
+// Without vigil-spire installed, `vigil spire` says where to get it (exit 2).
+func TestSpireWithoutTheIntegration(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	if _, code := run(t, context.Background(), "spire", "bridge", "--help"); code != exitUsage {
+		t.Fatalf("exit %d, want %d", code, exitUsage)
 	}
 }

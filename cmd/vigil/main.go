@@ -43,6 +43,7 @@ func newApp() *cli.App {
 			eventlogCommand(),
 			simCommand(),
 			benchCommand(),
+			spireCommand(),
 			// commands are registered here, one line each
 		},
 		OnUsageError: onUsageError,
