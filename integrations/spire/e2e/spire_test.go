@@ -59,6 +59,9 @@ server {
   data_dir = %q
   log_level = "INFO"
   ca_ttl = "24h"
+  # Short node SVIDs, so the test sees a node re-attest (and so ask
+  # Vigil again) at rotation.
+  agent_ttl = "20s"
 }
 plugins {
   DataStore "sql" {
@@ -221,6 +224,10 @@ func TestSPIREFollowsVigil(t *testing.T) {
 	spireAgent, workloadSocket := sp.startAgent(t, "spire-agent", proofSocket)
 	waitFor(t, "node SVID for host-1", 60*time.Second, func() bool {
 		return strings.Contains(spireAgent.out.String(), "Node attestation was successful")
+	})
+	// Re-attestable: at rotation the node attests afresh, which asks Vigil.
+	waitFor(t, "host-1's node re-attests at rotation", 60*time.Second, func() bool {
+		return strings.Contains(spireAgent.out.String(), "Successfully reattested node")
 	})
 	node := sp.node(t, "host-1")
 	if node == nil {
