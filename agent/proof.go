@@ -55,6 +55,7 @@ func (a *Attester) ServeProofs(ctx context.Context, ln net.Listener) error {
 	if a.agentID == "" {
 		return errors.New("node proofs: the agent is not prepared")
 	}
+	busy := make(chan struct{}, 1)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+nodeproof.Path, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -69,6 +70,17 @@ func (a *Attester) ServeProofs(ctx context.Context, ln net.Listener) error {
 		req, err := nodeproof.ParseRequest(b)
 		if err != nil {
 			proofError(w, http.StatusBadRequest, err)
+			return
+		}
+		// One proof at a time, and the rest refused rather than queued:
+		// a local caller flooding the socket must not keep the TPM from
+		// the attestations the verifier is waiting for.
+		select {
+		case busy <- struct{}{}:
+			defer func() { <-busy }()
+		default:
+			w.Header().Set("Retry-After", "1")
+			proofError(w, http.StatusTooManyRequests, errors.New("a node proof is already being made; retry"))
 			return
 		}
 		p, err := a.Prove(r.Context(), req.Challenge)

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -88,6 +90,30 @@ func TestServeProofs(t *testing.T) {
 	rsp.Body.Close()
 	if rsp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("short challenge: %s", rsp.Status)
+	}
+
+	// A flood of requests gets proofs or 429s, never a queue: at most one
+	// quote is in the TPM at a time.
+	var wg sync.WaitGroup
+	var ok, refused atomic.Int32
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := nodeproof.Client{Socket: sock}.Prove(ctx, challenge)
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case strings.Contains(err.Error(), "429"):
+				refused.Add(1)
+			default:
+				t.Errorf("flood: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() == 0 || ok.Load()+refused.Load() != 8 {
+		t.Fatalf("flood: %d proofs, %d refused", ok.Load(), refused.Load())
 	}
 	cancel()
 	if err := <-done; err != nil {
