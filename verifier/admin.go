@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/vigil-attest/vigil/internal/httpapi"
+
 	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
@@ -102,6 +104,7 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 	// deleted before the agent that uses it exists.
 	s.policyMu.RLock()
 	defer s.policyMu.RUnlock()
+	versions := map[PolicyKind]int{}
 	for _, ref := range []struct {
 		name string
 		kind PolicyKind
@@ -119,6 +122,7 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 		if p.Kind != ref.kind {
 			return Agent{}, refuse(RefusedInvalid, "policy %q is a %s policy, not a %s policy", ref.name, p.Kind, ref.kind)
 		}
+		versions[ref.kind] = p.Version
 	}
 	for _, id := range req.Identities {
 		if len(id) > MaxIdentityLen {
@@ -139,7 +143,13 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 	sl := &slot{}
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
-	if err := s.createAgent(ctx, a); err != nil {
+	admission := HistoryEntry{
+		AgentID: a.ID, At: a.AdmittedAt, Kind: HistoryAdmitted, Operator: httpapi.OperatorFrom(ctx),
+		To: a.State, Interval: a.Interval,
+		RuntimePolicy: policyRef(a.RuntimePolicy, versions[PolicyRuntime]),
+		BootPolicy:    policyRef(a.BootPolicy, versions[PolicyBoot]),
+	}
+	if err := s.createAgent(ctx, a, admission); err != nil {
 		if errors.Is(err, ErrExists) {
 			return Agent{}, refuse(RefusedConflict, "%v", err)
 		}
@@ -175,15 +185,18 @@ func (s *Service) Readmit(ctx context.Context, id string) (Agent, error) {
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
 	var out Agent
-	err := s.updateAgent(ctx, sl, id, func(a *Agent) ([]revocation.Event, error) {
-		next, events, ok := a.readmitted(s.now().UTC())
+	err := s.updateAgent(ctx, sl, id, func(a *Agent) ([]revocation.Event, []HistoryEntry, error) {
+		at := s.now().UTC()
+		next, events, ok := a.readmitted(at)
 		if !ok {
-			return nil, refuse(RefusedConflict, "agent %q is %s, not failed", id, a.State)
+			return nil, nil, refuse(RefusedConflict, "agent %q is %s, not failed", id, a.State)
 		}
+		hist := append([]HistoryEntry{{AgentID: id, At: at, Kind: HistoryReadmitted, Operator: httpapi.OperatorFrom(ctx)}},
+			changes(*a, next, nil, events, at)...)
 		*a, out = next, next
 		// A failure still waiting to be stored goes in with its events
 		// first: the issuers hear of the revocation before the readmission.
-		return append(append([]revocation.Event(nil), sl.unsaved...), events...), nil
+		return append(append([]revocation.Event(nil), sl.unsaved...), events...), hist, nil
 	})
 	if errors.Is(err, ErrNotFound) {
 		s.forget(id, sl)
@@ -208,8 +221,13 @@ func (s *Service) Remove(ctx context.Context, id string) error {
 	if sl.parked {
 		return refuse(RefusedUnavailable, "agent %q has a failure waiting to be stored (the store cannot be written); delete it once the verifier is ready", id)
 	}
+	var hist []HistoryEntry
+	if sl.agent != nil {
+		_, hist = sl.agent.closePassing()
+	}
+	hist = append(append(sl.history, hist...), HistoryEntry{AgentID: id, At: s.now().UTC(), Kind: HistoryDeleted, Operator: httpapi.OperatorFrom(ctx)})
 	s.persistMu.RLock()
-	err := s.Store.DeleteAgent(ctx, id)
+	err := s.Store.DeleteAgent(ctx, id, hist...)
 	if err == nil || errors.Is(err, ErrNotFound) {
 		sl.gen.Add(1)
 	}

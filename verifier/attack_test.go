@@ -256,18 +256,18 @@ type flakyStore struct {
 
 var errDiskFull = errors.New("write: no space left on device")
 
-func (s *flakyStore) SaveAgent(ctx context.Context, a Agent, events ...revocation.Event) error {
+func (s *flakyStore) SaveAgent(ctx context.Context, a Agent, events []revocation.Event, history ...HistoryEntry) error {
 	if s.down.Load() {
 		return errDiskFull
 	}
-	return s.BoltStore.SaveAgent(ctx, a, events...)
+	return s.BoltStore.SaveAgent(ctx, a, events, history...)
 }
 
-func (s *flakyStore) Checkpoint(ctx context.Context, agents []Agent) error {
+func (s *flakyStore) Checkpoint(ctx context.Context, agents []Agent, history ...HistoryEntry) error {
 	if s.down.Load() {
 		return errDiskFull
 	}
-	return s.BoltStore.Checkpoint(ctx, agents)
+	return s.BoltStore.Checkpoint(ctx, agents, history...)
 }
 
 func (s *flakyStore) UpdateAgent(ctx context.Context, id string, fn func(*Agent) ([]revocation.Event, error)) error {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -23,6 +24,9 @@ const (
 	outboxCollection    = "verifier.outbox"           // event ID → pending event and its status per sink
 	deliveredCollection = "verifier.outbox_delivered" // event ID → delivered event, until pruned
 	secretsCollection   = "verifier.secrets"          // name → key material (the nonce MAC key)
+	// historyCollection keys are agent ID, NUL, and an 8-byte big-endian
+	// sequence number, so one agent's entries are one key range, in order.
+	historyCollection = "verifier.history"
 )
 
 // outboxRecord is a pending event with its delivery status per sink.
@@ -253,16 +257,19 @@ func putAgent(tx store.Tx, a Agent) error {
 
 // CreateAgent is a group commit too: admitting a fleet is thousands of
 // concurrent creates, each otherwise an fsync of its own.
-func (s BoltStore) CreateAgent(ctx context.Context, a Agent) error {
+func (s BoltStore) CreateAgent(ctx context.Context, a Agent, history ...HistoryEntry) error {
 	return s.DB.Batch(ctx, func(tx store.Tx) error {
 		if tx.Get(agentsCollection, a.ID) != nil {
 			return fmt.Errorf("agent %q: %w", a.ID, ErrExists)
 		}
-		return putAgent(tx, a)
+		if err := putAgent(tx, a); err != nil {
+			return err
+		}
+		return putHistory(tx, history)
 	})
 }
 
-func (s BoltStore) SaveAgent(ctx context.Context, a Agent, events ...revocation.Event) error {
+func (s BoltStore) SaveAgent(ctx context.Context, a Agent, events []revocation.Event, history ...HistoryEntry) error {
 	return s.DB.Batch(ctx, func(tx store.Tx) error {
 		// A verdict must not resurrect an agent deleted meanwhile.
 		if tx.Get(agentsCollection, a.ID) == nil {
@@ -271,12 +278,15 @@ func (s BoltStore) SaveAgent(ctx context.Context, a Agent, events ...revocation.
 		if err := putAgent(tx, a); err != nil {
 			return err
 		}
-		return putEvents(tx, events)
+		if err := putEvents(tx, events); err != nil {
+			return err
+		}
+		return putHistory(tx, history)
 	})
 }
 
-func (s BoltStore) Checkpoint(ctx context.Context, agents []Agent) error {
-	if len(agents) == 0 {
+func (s BoltStore) Checkpoint(ctx context.Context, agents []Agent, history ...HistoryEntry) error {
+	if len(agents) == 0 && len(history) == 0 {
 		return nil
 	}
 	return s.DB.Update(ctx, func(tx store.Tx) error {
@@ -288,7 +298,13 @@ func (s BoltStore) Checkpoint(ctx context.Context, agents []Agent) error {
 				return err
 			}
 		}
-		return nil
+		kept := history[:0:0]
+		for _, h := range history {
+			if tx.Get(agentsCollection, h.AgentID) != nil {
+				kept = append(kept, h)
+			}
+		}
+		return putHistory(tx, kept)
 	})
 }
 
@@ -313,14 +329,147 @@ func (s BoltStore) UpdateAgent(ctx context.Context, id string, fn func(*Agent) (
 	})
 }
 
-func (s BoltStore) DeleteAgent(ctx context.Context, id string) error {
+func (s BoltStore) DeleteAgent(ctx context.Context, id string, history ...HistoryEntry) error {
 	return s.DB.Update(ctx, func(tx store.Tx) error {
 		ok, err := tx.Delete(agentsCollection, id)
 		if err == nil && !ok {
 			return fmt.Errorf("agent %q: %w", id, ErrNotFound)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return putHistory(tx, history)
 	})
+}
+
+func historyPrefix(agentID string) string { return agentID + "\x00" }
+
+func putHistory(tx store.Tx, history []HistoryEntry) error {
+	for _, h := range history {
+		seq, err := tx.NextSequence(historyCollection)
+		if err != nil {
+			return err
+		}
+		h.Version = HistoryVersion
+		b, err := wire.Marshal(h)
+		if err != nil {
+			return err
+		}
+		var k [8]byte
+		binary.BigEndian.PutUint64(k[:], seq)
+		if err := tx.Put(historyCollection, historyPrefix(h.AgentID)+string(k[:]), b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func decodeHistory(key string, b []byte) (HistoryEntry, error) {
+	var h HistoryEntry
+	if err := decode("history entry", fmt.Sprintf("%q", key), b, &h); err != nil {
+		return h, err
+	}
+	if h.Version != HistoryVersion {
+		return h, fmt.Errorf("history entry %q: version %d, want %d", key, h.Version, HistoryVersion)
+	}
+	if len(key) >= 8 {
+		h.Seq = binary.BigEndian.Uint64([]byte(key[len(key)-8:]))
+	}
+	return h, nil
+}
+
+// History implements Store.
+func (s BoltStore) History(ctx context.Context, agentID string, since time.Time, limit int) ([]HistoryEntry, error) {
+	var out []HistoryEntry
+	err := s.DB.View(ctx, func(tx store.Tx) error {
+		return tx.ForEachPrefix(historyCollection, historyPrefix(agentID), func(k string, b []byte) error {
+			h, err := decodeHistory(k, b)
+			if err != nil {
+				return err
+			}
+			if !h.At.Before(since) {
+				out = append(out, h)
+			}
+			return nil
+		})
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, err
+}
+
+// PruneHistory implements Store.
+func (s BoltStore) PruneHistory(ctx context.Context, cutoff time.Time, keepPerAgent int) (int, error) {
+	n := 0
+	err := s.DB.Update(ctx, func(tx store.Tx) error {
+		// Keys sort by agent, then by sequence: each agent's entries come
+		// together, oldest first.
+		type entry struct {
+			key string
+			at  time.Time
+		}
+		var doomed []string
+		var group []entry
+		agent := ""
+		flush := func() {
+			for i, e := range group {
+				if e.at.Before(cutoff) || (keepPerAgent > 0 && i < len(group)-keepPerAgent) {
+					doomed = append(doomed, e.key)
+				}
+			}
+			group = group[:0]
+		}
+		err := tx.ForEach(historyCollection, func(k string, b []byte) error {
+			id, _, _ := strings.Cut(k, "\x00")
+			if id != agent {
+				flush()
+				agent = id
+			}
+			h, err := decodeHistory(k, b)
+			if err != nil {
+				return err
+			}
+			group = append(group, entry{k, h.At})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		flush()
+		for _, k := range doomed {
+			if _, err := tx.Delete(historyCollection, k); err != nil {
+				return err
+			}
+		}
+		n = len(doomed)
+		return nil
+	})
+	return n, err
+}
+
+// EventStatus implements Store.
+func (s BoltStore) EventStatus(ctx context.Context, ids []string) (map[string]map[string]revocation.SinkStatus, error) {
+	out := make(map[string]map[string]revocation.SinkStatus, len(ids))
+	err := s.DB.View(ctx, func(tx store.Tx) error {
+		for _, id := range ids {
+			if b := tx.Get(outboxCollection, id); b != nil {
+				var r outboxRecord
+				if err := decode("outbox event", id, b, &r); err != nil {
+					return err
+				}
+				out[id] = r.Status
+			} else if b := tx.Get(deliveredCollection, id); b != nil {
+				var r deliveredRecord
+				if err := decode("outbox event", id, b, &r); err != nil {
+					return err
+				}
+				out[id] = r.Status
+			}
+		}
+		return nil
+	})
+	return out, err
 }
 
 func versionKey(name string, version int) string { return fmt.Sprintf("%s@%d", name, version) }

@@ -70,7 +70,7 @@ func raise(t testing.TB, s verifier.Store, id string, n int) {
 	for i := range n {
 		es = append(es, revocation.NewEvent(revocation.TypeRevoked, time.Now(), revocation.Data{AgentID: id, Attestations: uint64(i)}))
 	}
-	if err := s.SaveAgent(ctx, a, es...); err != nil {
+	if err := s.SaveAgent(ctx, a, es); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
+	"time"
 
 	"github.com/vigil-attest/vigil/internal/adminapi"
 )
@@ -87,4 +89,23 @@ func (c *AdminClient) do(ctx context.Context, method, path, ctype string, body [
 		return fmt.Errorf("verifier: %w", err)
 	}
 	return nil
+}
+
+// History returns an agent's history since since (zero: all kept), the
+// newest limit entries when limit > 0.
+func (c *AdminClient) History(ctx context.Context, id string, since time.Time, limit int) (HistoryView, error) {
+	q := url.Values{}
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339Nano))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	path := PathAgents + "/" + url.PathEscape(id) + "/history"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var h HistoryView
+	err := c.do(ctx, http.MethodGet, path, "", nil, &h)
+	return h, err
 }

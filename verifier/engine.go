@@ -40,6 +40,9 @@ type Policies struct {
 	// for it, and only after the quote proved where the evidence came
 	// from, so they are inputs rather than the service's early return.
 	BootErr, RuntimeErr error
+	// BootVersion and RuntimeVersion are the stored versions compiled,
+	// which the agent's history names.
+	BootVersion, RuntimeVersion int
 }
 
 // imaMaxFailures caps the IMA failures a verdict collects: the first names

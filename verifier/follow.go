@@ -68,7 +68,7 @@ func (s *Service) failNotEnrolled(ctx context.Context, sl *slot, now time.Time) 
 	a := *sl.agent
 	f := Fail(ReasonNotEnrolled, "ak_not_active", "the registrar no longer has an active AK for agent %q (deleted or never activated)", a.ID)
 	a, events := a.failed(f, now)
-	s.commitFailure(ctx, sl, a, events)
+	s.commitFailure(ctx, sl, a, f, events)
 	s.log().Warn("attestation failed", "agent_id", a.ID, "reason", f.Reason, "detail", f.Detail)
 	if s.OnVerdict != nil {
 		s.OnVerdict(a, f, 0)

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -144,6 +146,15 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 	mux.HandleFunc("GET "+PathAgents+"/{id}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		a, err := s.Status(r.Context(), r.PathValue("id"))
 		answer.JSON(w, http.StatusOK, view(a), err)
+	}))
+	mux.HandleFunc("GET "+PathAgents+"/{id}/history", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
+		since, limit, err := historyQuery(r.URL.Query())
+		if err != nil {
+			httpapi.WriteJSON(w, http.StatusBadRequest, wire.Error{Error: err.Error()})
+			return
+		}
+		h, err := s.History(r.Context(), r.PathValue("id"), since, limit)
+		answer.JSON(w, http.StatusOK, HistoryView{Version: HistoryVersion, AgentID: r.PathValue("id"), Entries: h}, err)
 	}))
 	mux.HandleFunc("DELETE "+PathAgents+"/{id}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		err := s.Remove(r.Context(), r.PathValue("id"))
@@ -288,4 +299,26 @@ func (b *byteBudget) give(n int64) {
 	b.mu.Lock()
 	b.left += n
 	b.mu.Unlock()
+}
+
+// HistoryView is the admin API's answer for an agent's history.
+type HistoryView struct {
+	Version int            `json:"version"`
+	AgentID string         `json:"agent_id"`
+	Entries []HistoryEntry `json:"entries"`
+}
+
+// historyQuery reads ?since=RFC3339 time&limit=N.
+func historyQuery(q url.Values) (since time.Time, limit int, err error) {
+	if v := q.Get("since"); v != "" {
+		if since, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			return since, 0, fmt.Errorf("query parameter since %q: want an RFC 3339 time", v)
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 0 {
+			return since, 0, fmt.Errorf("query parameter limit %q: want a count", v)
+		}
+	}
+	return since, limit, nil
 }

@@ -50,7 +50,7 @@ func (s *Service) failSilent(ctx context.Context, id string, now time.Time) bool
 	}
 	f := Fail(ReasonLivenessTimeout, "no_evidence", "no good evidence since %s (deadline %s)", last.UTC().Format(time.RFC3339Nano), deadline.UTC().Format(time.RFC3339Nano))
 	a, events := a.failed(f, now)
-	s.commitFailure(ctx, sl, a, events)
+	s.commitFailure(ctx, sl, a, f, events)
 	s.log().Warn("attestation failed", "agent_id", id, "reason", f.Reason, "detail", f.Detail)
 	if s.OnVerdict != nil {
 		s.OnVerdict(a, f, 0)

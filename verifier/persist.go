@@ -8,12 +8,18 @@ import (
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
-// saveSync stores agent a's record and events before returning; the
-// caller holds sl.mu.
-func (s *Service) saveSync(ctx context.Context, sl *slot, a Agent, events []revocation.Event) error {
+// saveSync stores agent a's record, events and history before returning,
+// with the history entries the slot holds for the next checkpoint; the
+// caller holds sl.mu. On failure the slot keeps its entries and the
+// caller decides what becomes of hist.
+func (s *Service) saveSync(ctx context.Context, sl *slot, a Agent, events []revocation.Event, hist []HistoryEntry) error {
 	s.persistMu.RLock()
 	defer s.persistMu.RUnlock()
-	if err := s.Store.SaveAgent(ctx, a, events...); err != nil {
+	all := hist
+	if len(sl.history) > 0 {
+		all = append(append(make([]HistoryEntry, 0, len(sl.history)+len(hist)), sl.history...), hist...)
+	}
+	if err := s.Store.SaveAgent(ctx, a, events, all...); err != nil {
 		if errors.Is(err, ErrFenced) {
 			// Another replica holds the agent now: its state is theirs.
 			s.dropLocked(a.ID, sl)
@@ -25,6 +31,7 @@ func (s *Service) saveSync(ctx context.Context, sl *slot, a Agent, events []revo
 	s.storeDown.Store(false)
 	sl.gen.Add(1)
 	sl.dirty = false
+	sl.history = nil
 	return nil
 }
 
@@ -69,7 +76,7 @@ func (s *Service) StoreParked(ctx context.Context) (int, error) {
 			continue
 		}
 		sl.parked = false
-		err := s.saveSync(ctx, sl, *sl.agent, sl.unsaved)
+		err := s.saveSync(ctx, sl, *sl.agent, sl.unsaved, nil)
 		if err != nil {
 			s.park(sl)
 			if firstErr == nil {
@@ -142,12 +149,17 @@ func (s *Service) Checkpoint(ctx context.Context) (int, error) {
 	}
 	records := make([]Agent, 0, len(set))
 	from := make([]copied, 0, len(set))
+	taken := make(map[*slot][]HistoryEntry)
 	for sl := range set {
 		sl.mu.Lock()
 		// A parked failure goes to the store only with its events.
 		if sl.dirty && sl.agent != nil && !sl.removed && !sl.parked {
 			records = append(records, *sl.agent)
 			from = append(from, copied{sl, sl.gen.Load()})
+			if len(sl.history) > 0 {
+				taken[sl] = sl.history
+				sl.history = nil
+			}
 		}
 		sl.dirty = false
 		sl.mu.Unlock()
@@ -161,10 +173,27 @@ func (s *Service) Checkpoint(ctx context.Context) (int, error) {
 			keptFrom = append(keptFrom, c)
 		}
 	}
-	err := s.Store.Checkpoint(ctx, kept)
+	// The entries taken go even when a synchronous write superseded
+	// their record meanwhile: they happened, and that write did not carry
+	// them. (It may then precede them in the history, a rare race.)
+	var hist []HistoryEntry
+	for _, c := range from {
+		hist = append(hist, taken[c.sl]...)
+	}
+	err := s.Store.Checkpoint(ctx, kept, hist...)
 	s.persistMu.Unlock()
 	if err != nil {
 		s.storeFailed(err)
+		// The entries wait for the next write of their agent.
+		for _, c := range from {
+			if h := taken[c.sl]; len(h) > 0 {
+				c.sl.mu.Lock()
+				if !c.sl.removed {
+					c.sl.history = append(h, c.sl.history...)
+				}
+				c.sl.mu.Unlock()
+			}
+		}
 		// Nothing was written: the records are dirty again, unless a
 		// synchronous write has superseded them meanwhile.
 		for _, c := range keptFrom {
@@ -182,16 +211,16 @@ func (s *Service) Checkpoint(ctx context.Context) (int, error) {
 }
 
 // createAgent stores a new agent, ordered with checkpoints.
-func (s *Service) createAgent(ctx context.Context, a Agent) error {
+func (s *Service) createAgent(ctx context.Context, a Agent, hist ...HistoryEntry) error {
 	s.persistMu.RLock()
 	defer s.persistMu.RUnlock()
-	return s.Store.CreateAgent(ctx, a)
+	return s.Store.CreateAgent(ctx, a, hist...)
 }
 
 // updateAgent changes an agent's stored record synchronously; the caller
 // holds sl.mu. The change applies to the newest record — the slot's, which
 // may be ahead of the store — and supersedes any pending checkpoint of it.
-func (s *Service) updateAgent(ctx context.Context, sl *slot, id string, fn func(*Agent) ([]revocation.Event, error)) error {
+func (s *Service) updateAgent(ctx context.Context, sl *slot, id string, fn func(*Agent) ([]revocation.Event, []HistoryEntry, error)) error {
 	if sl.agent == nil {
 		a, err := s.Store.GetAgent(ctx, id)
 		if err != nil {
@@ -200,9 +229,9 @@ func (s *Service) updateAgent(ctx context.Context, sl *slot, id string, fn func(
 		s.set(sl, a)
 	}
 	a := *sl.agent
-	events, err := fn(&a)
+	events, hist, err := fn(&a)
 	if err != nil {
 		return err
 	}
-	return s.saveSync(ctx, sl, a, events)
+	return s.saveSync(ctx, sl, a, events, hist)
 }

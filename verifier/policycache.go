@@ -51,10 +51,10 @@ func (c *policyCache) forgetUnless(name string, version int) {
 func (c *policyCache) resolve(ctx context.Context, st Store, a Agent) Policies {
 	var p Policies
 	if a.BootPolicy != "" {
-		p.Boot, p.BootErr = cached(ctx, c, &c.boot, st, a.BootPolicy, PolicyBoot, bootpolicy.Parse)
+		p.Boot, p.BootVersion, p.BootErr = cached(ctx, c, &c.boot, st, a.BootPolicy, PolicyBoot, bootpolicy.Parse)
 	}
 	if a.RuntimePolicy != "" {
-		p.Runtime, p.RuntimeErr = cached(ctx, c, &c.runtime, st, a.RuntimePolicy, PolicyRuntime, ima.ParsePolicy)
+		p.Runtime, p.RuntimeVersion, p.RuntimeErr = cached(ctx, c, &c.runtime, st, a.RuntimePolicy, PolicyRuntime, ima.ParsePolicy)
 	}
 	return p
 }
@@ -62,31 +62,32 @@ func (c *policyCache) resolve(ctx context.Context, st Store, a Agent) Policies {
 // cached returns the compiled policy name from m, reading and compiling it
 // from the store on a miss. Failures are not kept: the next verdict tries
 // again.
-func cached[P any](ctx context.Context, c *policyCache, m *map[string]*P, st Store, name string, kind PolicyKind, parse func([]byte) (*P, error)) (*P, error) {
+func cached[P any](ctx context.Context, c *policyCache, m *map[string]*P, st Store, name string, kind PolicyKind, parse func([]byte) (*P, error)) (*P, int, error) {
 	c.mu.RLock()
 	p, ok := (*m)[name]
+	v := c.version[name]
 	c.mu.RUnlock()
 	if ok {
-		return p, nil
+		return p, v, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p, ok := (*m)[name]; ok {
-		return p, nil
+		return p, c.version[name], nil
 	}
 	stored, err := st.GetPolicy(ctx, name)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if stored.Kind != kind {
-		return nil, fmt.Errorf("policy %q is a %s policy", name, stored.Kind)
+		return nil, 0, fmt.Errorf("policy %q is a %s policy", name, stored.Kind)
 	}
 	body, err := storedPolicyBody(stored.Body)
 	if err == nil {
 		p, err = parse(body)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s policy %q: %w", kind, name, err)
+		return nil, 0, fmt.Errorf("%s policy %q: %w", kind, name, err)
 	}
 	if *m == nil {
 		*m = make(map[string]*P)
@@ -96,5 +97,5 @@ func cached[P any](ctx context.Context, c *policyCache, m *map[string]*P, st Sto
 	}
 	(*m)[name] = p
 	c.version[name] = stored.Version
-	return p, nil
+	return p, stored.Version, nil
 }

@@ -151,7 +151,7 @@ func (s *Service) handOver(ctx context.Context, ids []string) int {
 		sl := v.(*slot)
 		sl.mu.Lock()
 		if sl.agent != nil && !sl.removed && !sl.parked {
-			if err := s.saveSync(ctx, sl, *sl.agent, nil); err != nil && !errors.Is(err, ErrFenced) {
+			if err := s.saveSync(ctx, sl, *sl.agent, nil, nil); err != nil && !errors.Is(err, ErrFenced) {
 				// Keep it rather than lose its progress; try next round.
 				sl.mu.Unlock()
 				continue

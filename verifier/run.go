@@ -90,8 +90,16 @@ func (s *Service) Run(ctx context.Context) error {
 		defer t.Stop()
 		flush = t.C
 	}
+	prune := time.NewTicker(historyPruneEvery)
+	defer prune.Stop()
 	for {
 		select {
+		case <-prune.C:
+			if n, err := s.PruneHistory(ctx); err != nil && ctx.Err() == nil {
+				s.log().Warn("pruning the history", "err", err)
+			} else if n > 0 {
+				s.log().Info("pruned the history", "entries", n)
+			}
 		case <-ctx.Done():
 			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()

@@ -230,6 +230,11 @@ type Service struct {
 	// of the last lease round: for redirects, and to take over at once an
 	// agent whose holder's lease has lapsed since.
 	others atomic.Pointer[map[string]heldBy]
+	// HistoryRetention and HistoryMaxPerAgent bound the history Run
+	// prunes; HistoryPeriod is how long passing verdicts are counted into
+	// one entry (zero: DefaultHistoryPeriod).
+	HistoryRetention, HistoryPeriod time.Duration
+	HistoryMaxPerAgent              int
 }
 
 // started is when this verifier process began watching liveness. Silence
@@ -275,6 +280,9 @@ type slot struct {
 	// go to the store together once it can be written.
 	unsaved []revocation.Event
 	parked  bool
+	// history are entries for agent's history not yet stored: they go with
+	// the next write of its record, synchronous or checkpoint.
+	history []HistoryEntry
 	// fence is the lease this replica holds the agent under; every record
 	// set in the slot carries it to the store.
 	fence Fence
@@ -582,7 +590,7 @@ func (s *Service) evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict,
 		out.Agent = a
 		out.Agent.LastNonce = n.issueNS
 	}
-	return s.conclude(ctx, sl, a, out, recovering, start)
+	return s.conclude(ctx, sl, a, out, pol, recovering, start)
 }
 
 // quoteRefusal turns a quote that does not prove where it came from into a
@@ -604,7 +612,7 @@ func quoteRefusal(id string, f *Failure) *Refusal {
 
 // conclude applies a verdict; the caller holds sl.mu. a is the agent's
 // record before the evidence.
-func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, recovering bool, start time.Time) (wire.Verdict, error) {
+func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, pol Policies, recovering bool, start time.Time) (wire.Verdict, error) {
 	// A host coming back from silence with evidence that fails is failed
 	// again, now for what its evidence shows: that revocation is news for
 	// the issuers too.
@@ -612,14 +620,19 @@ func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, 
 	if f == nil && recovering {
 		next, events = next.recovered(start)
 	}
+	var hist []HistoryEntry
+	if f == nil && !out.Reboot {
+		next, hist = next.tally(start, pol.RuntimeVersion, pol.BootVersion, s.historyPeriod())
+		hist = append(hist, changes(a, next, nil, events, start)...)
+	}
 	switch {
 	case f != nil:
-		s.commitFailure(ctx, sl, next, events)
+		s.commitFailure(ctx, sl, next, f, events)
 	case next.State != a.State || s.CheckpointEvery <= 0 || s.storeDown.Load():
 		// A change of state is durable before it is answered; so is every
 		// verdict while the store is failing, which is how a verdict finds
 		// out that it can be written again.
-		if err := s.saveSync(ctx, sl, next, events); err != nil {
+		if err := s.saveSync(ctx, sl, next, events, hist); err != nil {
 			s.log().Error("cannot store a verdict", "agent_id", a.ID, "err", err)
 			r := refuseAs(RefusedUnavailable, refusedStoreDown, "the verifier cannot store agent %q's verdict; retry", a.ID)
 			r.RetryAfter = time.Second
@@ -631,6 +644,9 @@ func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, 
 		}
 	default:
 		s.set(sl, next)
+		if len(hist) > 0 {
+			sl.history = append(sl.history, hist...)
+		}
 		s.markDirty(sl)
 	}
 	took := s.now().Sub(start)
@@ -666,8 +682,15 @@ func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, 
 // not watched for silence, and its evidence is refused — and Run stores it
 // with its events once the store can be written: the failure that happened
 // is the one recorded, not a later liveness timeout.
-func (s *Service) commitFailure(ctx context.Context, sl *slot, next Agent, events []revocation.Event) {
-	err := s.saveSync(ctx, sl, next, events)
+func (s *Service) commitFailure(ctx context.Context, sl *slot, next Agent, f *Failure, events []revocation.Event) {
+	prev := next
+	if sl.agent != nil {
+		prev = *sl.agent
+	}
+	// The passing verdicts before the failure come first in the history.
+	next, hist := next.closePassing()
+	hist = append(hist, changes(prev, next, f, events, next.FailedAt)...)
+	err := s.saveSync(ctx, sl, next, events, hist)
 	if errors.Is(err, ErrFenced) {
 		// The new owner decides this agent from its own evidence.
 		s.log().Warn("a failure was not stored: another replica holds the agent now", "agent_id", next.ID, "reason", next.Reason)
@@ -677,6 +700,7 @@ func (s *Service) commitFailure(ctx context.Context, sl *slot, next Agent, event
 	if err != nil {
 		s.log().Error("cannot store a failure; it is kept and stored once the store can be written", "agent_id", next.ID, "reason", next.Reason, "err", err)
 		sl.unsaved = append(sl.unsaved, events...)
+		sl.history = append(sl.history, hist...)
 		sl.dirty = false
 		s.park(sl)
 		return

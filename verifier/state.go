@@ -77,4 +77,12 @@ type Agent struct {
 	// Fence is the lease this copy of the record is written under, when
 	// replicas share the store (see LeaseStore); it is not stored.
 	Fence Fence `cbor:"-" json:"-"`
+
+	// Passing counts the passing verdicts since PassingFrom, under the
+	// policy versions named, not yet written to the history (see tally).
+	Passing               uint64    `cbor:"passing,omitempty" json:"-"`
+	PassingFrom           time.Time `cbor:"passing_from,omitempty" json:"-"`
+	PassingTo             time.Time `cbor:"passing_to,omitempty" json:"-"`
+	PassingRuntimeVersion int       `cbor:"passing_runtime_version,omitempty" json:"-"`
+	PassingBootVersion    int       `cbor:"passing_boot_version,omitempty" json:"-"`
 }

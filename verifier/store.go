@@ -51,27 +51,43 @@ type Store interface {
 	GetAgent(ctx context.Context, id string) (Agent, error)
 	// ListAgents returns every stored agent, in no promised order.
 	ListAgents(ctx context.Context) ([]Agent, error)
-	// CreateAgent stores a new agent; ErrExists if the ID is taken.
-	CreateAgent(ctx context.Context, a Agent) error
+	// CreateAgent stores a new agent, with its first history entries;
+	// ErrExists, and nothing stored, if the ID is taken.
+	CreateAgent(ctx context.Context, a Agent, history ...HistoryEntry) error
 	// SaveAgent replaces an agent's record after a verdict, and adds the
-	// events the verdict raises to the outbox, in one transaction: a failed
-	// agent never exists without its revocation event. It never creates
-	// an agent: ErrNotFound, and nothing stored, if a.ID is not stored
-	// (deleted meanwhile). Many concurrent calls may share one commit; it
-	// returns once durable.
-	SaveAgent(ctx context.Context, a Agent, events ...revocation.Event) error
+	// events the verdict raises to the outbox and its history entries, in
+	// one transaction: a failed agent never exists without its revocation
+	// event. It never creates an agent: ErrNotFound, and nothing stored,
+	// if a.ID is not stored (deleted meanwhile). Many concurrent calls may
+	// share one commit; it returns once durable.
+	SaveAgent(ctx context.Context, a Agent, events []revocation.Event, history ...HistoryEntry) error
 	// Checkpoint replaces the records of many agents in one transaction:
 	// the progress of agents that kept attesting (counters, clock, IMA
-	// offset) since the last checkpoint. Records of agents no longer stored
-	// are dropped, not recreated, and are no error.
-	Checkpoint(ctx context.Context, agents []Agent) error
+	// offset) since the last checkpoint, with history entries raised
+	// meanwhile. Records of agents no longer stored are dropped, not
+	// recreated, and are no error; so are their history entries.
+	Checkpoint(ctx context.Context, agents []Agent, history ...HistoryEntry) error
 	// UpdateAgent reads agent id, lets fn change it, and stores the result
 	// with the events fn returns, in one transaction; ErrNotFound if id is
 	// not stored. An error from fn is returned and nothing is stored.
 	UpdateAgent(ctx context.Context, id string, fn func(*Agent) ([]revocation.Event, error)) error
-	// DeleteAgent removes an agent; ErrNotFound if it was not stored. Its
-	// outbox events stay.
-	DeleteAgent(ctx context.Context, id string) error
+	// DeleteAgent removes an agent and adds history entries (who removed
+	// it) in one transaction; ErrNotFound, and nothing stored, if it was
+	// not stored. Its outbox events and its history stay.
+	DeleteAgent(ctx context.Context, id string, history ...HistoryEntry) error
+
+	// History returns agent id's history entries at or after since,
+	// oldest first, with Seq set: the newest limit of them when limit > 0.
+	// It answers for deleted agents too, and an unknown ID has none.
+	History(ctx context.Context, id string, since time.Time, limit int) ([]HistoryEntry, error)
+	// PruneHistory removes the history entries older than cutoff and, when
+	// keepPerAgent > 0, all but the newest keepPerAgent of each agent, and
+	// returns how many it removed.
+	PruneHistory(ctx context.Context, cutoff time.Time, keepPerAgent int) (int, error)
+	// EventStatus returns the delivery status per sink of each outbox
+	// event named, pending or delivered; an event pruned or never stored
+	// is absent.
+	EventStatus(ctx context.Context, ids []string) (map[string]map[string]revocation.SinkStatus, error)
 
 	// CreatePolicy stores p as version p.Version of the policy p.Name, as
 	// given (SHA256 and CreatedAt included); ErrExists, and nothing stored,

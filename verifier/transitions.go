@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/vigil-attest/vigil/verifier/revocation"
@@ -99,4 +100,81 @@ func eventData(a Agent, f *Failure) revocation.Data {
 		d.Reason, d.Check, d.Detail = string(f.Reason), f.Check, f.Detail
 	}
 	return d
+}
+
+// The history a transition writes, in one place too: the service stores
+// these entries with the record they describe.
+
+// policyRef names a policy version in history: name@version, or the name
+// alone when the version is not known.
+func policyRef(name string, version int) string {
+	if name == "" || version == 0 {
+		return name
+	}
+	return name + "@" + strconv.Itoa(version)
+}
+
+// tally counts a passing verdict at at, judged under the given policy
+// versions, into the agent's open period of passing verdicts. A period
+// closes — and its entry is returned — when it has run for period, or
+// when the policy versions change, so that each entry names the versions
+// its verdicts used.
+func (a Agent) tally(at time.Time, runtimeVersion, bootVersion int, period time.Duration) (Agent, []HistoryEntry) {
+	var closed []HistoryEntry
+	if a.Passing > 0 && (at.Sub(a.PassingFrom) >= period || runtimeVersion != a.PassingRuntimeVersion || bootVersion != a.PassingBootVersion) {
+		a, closed = a.closePassing()
+	}
+	if a.Passing == 0 {
+		a.PassingFrom, a.PassingRuntimeVersion, a.PassingBootVersion = at, runtimeVersion, bootVersion
+	}
+	a.Passing++
+	a.PassingTo = at
+	return a, closed
+}
+
+// closePassing ends the agent's open period of passing verdicts and
+// returns its entry, if it counted any.
+func (a Agent) closePassing() (Agent, []HistoryEntry) {
+	if a.Passing == 0 {
+		return a, nil
+	}
+	e := a.passingEntry()
+	a.Passing, a.PassingFrom, a.PassingTo, a.PassingRuntimeVersion, a.PassingBootVersion = 0, time.Time{}, time.Time{}, 0, 0
+	return a, []HistoryEntry{e}
+}
+
+// passingEntry is the history entry of the agent's open period.
+func (a Agent) passingEntry() HistoryEntry {
+	return HistoryEntry{
+		AgentID:       a.ID,
+		At:            a.PassingTo,
+		Kind:          HistoryVerdicts,
+		RuntimePolicy: policyRef(a.RuntimePolicy, a.PassingRuntimeVersion),
+		BootPolicy:    policyRef(a.BootPolicy, a.PassingBootVersion),
+		Verdicts:      &VerdictPeriod{From: a.PassingFrom, To: a.PassingTo, Count: a.Passing},
+	}
+}
+
+// changes are the entries of going from prev to next at at: a reboot the
+// quote showed, a failure, a change of state, and the revocation events
+// raised, in that order.
+func changes(prev, next Agent, f *Failure, events []revocation.Event, at time.Time) []HistoryEntry {
+	var out []HistoryEntry
+	if prev.Clock != nil && next.Clock != nil && next.Clock.ResetCount != prev.Clock.ResetCount {
+		out = append(out, HistoryEntry{AgentID: next.ID, At: at, Kind: HistoryReboot, ResetCount: next.Clock.ResetCount, RestartCount: next.Clock.RestartCount})
+	}
+	if f != nil {
+		e := HistoryEntry{AgentID: next.ID, At: at, Kind: HistoryFailure, Reason: f.Reason, Check: f.Check, Detail: f.Detail}
+		if f.IMA != nil {
+			e.IMA = &IMAEntryRef{Index: f.IMA.Entry, Path: f.IMA.Path, Digest: f.IMA.Digest}
+		}
+		out = append(out, e)
+	}
+	if prev.State != next.State {
+		out = append(out, HistoryEntry{AgentID: next.ID, At: at, Kind: HistoryState, From: prev.State, To: next.State, Reason: next.Reason})
+	}
+	for _, ev := range events {
+		out = append(out, HistoryEntry{AgentID: next.ID, At: at, Kind: HistoryRevocation, Event: &EventRef{ID: ev.ID, Type: ev.Type}})
+	}
+	return out
 }

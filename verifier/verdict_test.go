@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -215,7 +216,7 @@ func TestSameVerdictOnlineAndOffline(t *testing.T) {
 			if on.Failure == nil || on.Failure.Reason != tc.reason || on.Failure.Check != tc.check {
 				t.Fatalf("online: %v, want %s/%s", on.Failure, tc.reason, tc.check)
 			}
-			if off.Verdict == nil || *off.Verdict != *on.Failure {
+			if off.Verdict == nil || !reflect.DeepEqual(off.Verdict, on.Failure) {
 				t.Fatalf("offline verdict %v, online %v", off.Verdict, on.Failure)
 			}
 			if len(off.Failures) == 0 || string(off.Failures[0].Reason) != tc.check {

@@ -71,6 +71,11 @@ type Config struct {
 	// delivery attempts; OutboxRetention is how long a delivered event is
 	// kept.
 	WebhookMinBackoff, WebhookMaxBackoff, OutboxRetention time.Duration
+	// HistoryRetention and HistoryMaxPerAgent bound each agent's history
+	// (by age, and by count); HistoryPeriod is how long passing verdicts
+	// are counted into one history entry.
+	HistoryRetention, HistoryPeriod time.Duration
+	HistoryMaxPerAgent              int
 	// ReplicaID names this verifier in its claims on revocation events,
 	// apart from the other replicas on a shared store. Default: random,
 	// made at New, on a store other than the embedded one; on the embedded
@@ -100,19 +105,22 @@ type Config struct {
 // names no store and no registrar.
 func DefaultConfig() Config {
 	return Config{
-		Log:               slog.Default(),
-		Interval:          2 * time.Second,
-		MinInterval:       time.Second,
-		MaxInterval:       24 * time.Hour,
-		LivenessIntervals: 3,
-		CheckpointEvery:   time.Second,
-		LivenessEvery:     time.Second,
-		AKFetches:         16,
-		AutoRecover:       RecoverSilence,
-		InFlight:          DefaultInFlight,
-		WebhookMinBackoff: time.Second,
-		WebhookMaxBackoff: 5 * time.Minute,
-		OutboxRetention:   revocation.DefaultRetention,
+		Log:                slog.Default(),
+		Interval:           2 * time.Second,
+		MinInterval:        time.Second,
+		MaxInterval:        24 * time.Hour,
+		LivenessIntervals:  3,
+		CheckpointEvery:    time.Second,
+		LivenessEvery:      time.Second,
+		AKFetches:          16,
+		AutoRecover:        RecoverSilence,
+		InFlight:           DefaultInFlight,
+		WebhookMinBackoff:  time.Second,
+		WebhookMaxBackoff:  5 * time.Minute,
+		OutboxRetention:    revocation.DefaultRetention,
+		HistoryRetention:   DefaultHistoryRetention,
+		HistoryPeriod:      DefaultHistoryPeriod,
+		HistoryMaxPerAgent: DefaultHistoryMaxPerAgent,
 	}
 }
 
@@ -157,22 +165,25 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		feedEvery = cfg.Interval
 	}
 	v.svc = &Service{
-		Store:             st,
-		AKs:               aks,
-		Feed:              feed,
-		Log:               cfg.Log,
-		DefaultInterval:   cfg.Interval,
-		NonceTTL:          cfg.NonceTTL,
-		Liveness:          cfg.Liveness,
-		LivenessIntervals: cfg.LivenessIntervals,
-		Now:               cfg.Now,
-		CheckpointEvery:   cfg.CheckpointEvery,
-		LivenessEvery:     cfg.LivenessEvery,
-		AKFetches:         cfg.AKFetches,
-		FeedEvery:         feedEvery,
-		AutoRecover:       cfg.AutoRecover,
-		MinInterval:       cfg.MinInterval,
-		MaxInterval:       cfg.MaxInterval,
+		Store:              st,
+		AKs:                aks,
+		Feed:               feed,
+		Log:                cfg.Log,
+		DefaultInterval:    cfg.Interval,
+		NonceTTL:           cfg.NonceTTL,
+		Liveness:           cfg.Liveness,
+		LivenessIntervals:  cfg.LivenessIntervals,
+		Now:                cfg.Now,
+		CheckpointEvery:    cfg.CheckpointEvery,
+		LivenessEvery:      cfg.LivenessEvery,
+		AKFetches:          cfg.AKFetches,
+		FeedEvery:          feedEvery,
+		AutoRecover:        cfg.AutoRecover,
+		MinInterval:        cfg.MinInterval,
+		MaxInterval:        cfg.MaxInterval,
+		HistoryRetention:   cfg.HistoryRetention,
+		HistoryPeriod:      cfg.HistoryPeriod,
+		HistoryMaxPerAgent: cfg.HistoryMaxPerAgent,
 	}
 	replica := cfg.ReplicaID
 	if replica == "" {

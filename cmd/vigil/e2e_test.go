@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/agent/agenttest"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/verifier"
 )
 
 // e2eHost is a simulated host (agenttest.Host).
@@ -189,5 +191,46 @@ func TestContinuousAttestationEndToEnd(t *testing.T) {
 	st = waitFor("liveness timeout", 10*time.Second, func(s agentStatus) bool { return s.State == "failed" })
 	if st.Reason != "liveness_timeout" {
 		t.Fatalf("failed with %q, want liveness_timeout", st.Reason)
+	}
+
+	// The history tells it all, in order, with who did what.
+	var hist verifier.HistoryView
+	if err := json.Unmarshal([]byte(mustRun("agent", "history", "host-1", "--json")), &hist); err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		kind   verifier.HistoryKind
+		detail string
+	}{
+		{verifier.HistoryAdmitted, "vigil-admin"},
+		{verifier.HistoryState, "pending→attesting"},
+		{verifier.HistoryFailure, bad},
+		{verifier.HistoryRevocation, "dev.vigil.agent.revoked"},
+		{verifier.HistoryReadmitted, "vigil-admin"},
+		{verifier.HistoryFailure, "invalid_evidence"},
+		{verifier.HistoryReadmitted, "vigil-admin"},
+		{verifier.HistoryFailure, "liveness_timeout"},
+	}
+	i := 0
+	for _, h := range hist.Entries {
+		if i == len(want) {
+			break
+		}
+		line := fmt.Sprintf("%s %s %s→%s %s %s", h.Operator, h.Reason, h.From, h.To, h.Detail, h.Check)
+		if h.IMA != nil {
+			line += " " + h.IMA.Path
+		}
+		if h.Event != nil {
+			line += " " + h.Event.Type
+		}
+		if h.Kind == want[i].kind && strings.Contains(line, want[i].detail) {
+			i++
+		}
+	}
+	if i < len(want) {
+		t.Fatalf("history lacks %s (%s) in order:\n%s", want[i].kind, want[i].detail, mustRun("agent", "history", "host-1"))
+	}
+	if out := mustRun("agent", "history", "host-1", "--since", "1h"); !strings.Contains(out, "IMA entry") || !strings.Contains(out, bad) {
+		t.Errorf("agent history names no failing IMA entry:\n%s", out)
 	}
 }

@@ -2,8 +2,12 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -157,6 +161,22 @@ func tenantAgentCommand() *cli.Command {
 				}
 				return printDone(c, map[string]any{"agent_id": id, "state": "deleted"}, "deleted %s", id)
 			}),
+			tenantCmd("history", "show what happened to an agent: admissions, verdicts, failures, reboots, revocations and their delivery, operators' actions", "ID", verifierAdmin, func(c *cli.Context, client *verifier.AdminClient, id string) error {
+				since, err := parseSince(c.String("since"), time.Now())
+				if err != nil {
+					return badInput(err)
+				}
+				h, err := client.History(c.Context, id, since, c.Int("limit"))
+				if err != nil {
+					return apiInputError(err)
+				}
+				if c.Bool("json") {
+					return printJSON(c.App.Writer, h)
+				}
+				return printHistory(c.App.Writer, h.Entries)
+			},
+				&cli.StringFlag{Name: "since", Usage: "only what happened in the last `D` (e.g. 24h) or since a time (RFC 3339)"},
+				&cli.IntFlag{Name: "limit", Usage: "at most the newest `N` entries (default: all kept)"}),
 			tenantCmd("readmit", "put a failed agent back into attestation", "ID", verifierAdmin, func(c *cli.Context, client *verifier.AdminClient, id string) error {
 				a, err := client.Readmit(c.Context, id)
 				if err != nil {
@@ -166,4 +186,83 @@ func tenantAgentCommand() *cli.Command {
 			}),
 		},
 	}
+}
+
+// parseSince reads --since: a duration back from now, or an RFC 3339 time.
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("--since %s: a duration back from now must not be negative", v)
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--since %q: want a duration (24h) or an RFC 3339 time", v)
+	}
+	return t, nil
+}
+
+// printHistory prints one line an entry: when, what, and its details.
+func printHistory(w io.Writer, hist []verifier.HistoryEntry) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tWHAT\tDETAIL")
+	for _, h := range hist {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", h.At.UTC().Format(time.RFC3339), h.Kind, historyDetail(h))
+	}
+	return tw.Flush()
+}
+
+func historyDetail(h verifier.HistoryEntry) string {
+	var parts []string
+	add := func(format string, args ...any) { parts = append(parts, fmt.Sprintf(format, args...)) }
+	if h.Operator != "" {
+		add("by %s", h.Operator)
+	}
+	switch h.Kind {
+	case verifier.HistoryState:
+		add("%s → %s", h.From, h.To)
+	case verifier.HistoryFailure:
+		add("%s %s", h.Reason, h.Check)
+		if h.IMA != nil {
+			add("IMA entry %d %s (%s)", h.IMA.Index, h.IMA.Path, h.IMA.Digest)
+		} else {
+			add("%s", h.Detail)
+		}
+	case verifier.HistoryReboot:
+		add("reset count %d", h.ResetCount)
+	case verifier.HistoryVerdicts:
+		if v := h.Verdicts; v != nil {
+			add("%d passed from %s", v.Count, v.From.UTC().Format(time.RFC3339))
+		}
+	case verifier.HistoryRevocation:
+		if e := h.Event; e != nil {
+			add("%s %s", e.Type, e.ID)
+		}
+		sinks := slices.Sorted(maps.Keys(h.Deliveries))
+		for _, sink := range sinks {
+			d := h.Deliveries[sink]
+			switch {
+			case d.Delivered:
+				add("delivered to %s at %s", sink, d.DeliveredAt.UTC().Format(time.RFC3339))
+			case d.LastError != "":
+				add("not yet delivered to %s: %d attempts, last: %s", sink, d.Attempts, d.LastError)
+			default:
+				add("pending for %s", sink)
+			}
+		}
+	}
+	if h.RuntimePolicy != "" {
+		add("runtime policy %s", h.RuntimePolicy)
+	}
+	if h.BootPolicy != "" {
+		add("boot policy %s", h.BootPolicy)
+	}
+	if h.IntervalText != "" {
+		add("interval %s", h.IntervalText)
+	}
+	return strings.Join(parts, "; ")
 }

@@ -37,6 +37,9 @@ func verifierCommand() *cli.Command {
 		&cli.StringFlag{Name: "webhook-ca", Usage: "CA certificate `FILE` for webhook receivers with private certificates"},
 		&cli.DurationFlag{Name: "webhook-max-backoff", Value: def.WebhookMaxBackoff, Usage: "longest wait between delivery attempts"},
 		&cli.DurationFlag{Name: "outbox-retention", Value: def.OutboxRetention, Usage: "how long a revocation event delivered to every webhook is kept before it is pruned"},
+		&cli.DurationFlag{Name: "history-retention", Value: def.HistoryRetention, Usage: "how long an agent's history entries are kept"},
+		&cli.IntFlag{Name: "history-max-per-agent", Value: def.HistoryMaxPerAgent, Usage: "the most history entries kept for one agent (the newest)"},
+		&cli.DurationFlag{Name: "history-period", Value: def.HistoryPeriod, Usage: "passing verdicts are counted into one history entry per `PERIOD` (and per policy version)"},
 		&cli.BoolFlag{Name: "pprof", Usage: "serve Go's profiler under /debug/pprof/ to admin clients (client certificate), to see where the verifier's CPU and memory go"},
 		&cli.StringFlag{Name: "source", Usage: "CloudEvents source `URI` of this verifier (default: urn:vigil:verifier:HOSTNAME)"},
 		&cli.StringFlag{Name: "auto-recover", Value: string(def.AutoRecover), Usage: "which failures heal by themselves: silence (a host failed only for silence is attesting again once it sends complete fresh evidence that passes) or never"},
@@ -104,6 +107,10 @@ func verifierCommand() *cli.Command {
 			cfg.Interval, cfg.MinInterval, cfg.Liveness = c.Duration("interval"), c.Duration("min-interval"), c.Duration("liveness")
 			cfg.CheckpointEvery, cfg.AutoRecover, cfg.PolicyKeys = c.Duration("checkpoint"), recover, policyKeys
 			cfg.Sinks, cfg.WebhookMaxBackoff, cfg.OutboxRetention = asSinks(hooks), c.Duration("webhook-max-backoff"), c.Duration("outbox-retention")
+			cfg.HistoryRetention, cfg.HistoryMaxPerAgent, cfg.HistoryPeriod = c.Duration("history-retention"), c.Int("history-max-per-agent"), c.Duration("history-period")
+			if cfg.HistoryRetention <= 0 || cfg.HistoryMaxPerAgent <= 0 || cfg.HistoryPeriod <= 0 {
+				return badInputf("--history-retention, --history-max-per-agent and --history-period must be positive")
+			}
 			cfg.PProf = c.Bool("pprof")
 			if u := c.String("advertise"); u != "" {
 				if c.String("store") == "" {

@@ -71,14 +71,18 @@ func Admin(h http.HandlerFunc) http.HandlerFunc {
 			WriteJSON(w, http.StatusUnauthorized, wire.Error{Error: err.Error()})
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), operatorKey{}, who)))
+		h(w, r.WithContext(WithOperator(r.Context(), who)))
 	}
 }
 
 // Operator is the admin certificate's subject behind a request Admin let
 // through.
-func Operator(r *http.Request) string {
-	s, _ := r.Context().Value(operatorKey{}).(string)
+func Operator(r *http.Request) string { return OperatorFrom(r.Context()) }
+
+// OperatorFrom is Operator for the context of such a request: services
+// name the operator behind an action they record.
+func OperatorFrom(ctx context.Context) string {
+	s, _ := ctx.Value(operatorKey{}).(string)
 	return s
 }
 
@@ -157,4 +161,10 @@ func NewServer(h http.Handler, tlsCfg *tls.Config, log *slog.Logger) *http.Serve
 		IdleTimeout: 5 * time.Minute,
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+}
+
+// WithOperator is ctx acting for operator, as Admin makes it for each
+// request it lets through.
+func WithOperator(ctx context.Context, operator string) context.Context {
+	return context.WithValue(ctx, operatorKey{}, operator)
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -113,4 +114,32 @@ func (t Tx) ForEach(collection string, fn func(key string, value []byte) error) 
 		return nil
 	}
 	return b.ForEach(func(k, v []byte) error { return fn(string(k), v) })
+}
+
+// NextSequence returns the next value of collection's sequence, which only
+// ever grows: the number to give a record that must sort after every
+// record given one before.
+func (t Tx) NextSequence(collection string) (uint64, error) {
+	b, err := t.tx.CreateBucketIfNotExists([]byte(collection))
+	if err != nil {
+		return 0, err
+	}
+	return b.NextSequence()
+}
+
+// ForEachPrefix calls fn for every record of collection whose key starts
+// with prefix, in key order (bytewise), until fn returns an error.
+func (t Tx) ForEachPrefix(collection, prefix string, fn func(key string, value []byte) error) error {
+	b := t.tx.Bucket([]byte(collection))
+	if b == nil {
+		return nil
+	}
+	c := b.Cursor()
+	p := []byte(prefix)
+	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		if err := fn(string(k), v); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/vigil-attest/vigil/verifier"
 	"github.com/vigil-attest/vigil/verifier/evidence"
 	"github.com/vigil-attest/vigil/verifier/pgstore"
+	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
 // benchAgent is an attesting agent with a record the size of a real one:
@@ -53,7 +54,7 @@ func BenchmarkSaveAgent(b *testing.B) {
 		for b.Loop() {
 			a := fleet[i%len(fleet)]
 			a.Attestations++
-			if err := s.SaveAgent(b.Context(), a); err != nil {
+			if err := s.SaveAgent(b.Context(), a, nil); err != nil {
 				b.Fatal(err)
 			}
 			i++
@@ -64,7 +65,7 @@ func BenchmarkSaveAgent(b *testing.B) {
 		for b.Loop() {
 			a := fleet[i%len(fleet)]
 			a.State = verifier.StateFailed
-			if err := s.SaveAgent(b.Context(), a, revoked(a)); err != nil {
+			if err := s.SaveAgent(b.Context(), a, []revocation.Event{revoked(a)}); err != nil {
 				b.Fatal(err)
 			}
 			i++
@@ -77,7 +78,7 @@ func BenchmarkSaveAgent(b *testing.B) {
 			for pb.Next() {
 				a := fleet[int(next.Add(1))%len(fleet)]
 				a.Attestations++
-				if err := s.SaveAgent(b.Context(), a); err != nil {
+				if err := s.SaveAgent(b.Context(), a, nil); err != nil {
 					b.Error(err)
 					return
 				}

@@ -81,7 +81,7 @@ func raise(t *testing.T, s verifier.Store, prefix string, n int) []string {
 		}
 		a.State = verifier.StateFailed
 		e := revoked(a)
-		if err := s.SaveAgent(t.Context(), a, e); err != nil {
+		if err := s.SaveAgent(t.Context(), a, []revocation.Event{e}); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, e.ID)

@@ -31,20 +31,31 @@
 //	verifier_outbox_delivered  delivered events until pruned: id PK,
 //	                           agent_id, type, delivered_at_ns (indexed);
 //	                           format, event, sinks[], statuses[]
+//	verifier_history           agents' history entries, kept after the
+//	                           agent is deleted, until pruned: seq PK
+//	                           (identity: the order written, the entry's
+//	                           Seq), agent_id, at; format, entry. Indexed
+//	                           on (agent_id, seq) and at
 //
 // Pending and delivered events are apart so the dispatcher's rounds read
 // only what is left to deliver. Times the contract compares to the
 // nanosecond (delivered_at_ns) are Unix nanoseconds, as timestamptz keeps
-// microseconds; times inside records keep theirs in the CBOR.
+// microseconds; times inside records keep theirs in the CBOR. A history
+// entry's at is a timestamptz, for pruning by age and reading since a
+// time; History drops the entries its microsecond lets through but the
+// entry's own nanoseconds put before since.
 //
 // # Costs
 //
 // A verdict (SaveAgent) is one statement, hence one round trip and one
-// commit, with or without events: a data-modifying WITH updates the agent
-// and inserts its events only if the update found it. Checkpoint writes up
-// to 5,000 agents per UPDATE … FROM unnest(…) statement, one round trip for
-// a typical checkpoint. UpdateAgent, used off the hot path, is BEGIN,
-// SELECT … FOR UPDATE, the write, COMMIT.
+// commit, with or without events and history: a data-modifying WITH
+// updates the agent and inserts its events and history entries only if the
+// update found it (and the lease named allowed it). Checkpoint writes up
+// to 5,000 agents per UPDATE … FROM unnest(…) statement, with the history
+// of those agents, one round trip for a typical checkpoint. CreateAgent
+// and DeleteAgent write their history in their own statement too.
+// UpdateAgent, used off the hot path, is BEGIN, SELECT … FOR UPDATE, the
+// write, COMMIT.
 //
 // # Failures
 //

@@ -59,25 +59,33 @@ func leasesFence(t *testing.T, srv *pgtest.Server) {
 	// r1 wakes and writes under its old lease: refused, nothing stored.
 	stale := agent("a")
 	stale.Attestations, stale.Fence = 99, verifier.Fence{Owner: "r1", Epoch: a1.Epoch}
-	if err := r1.SaveAgent(ctx, stale); !errors.Is(err, verifier.ErrFenced) {
+	// Its history goes with the write: none of it is stored either.
+	staleHistory := verifier.HistoryEntry{AgentID: "a", Kind: verifier.HistoryFailure, At: now}
+	if err := r1.SaveAgent(ctx, stale, nil, staleHistory); !errors.Is(err, verifier.ErrFenced) {
 		t.Fatalf("a write under a lost lease: %v, want ErrFenced", err)
 	}
-	if err := r1.Checkpoint(ctx, []verifier.Agent{stale}); err != nil {
+	if err := r1.Checkpoint(ctx, []verifier.Agent{stale}, staleHistory); err != nil {
 		t.Fatalf("a checkpoint under a lost lease: %v", err)
 	}
 	if got, _ := r2.GetAgent(ctx, "a"); got.Attestations == 99 {
 		t.Fatal("a replica that lost the lease overwrote the record")
 	}
+	if h, err := r2.History(ctx, "a", time.Time{}, 0); err != nil || len(h) != 0 {
+		t.Fatalf("history of fenced writes: %+v, %v", h, err)
+	}
 	fresh := agent("a")
 	fresh.Attestations, fresh.Fence = 7, verifier.Fence{Owner: "r2", Epoch: a2.Epoch}
-	if err := r2.SaveAgent(ctx, fresh); err != nil {
+	if err := r2.SaveAgent(ctx, fresh, nil, verifier.HistoryEntry{AgentID: "a", Kind: verifier.HistoryState, At: now}); err != nil {
 		t.Fatal(err)
 	}
-	if err := r2.Checkpoint(ctx, []verifier.Agent{fresh}); err != nil {
+	if err := r2.Checkpoint(ctx, []verifier.Agent{fresh}, verifier.HistoryEntry{AgentID: "a", Kind: verifier.HistoryVerdicts, At: now}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := r1.GetAgent(ctx, "a"); got.Attestations != 7 {
 		t.Fatalf("the owner's write: %d attestations", got.Attestations)
+	}
+	if h, err := r1.History(ctx, "a", time.Time{}, 0); err != nil || len(h) != 2 || h[0].Kind != verifier.HistoryState || h[1].Kind != verifier.HistoryVerdicts {
+		t.Fatalf("history of the owner's writes: %+v, %v", h, err)
 	}
 	// r1 learns it lost a when it renews.
 	if renewed, _ := r1.RenewLeases(ctx, "r1", late, late.Add(ttl)); len(renewed) != 0 {

@@ -182,3 +182,52 @@ func (s *Store) PruneDelivered(ctx context.Context, cutoff time.Time) (int, erro
 	}
 	return int(tag.RowsAffected()), nil
 }
+
+// eventStatusSQL reads the statuses of the events named, pending or
+// delivered, in one statement, hence one snapshot: an event being marked
+// delivered meanwhile is read in one table or the other. An event no sink
+// has tried is one row with a NULL sink.
+const eventStatusSQL = `SELECT o.id, s.sink, s.format, s.status
+FROM verifier_outbox o LEFT JOIN verifier_outbox_status s ON s.event_id = o.id
+WHERE o.id = ANY($1)
+UNION ALL
+SELECT d.id, u.sink, d.format, u.status
+FROM verifier_outbox_delivered d LEFT JOIN LATERAL unnest(d.sinks, d.statuses) AS u(sink, status) ON true
+WHERE d.id = ANY($1)`
+
+// EventStatus implements verifier.Store.
+func (s *Store) EventStatus(ctx context.Context, ids []string) (map[string]map[string]revocation.SinkStatus, error) {
+	var out map[string]map[string]revocation.SinkStatus
+	err := s.retry(ctx, func() error {
+		out = make(map[string]map[string]revocation.SinkStatus, len(ids))
+		if len(ids) == 0 {
+			return nil
+		}
+		rows, err := s.pool.Query(ctx, eventStatusSQL, ids)
+		if err != nil {
+			return err
+		}
+		var id string
+		var sink *string
+		var format *int16
+		var status []byte
+		_, err = pgx.ForEachRow(rows, []any{&id, &sink, &format, &status}, func() error {
+			st, ok := out[id]
+			if !ok {
+				st = map[string]revocation.SinkStatus{}
+				out[id] = st
+			}
+			if sink == nil {
+				return nil // an event no sink has tried yet
+			}
+			var v revocation.SinkStatus
+			if err := decode("outbox status", id+" "+*sink, *format, status, &v); err != nil {
+				return err
+			}
+			st[*sink] = v
+			return nil
+		})
+		return err
+	})
+	return out, mapErr(err, "outbox event statuses")
+}

@@ -190,14 +190,28 @@ func listRecords[T any](ctx context.Context, s *Store, what, query string) ([]T,
 	return out, err
 }
 
-func (s *Store) CreateAgent(ctx context.Context, a verifier.Agent) error {
+// createAgentSQL inserts an agent and its history in one statement: a
+// taken ID fails the whole of it.
+const createAgentSQL = `WITH a AS (
+	INSERT INTO verifier_agents (id, state, runtime_policy, boot_policy, format, record)
+	VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
+)
+INSERT INTO verifier_history (agent_id, at, format, entry)
+SELECT h.agent_id, h.at, $5, h.entry
+FROM a, unnest($7::text[], $8::timestamptz[], $9::bytea[]) WITH ORDINALITY AS h(agent_id, at, entry, n)
+ORDER BY h.n`
+
+func (s *Store) CreateAgent(ctx context.Context, a verifier.Agent, history ...verifier.HistoryEntry) error {
 	r, err := encodeAgent(a)
 	if err != nil {
 		return err
 	}
+	h, err := encodeHistory(history)
+	if err != nil {
+		return err
+	}
 	err = s.retry(ctx, func() error {
-		_, err := s.pool.Exec(ctx, `INSERT INTO verifier_agents (id, state, runtime_policy, boot_policy, format, record)
-			VALUES ($1, $2, $3, $4, $5, $6)`, r.id, r.state, r.runtime, r.boot, recordFormat, r.record)
+		_, err := s.pool.Exec(ctx, createAgentSQL, r.id, r.state, r.runtime, r.boot, recordFormat, r.record, h.agents, h.ats, h.records)
 		return err
 	})
 	return mapErr(err, fmt.Sprintf("agent %q", a.ID))
@@ -208,9 +222,10 @@ func (s *Store) CreateAgent(ctx context.Context, a verifier.Agent) error {
 const saveAgentSQL = `UPDATE verifier_agents SET state = $2, runtime_policy = $3, boot_policy = $4, format = $5, record = $6
 	WHERE id = $1 AND ` + fencedSQL7
 
-// saveAgentEventsSQL is saveAgentSQL and the events' insert as one
-// statement, hence one round trip and one commit: the insert reads the
-// update's output, so it adds nothing when the agent is gone.
+// saveAgentEventsSQL is saveAgentSQL, the events' insert and the history's
+// as one statement, hence one round trip and one commit: the inserts read
+// the update's output, so they add nothing when the agent is gone or the
+// write is fenced off.
 const saveAgentEventsSQL = `WITH a AS (
 	UPDATE verifier_agents SET state = $2, runtime_policy = $3, boot_policy = $4, format = $5, record = $6
 	WHERE id = $1 AND ` + fencedSQL11 + ` RETURNING id
@@ -218,22 +233,27 @@ const saveAgentEventsSQL = `WITH a AS (
 	INSERT INTO verifier_outbox (id, agent_id, type, format, event)
 	SELECT u.id, u.agent_id, u.type, $5, u.event
 	FROM a, unnest($7::text[], $8::text[], $9::text[], $10::bytea[]) AS u(id, agent_id, type, event)
+), h AS (
+	INSERT INTO verifier_history (agent_id, at, format, entry)
+	SELECT h.agent_id, h.at, $5, h.entry
+	FROM a, unnest($13::text[], $14::timestamptz[], $15::bytea[]) WITH ORDINALITY AS h(agent_id, at, entry, n)
+	ORDER BY h.n
 )
 SELECT count(*) FROM a`
 
-// execSave writes an agent and its events through q (the pool or a
-// transaction) and reports whether the agent was stored.
+// execSave writes an agent, its events and its history through q (the
+// pool or a transaction) and reports whether the agent was stored.
 func execSave(ctx context.Context, q interface {
 	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
 	QueryRow(context.Context, string, ...any) pgx.Row
-}, r agentRow, ev eventRows) (bool, error) {
-	if len(ev.ids) == 0 {
+}, r agentRow, ev eventRows, h historyRows) (bool, error) {
+	if len(ev.ids) == 0 && len(h.agents) == 0 {
 		tag, err := q.Exec(ctx, saveAgentSQL, r.id, r.state, r.runtime, r.boot, recordFormat, r.record, r.fence.Owner, r.fence.Epoch)
 		return tag.RowsAffected() == 1, err
 	}
 	var n int
 	err := q.QueryRow(ctx, saveAgentEventsSQL, r.id, r.state, r.runtime, r.boot, recordFormat, r.record,
-		ev.ids, ev.agents, ev.types, ev.records, r.fence.Owner, r.fence.Epoch).Scan(&n)
+		ev.ids, ev.agents, ev.types, ev.records, r.fence.Owner, r.fence.Epoch, h.agents, h.ats, h.records).Scan(&n)
 	return n == 1, err
 }
 
@@ -261,7 +281,7 @@ func (s *Store) missing(ctx context.Context, id string, fence verifier.Fence) er
 	return pgx.ErrNoRows
 }
 
-func (s *Store) SaveAgent(ctx context.Context, a verifier.Agent, events ...revocation.Event) error {
+func (s *Store) SaveAgent(ctx context.Context, a verifier.Agent, events []revocation.Event, history ...verifier.HistoryEntry) error {
 	r, err := encodeAgent(a)
 	if err != nil {
 		return err
@@ -270,9 +290,13 @@ func (s *Store) SaveAgent(ctx context.Context, a verifier.Agent, events ...revoc
 	if err != nil {
 		return err
 	}
+	h, err := encodeHistory(history)
+	if err != nil {
+		return err
+	}
 	var found bool
 	err = s.retry(ctx, func() (err error) {
-		found, err = execSave(ctx, s.pool, r, ev)
+		found, err = execSave(ctx, s.pool, r, ev, h)
 		return err
 	})
 	if err == nil && !found {
@@ -288,17 +312,30 @@ func (s *Store) SaveAgent(ctx context.Context, a verifier.Agent, events ...revoc
 // timeout, in one transaction.
 const checkpointChunk = 5000
 
-// checkpointSQL replaces many records in one statement; a record whose
-// agent is gone joins no row and is dropped.
-const checkpointSQL = `UPDATE verifier_agents AS a
+// checkpointSQL replaces many records and adds history entries in one
+// statement; a record whose agent is gone joins no row and is dropped, and
+// so is one fenced off. An entry of an agent whose record the statement
+// carries (named) is kept if that record was written; one of any other
+// agent if the agent is stored, held there (KEY SHARE) until commit, so
+// that a delete cannot slip in between.
+const checkpointSQL = `WITH a AS (
+	UPDATE verifier_agents AS a
 	SET state = u.state, runtime_policy = u.runtime_policy, boot_policy = u.boot_policy, format = $6, record = u.record
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $7::text[], $8::bigint[])
 		AS u(id, state, runtime_policy, boot_policy, record, owner, epoch)
 	WHERE a.id = u.id AND (u.owner = '' OR EXISTS (
-		SELECT 1 FROM verifier_leases l WHERE l.agent_id = u.id AND l.owner = u.owner AND l.epoch = u.epoch))`
+		SELECT 1 FROM verifier_leases l WHERE l.agent_id = u.id AND l.owner = u.owner AND l.epoch = u.epoch))
+	RETURNING a.id
+)
+INSERT INTO verifier_history (agent_id, at, format, entry)
+SELECT h.agent_id, h.at, $6, h.entry
+FROM unnest($9::text[], $10::timestamptz[], $11::bytea[], $12::bool[]) WITH ORDINALITY AS h(agent_id, at, entry, named, n)
+WHERE CASE WHEN h.named THEN h.agent_id IN (SELECT id FROM a)
+	ELSE EXISTS (SELECT 1 FROM verifier_agents g WHERE g.id = h.agent_id FOR KEY SHARE) END
+ORDER BY h.n`
 
-func (s *Store) Checkpoint(ctx context.Context, agents []verifier.Agent) error {
-	if len(agents) == 0 {
+func (s *Store) Checkpoint(ctx context.Context, agents []verifier.Agent, history ...verifier.HistoryEntry) error {
+	if len(agents) == 0 && len(history) == 0 {
 		return nil
 	}
 	// The last record of an agent named twice wins, as if written in turn;
@@ -310,6 +347,7 @@ func (s *Store) Checkpoint(ctx context.Context, agents []verifier.Agent) error {
 	var ids, states, runtimes, boots, owners []string
 	var records [][]byte
 	var epochs []int64
+	chunkOf := make(map[string]int, len(last)) // the statement carrying the agent's record
 	for i, a := range agents {
 		if last[a.ID] != i {
 			continue
@@ -318,23 +356,36 @@ func (s *Store) Checkpoint(ctx context.Context, agents []verifier.Agent) error {
 		if err != nil {
 			return err
 		}
+		chunkOf[a.ID] = len(ids) / checkpointChunk
 		ids, states, runtimes, boots = append(ids, r.id), append(states, r.state), append(runtimes, r.runtime), append(boots, r.boot)
 		records = append(records, r.record)
 		owners, epochs = append(owners, r.fence.Owner), append(epochs, r.fence.Epoch)
 	}
+	// An agent's history entries go with the statement that carries its
+	// record, in their order; those of agents not named, with the first.
+	chunks := max(1, (len(ids)+checkpointChunk-1)/checkpointChunk)
+	hs := make([]historyRows, chunks)
+	for _, h := range history {
+		c, named := chunkOf[h.AgentID]
+		if err := hs[c].add(h); err != nil {
+			return err
+		}
+		hs[c].named = append(hs[c].named, named)
+	}
 	exec := func(ctx context.Context, q interface {
 		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
 	}) error {
-		for lo := 0; lo < len(ids); lo += checkpointChunk {
-			hi := min(lo+checkpointChunk, len(ids))
-			if _, err := q.Exec(ctx, checkpointSQL, ids[lo:hi], states[lo:hi], runtimes[lo:hi], boots[lo:hi], records[lo:hi], recordFormat, owners[lo:hi], epochs[lo:hi]); err != nil {
+		for c := range chunks {
+			lo, hi := c*checkpointChunk, min((c+1)*checkpointChunk, len(ids))
+			if _, err := q.Exec(ctx, checkpointSQL, ids[lo:hi], states[lo:hi], runtimes[lo:hi], boots[lo:hi], records[lo:hi], recordFormat, owners[lo:hi], epochs[lo:hi],
+				hs[c].agents, hs[c].ats, hs[c].records, hs[c].named); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
 	err := s.retry(ctx, func() error {
-		if len(ids) <= checkpointChunk {
+		if chunks == 1 {
 			return exec(ctx, s.pool) // one statement is its own transaction
 		}
 		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return exec(ctx, tx) })
@@ -372,7 +423,7 @@ func (s *Store) UpdateAgent(ctx context.Context, id string, fn func(*verifier.Ag
 			if err != nil {
 				return err
 			}
-			_, err = execSave(ctx, tx, r, ev)
+			_, err = execSave(ctx, tx, r, ev, historyRows{})
 			return err
 		})
 	}
@@ -388,16 +439,36 @@ func (s *Store) UpdateAgent(ctx context.Context, id string, fn func(*verifier.Ag
 	return mapErr(err, fmt.Sprintf("agent %q", id))
 }
 
-func (s *Store) DeleteAgent(ctx context.Context, id string) error {
-	return s.deleteRows(ctx, `DELETE FROM verifier_agents WHERE id = $1`, id, fmt.Sprintf("agent %q", id))
+// deleteAgentSQL deletes an agent and adds its history entries, if it
+// was stored, in one statement.
+const deleteAgentSQL = `WITH a AS (
+	DELETE FROM verifier_agents WHERE id = $1 RETURNING id
+)
+INSERT INTO verifier_history (agent_id, at, format, entry)
+SELECT h.agent_id, h.at, $2, h.entry
+FROM a, unnest($3::text[], $4::timestamptz[], $5::bytea[]) WITH ORDINALITY AS h(agent_id, at, entry, n)
+ORDER BY h.n`
+
+func (s *Store) DeleteAgent(ctx context.Context, id string, history ...verifier.HistoryEntry) error {
+	what := fmt.Sprintf("agent %q", id)
+	if len(history) == 0 {
+		return s.deleteRows(ctx, what, `DELETE FROM verifier_agents WHERE id = $1`, id)
+	}
+	h, err := encodeHistory(history)
+	if err != nil {
+		return err
+	}
+	// The statement's rows are the entries it inserts: all of them if the
+	// agent was deleted, none if it was not stored.
+	return s.deleteRows(ctx, what, deleteAgentSQL, id, recordFormat, h.agents, h.ats, h.records)
 }
 
-// deleteRows runs a DELETE keyed by key; deleting nothing is ErrNotFound
-// for what.
-func (s *Store) deleteRows(ctx context.Context, query, key, what string) error {
+// deleteRows runs a statement that deletes (and returns as its rows what
+// it deleted); deleting nothing is ErrNotFound for what.
+func (s *Store) deleteRows(ctx context.Context, what, query string, args ...any) error {
 	var tag pgconn.CommandTag
 	err := s.retry(ctx, func() (err error) {
-		tag, err = s.pool.Exec(ctx, query, key)
+		tag, err = s.pool.Exec(ctx, query, args...)
 		return err
 	})
 	if err == nil && tag.RowsAffected() == 0 {
@@ -449,7 +520,7 @@ func (s *Store) ListPolicies(ctx context.Context) ([]verifier.Policy, error) {
 }
 
 func (s *Store) DeletePolicy(ctx context.Context, name string) error {
-	return s.deleteRows(ctx, `DELETE FROM verifier_policy_versions WHERE name = $1`, name, fmt.Sprintf("policy %q", name))
+	return s.deleteRows(ctx, fmt.Sprintf("policy %q", name), `DELETE FROM verifier_policy_versions WHERE name = $1`, name)
 }
 
 // Secret implements verifier.Store. Replicas starting at once may each

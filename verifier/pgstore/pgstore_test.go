@@ -15,6 +15,7 @@ import (
 
 	"github.com/vigil-attest/vigil/internal/pgdb"
 	"github.com/vigil-attest/vigil/internal/pgtest"
+	"github.com/vigil-attest/vigil/internal/wire"
 	"github.com/vigil-attest/vigil/verifier"
 	"github.com/vigil-attest/vigil/verifier/pgstore"
 	"github.com/vigil-attest/vigil/verifier/revocation"
@@ -113,6 +114,26 @@ func newerFormat(t *testing.T, srv *pgtest.Server) {
 	if _, err := s.ListAgents(t.Context()); err == nil {
 		t.Fatal("ListAgents read a newer record format")
 	}
+	// A history entry of another version is refused by name too.
+	if err := s.DeleteAgent(t.Context(), "web-1", verifier.HistoryEntry{AgentID: "web-1", Kind: verifier.HistoryDeleted}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rawPool(t, url).Exec(t.Context(), `UPDATE verifier_history SET entry = $1`, newerHistory(t)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.History(t.Context(), "web-1", time.Time{}, 0)
+	if err == nil || !strings.Contains(err.Error(), "version 2") || !strings.Contains(err.Error(), "web-1") {
+		t.Fatalf("History of a newer entry version: %v", err)
+	}
+}
+
+// newerHistory is a history entry as a newer build would write it.
+func newerHistory(t *testing.T) []byte {
+	b, err := wire.Marshal(verifier.HistoryEntry{Version: verifier.HistoryVersion + 1, AgentID: "web-1", Kind: verifier.HistoryDeleted})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // survives: what was stored before PostgreSQL went down (cleanly or not)
@@ -126,7 +147,7 @@ func survives(t *testing.T, srv *pgtest.Server, bounce func()) {
 	}
 	a.State, a.Reason, a.Attestations = verifier.StateFailed, verifier.ReasonPolicyViolation, 2
 	e1 := revoked(a)
-	if err := s.SaveAgent(ctx, a, e1); err != nil {
+	if err := s.SaveAgent(ctx, a, []revocation.Event{e1}); err != nil {
 		t.Fatal(err)
 	}
 	// Several idle connections in the pool, all of which the bounce kills.
@@ -142,7 +163,7 @@ func survives(t *testing.T, srv *pgtest.Server, bounce func()) {
 	bounce()
 	a.Attestations = 3
 	e2 := revoked(a)
-	if err := s.SaveAgent(ctx, a, e2); err != nil {
+	if err := s.SaveAgent(ctx, a, []revocation.Event{e2}); err != nil {
 		t.Fatalf("SaveAgent after PostgreSQL came back: %v", err)
 	}
 	got, err := s.GetAgent(ctx, a.ID)
@@ -176,7 +197,7 @@ func unreachable(t *testing.T, srv *pgtest.Server) {
 	defer cancel()
 	a.Attestations = 99
 	calls := map[string]error{
-		"SaveAgent":     s.SaveAgent(ctx, a, revoked(a)),
+		"SaveAgent":     s.SaveAgent(ctx, a, []revocation.Event{revoked(a)}),
 		"Checkpoint":    s.Checkpoint(ctx, []verifier.Agent{a}),
 		"Ping":          s.Ping(ctx),
 		"PendingEvents": func() error { _, err := s.PendingEvents(ctx); return err }(),
@@ -229,15 +250,27 @@ func statementsPerCall(t *testing.T, srv *pgtest.Server) {
 		want int64
 		call func() error
 	}{
-		{"SaveAgent", 1, func() error { return s.SaveAgent(ctx, a) }},
-		{"SaveAgent with two events", 1, func() error { return s.SaveAgent(ctx, a, revoked(a), revoked(a)) }},
+		{"SaveAgent", 1, func() error { return s.SaveAgent(ctx, a, nil) }},
+		{"SaveAgent with two events", 1, func() error { return s.SaveAgent(ctx, a, []revocation.Event{revoked(a), revoked(a)}) }},
 		{"SaveAgent of a deleted agent", 1, func() error {
-			if err := s.SaveAgent(ctx, agent("ghost"), revoked(a)); !errors.Is(err, verifier.ErrNotFound) {
+			if err := s.SaveAgent(ctx, agent("ghost"), []revocation.Event{revoked(a)}); !errors.Is(err, verifier.ErrNotFound) {
 				return fmt.Errorf("got %v, want ErrNotFound", err)
 			}
 			return nil
 		}},
+		{"SaveAgent with an event and history", 1, func() error {
+			return s.SaveAgent(ctx, a, []revocation.Event{revoked(a)},
+				verifier.HistoryEntry{AgentID: a.ID, Kind: verifier.HistoryFailure, At: a.LastAttestedAt},
+				verifier.HistoryEntry{AgentID: a.ID, Kind: verifier.HistoryState, At: a.LastAttestedAt})
+		}},
 		{"Checkpoint of 1000", 1, func() error { return s.Checkpoint(ctx, fleet) }},
+		{"Checkpoint of 1000 with history", 1, func() error {
+			var h []verifier.HistoryEntry
+			for _, f := range fleet {
+				h = append(h, verifier.HistoryEntry{AgentID: f.ID, Kind: verifier.HistoryVerdicts, At: f.LastAttestedAt})
+			}
+			return s.Checkpoint(ctx, fleet, h...)
+		}},
 		{"UpdateAgent", 4, func() error {
 			return s.UpdateAgent(ctx, a.ID, func(*verifier.Agent) ([]revocation.Event, error) { return []revocation.Event{revoked(a)}, nil })
 		}},
@@ -282,8 +315,13 @@ func checkpointOfMany(t *testing.T, srv *pgtest.Server) {
 	for i := range fleet {
 		fleet[i].Attestations = uint64(i) + 7
 	}
+	// History of agents in either statement, and of the one deleted.
+	var history []verifier.HistoryEntry
+	for _, i := range []int{5002, 0, 5001, 5002} {
+		history = append(history, verifier.HistoryEntry{AgentID: fleet[i].ID, Kind: verifier.HistoryVerdicts, At: fleet[i].LastAttestedAt, ResetCount: uint32(len(history))})
+	}
 	n.Store(0)
-	if err := s.Checkpoint(ctx, fleet); err != nil {
+	if err := s.Checkpoint(ctx, fleet, history...); err != nil {
 		t.Fatal(err)
 	}
 	if got := n.Load(); got != 4 {
@@ -296,6 +334,16 @@ func checkpointOfMany(t *testing.T, srv *pgtest.Server) {
 	}
 	if _, err := s.GetAgent(ctx, gone); !errors.Is(err, verifier.ErrNotFound) {
 		t.Fatalf("Checkpoint recreated %s: %v", gone, err)
+	}
+	for id, want := range map[string][]uint32{fleet[0].ID: {1}, fleet[5002].ID: {0, 3}, gone: nil} {
+		h, err := s.History(ctx, id, time.Time{}, 0)
+		var got []uint32
+		for _, e := range h {
+			got = append(got, e.ResetCount)
+		}
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("history of %s after the checkpoint: %v, %v; want %v", id, got, err, want)
+		}
 	}
 }
 

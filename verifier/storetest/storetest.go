@@ -64,6 +64,12 @@ func Run(t *testing.T, newStore func(t *testing.T) verifier.Store) {
 		{"WritesOfANonOwnerFailAndStoreNothing", claimFences},
 		{"ConcurrentClaimsNeverShareAnEvent", claimConcurrent},
 		{"EventsOutliveTheirAgent", eventsOutliveAgent},
+		{"HistoryInOrderWithEveryWrite", historyInOrder},
+		{"HistorySinceAndLimit", historySinceAndLimit},
+		{"HistoryOfAFailedWriteIsNotStored", historyRollback},
+		{"CheckpointDropsHistoryOfDeletedAgents", historyCheckpointDropsDeleted},
+		{"PruneHistoryByAgeAndCount", historyPrune},
+		{"EventStatusPendingAndDelivered", eventStatus},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, newStore(t)) })
 	}
@@ -215,7 +221,7 @@ func saveAgent(t *testing.T, s verifier.Store) {
 	mustCreate(t, s, a)
 	a.State, a.Reason, a.Detail, a.FailedAt = verifier.StateFailed, verifier.ReasonPolicyViolation, "entry 6 /tmp/evil", t0().Add(time.Hour)
 	e1, e2 := event("web-1", 1), event("web-1", 2)
-	if err := s.SaveAgent(ctx(t), a, e1, e2); err != nil {
+	if err := s.SaveAgent(ctx(t), a, []revocation.Event{e1, e2}); err != nil {
 		t.Fatal(err)
 	}
 	sameAgent(t, mustGet(t, s, "web-1"), a)
@@ -230,7 +236,7 @@ func saveAgent(t *testing.T, s verifier.Store) {
 	}
 	// No events is a plain save.
 	a.Attestations++
-	if err := s.SaveAgent(ctx(t), a); err != nil {
+	if err := s.SaveAgent(ctx(t), a, nil); err != nil {
 		t.Fatal(err)
 	}
 	sameAgent(t, mustGet(t, s, "web-1"), a)
@@ -240,7 +246,7 @@ func saveAgent(t *testing.T, s verifier.Store) {
 }
 
 func saveAgentNeverCreates(t *testing.T, s verifier.Store) {
-	err := s.SaveAgent(ctx(t), agent("ghost"), event("ghost", 1))
+	err := s.SaveAgent(ctx(t), agent("ghost"), []revocation.Event{event("ghost", 1)})
 	if !errors.Is(err, verifier.ErrNotFound) {
 		t.Fatalf("SaveAgent of an agent not stored: %v, want ErrNotFound", err)
 	}
@@ -262,7 +268,7 @@ func saveAgentConcurrent(t *testing.T, s verifier.Store) {
 		wg.Go(func() {
 			a := agent(fmt.Sprintf("web-%d", i))
 			a.Attestations = uint64(1000 + i)
-			if err := s.SaveAgent(ctx(t), a, event(a.ID, i)); err != nil {
+			if err := s.SaveAgent(ctx(t), a, []revocation.Event{event(a.ID, i)}); err != nil {
 				t.Error(err)
 			}
 		})
@@ -538,7 +544,7 @@ func withEvents(t *testing.T, s verifier.Store, id string, n int) []revocation.E
 	for i := range n {
 		es = append(es, event(id, i))
 	}
-	if err := s.SaveAgent(ctx(t), a, es...); err != nil {
+	if err := s.SaveAgent(ctx(t), a, es); err != nil {
 		t.Fatal(err)
 	}
 	return es

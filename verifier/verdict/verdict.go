@@ -42,6 +42,8 @@ type Failure struct {
 	// ima_not-in-policy, ...), Detail says where (which file, which PCR).
 	Check  string
 	Detail string
+	// IMA is the first failing IMA entry, for failures of the IMA check.
+	IMA *ima.Failure
 }
 
 func (f *Failure) Error() string {
@@ -281,5 +283,5 @@ func runtime(st ima.State, offset uint64, entries []byte, quoted evidence.PCRVal
 	if res.FailureCount > 1 {
 		detail = fmt.Sprintf("%s (and %d more)", detail, res.FailureCount-1)
 	}
-	return res, true, finding{&Failure{Reason: reason, Check: "ima_" + string(f.Rule), Detail: detail}, items}
+	return res, true, finding{&Failure{Reason: reason, Check: "ima_" + string(f.Rule), Detail: detail, IMA: &f}, items}
 }
