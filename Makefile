@@ -7,7 +7,7 @@ PKGS    ?= ./...
 # Race-detected test run; fuzz seeds run as ordinary tests.
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build demo test test-deps bench lint fuzz clean package
+.PHONY: all build demo test test-deps bench lint fuzz clean package screenshots
 
 all: build
 
@@ -42,6 +42,12 @@ PKG_VERSION ?= 0.1.0~git$(shell git rev-parse --short HEAD 2>/dev/null || echo u
 PKG_ARCH    ?= amd64,arm64
 package:
 	cd packaging && $(GO) run . -root .. -out ../dist -version '$(PKG_VERSION)' -arch '$(PKG_ARCH)'
+
+# The dashboard's fleet and host pages, as headless Chromium shows them after
+# a tamper, in dist/screenshots/.
+screenshots: test-deps
+	mkdir -p dist/screenshots
+	VIGIL_SCREENSHOTS=$(CURDIR)/dist/screenshots VIGIL_REQUIRE_BROWSER=1 $(GO) test -count=1 -run TestDashboardInABrowser ./cmd/vigil
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need on Debian when it is missing: swtpm and
 # swtpm_setup (the TPM the integration tests run against), libssl-dev (for
-# the cgo build of go-tpm-tools' in-process simulator), and PostgreSQL's
-# server programs (the database the store tests start).
+# the cgo build of go-tpm-tools' in-process simulator), PostgreSQL's
+# server programs (the database the store tests start), and Chromium (the
+# browser the dashboard test drives headless).
 set -euo pipefail
 
 missing=()
@@ -13,6 +14,7 @@ if ! dpkg-query -W -f='${Status}' libssl-dev 2>/dev/null | grep -q 'ok installed
 fi
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -44,6 +44,7 @@ func newApp() *cli.App {
 			simCommand(),
 			benchCommand(),
 			spireCommand(),
+			dashboardCommand(),
 			// commands are registered here, one line each
 		},
 		OnUsageError: onUsageError,

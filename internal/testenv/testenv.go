@@ -111,3 +111,20 @@ func RepoRoot() string {
 		dir = parent
 	}
 }
+
+// RequireBrowser returns the path of a headless-capable Chromium, or skips
+// the test, or fails it when VIGIL_REQUIRE_BROWSER=1, which CI sets.
+func RequireBrowser(t testing.TB) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	const what = "Chromium not found; install Debian package chromium (make test does this as root)"
+	if os.Getenv("VIGIL_REQUIRE_BROWSER") == "1" {
+		t.Fatalf("%s (VIGIL_REQUIRE_BROWSER=1: tests may not skip)", what)
+	}
+	t.Skipf("skipping: %s", what)
+	return ""
+}
