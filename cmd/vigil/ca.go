@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"math/big"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
@@ -83,6 +86,122 @@ func caCommand() *cli.Command {
 				}
 				return nil
 			},
-		}},
+		}, caIssueAdminCommand(), caRevokeAdminCommand()},
+	}
+}
+
+// caIssueAdminCommand is `vigil ca issue-admin NAME`: an admin client
+// certificate of its own for one operator, whose name the services record
+// behind the operator's actions.
+func caIssueAdminCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "issue-admin",
+		Usage: "issue an admin client certificate for the operator NAME (its subject CN) from the CA in --tls-dir",
+		Description: "Writes NAME.crt and NAME.key (mode 0600) into --out (default: --tls-dir), refusing to overwrite\n" +
+			"either. The services record NAME as the operator behind the actions taken with the certificate.\n" +
+			"NAME is 1 to 64 ASCII letters, digits, '.', '_', '-' and '@'. Revoke it with `vigil ca revoke-admin`.",
+		ArgsUsage: "NAME",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "tls-dir", Usage: "`DIR` made by `vigil ca init` (ca.crt, ca.key)"},
+			&cli.StringFlag{Name: "out", Usage: "`DIR` to write NAME.crt and NAME.key into (default: --tls-dir)"},
+			&cli.DurationFlag{Name: "validity", Usage: "lifetime of the certificate (default: two years, never past the CA's)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return badInputf("usage: vigil ca issue-admin NAME --tls-dir DIR [--out DIR] [--validity D]")
+			}
+			name := c.Args().First()
+			if err := tlsutil.CheckOperatorName(name); err != nil {
+				return badInput(err)
+			}
+			if err := required(c, "tls-dir"); err != nil {
+				return err
+			}
+			if c.Duration("validity") < 0 {
+				return badInputf("--validity %s: must not be negative", c.Duration("validity"))
+			}
+			issued, err := tlsutil.IssueAdminCert(c.String("tls-dir"), c.String("out"), name, c.Duration("validity"))
+			if err != nil {
+				return badInput(err)
+			}
+			serial := tlsutil.SerialHex(issued.Cert)
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, map[string]any{"name": name, "cert": issued.CertFile, "key": issued.KeyFile,
+					"serial": serial, "not_after": issued.Cert.NotAfter.UTC()})
+			}
+			fmt.Fprintf(c.App.Writer, "issued an admin certificate for %s\ncert:      %s\nkey:       %s\nserial:    %s\nnot_after: %s\n",
+				name, issued.CertFile, issued.KeyFile, serial, issued.Cert.NotAfter.UTC().Format(time.RFC3339))
+			return nil
+		},
+	}
+}
+
+// caRevokeAdminCommand is `vigil ca revoke-admin`: an admin client
+// certificate onto the deployment's admin CRL.
+func caRevokeAdminCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "revoke-admin",
+		Usage: "revoke an admin client certificate: the operator NAME's (NAME.crt) or the one of --serial",
+		Description: "Adds the certificate's serial to DIR/admin.crl, signed by the CA in --tls-dir (the file is\n" +
+			"created if need be; a serial already on it is not added again). Running registrars and\n" +
+			"verifiers refuse the certificate on new connections after SIGHUP, and at their next start.",
+		ArgsUsage: "NAME | --serial HEX",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "tls-dir", Usage: "`DIR` made by `vigil ca init` (ca.crt, ca.key; the list is admin.crl here)"},
+			&cli.StringFlag{Name: "serial", Usage: "serial of the certificate to revoke, in `HEX` (as issue-admin prints it)"},
+			&cli.StringFlag{Name: "out", Usage: "`DIR` where NAME.crt is (default: --tls-dir)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+		},
+		Action: func(c *cli.Context) error {
+			const usage = "usage: vigil ca revoke-admin --tls-dir DIR (NAME | --serial HEX)"
+			if c.NArg() > 1 || (c.NArg() == 1) == c.IsSet("serial") {
+				return badInputf("%s: give either NAME or --serial", usage)
+			}
+			if err := required(c, "tls-dir"); err != nil {
+				return err
+			}
+			dir, name := c.String("tls-dir"), c.Args().First()
+			var serial *big.Int
+			if name != "" {
+				if err := tlsutil.CheckOperatorName(name); err != nil {
+					return badInput(err)
+				}
+				certDir := c.String("out")
+				if certDir == "" {
+					certDir = dir
+				}
+				cert, err := tlsutil.ReadAdminCert(dir, filepath.Join(certDir, name+".crt"))
+				if err != nil {
+					return badInput(err)
+				}
+				serial = cert.SerialNumber
+			} else {
+				h := strings.TrimPrefix(strings.ToLower(strings.ReplaceAll(c.String("serial"), ":", "")), "0x")
+				var ok bool
+				if serial, ok = new(big.Int).SetString(h, 16); !ok || serial.Sign() <= 0 {
+					return badInputf("--serial %q: want a positive hexadecimal number", c.String("serial"))
+				}
+			}
+			rev, err := tlsutil.RevokeAdminCert(dir, serial)
+			if err != nil {
+				return badInput(err)
+			}
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, map[string]any{"crl": rev.File, "name": name, "serial": serial.Text(16),
+					"already_revoked": rev.Already, "crl_number": rev.Number.String(), "revoked": rev.Entries})
+			}
+			who := "serial " + serial.Text(16)
+			if name != "" {
+				who = fmt.Sprintf("%s (serial %s)", name, serial.Text(16))
+			}
+			if rev.Already {
+				fmt.Fprintf(c.App.Writer, "%s was already revoked in %s\n", who, rev.File)
+				return nil
+			}
+			fmt.Fprintf(c.App.Writer, "revoked %s in %s (CRL number %s, %d revoked); send SIGHUP to the running services\n",
+				who, rev.File, rev.Number, rev.Entries)
+			return nil
+		},
 	}
 }

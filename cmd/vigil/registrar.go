@@ -30,8 +30,9 @@ func registrarCommand() *cli.Command {
 		Usage: "run the registrar: enrolls hosts' EK/AK pairs",
 		Description: "SIGHUP reloads, without a restart and without dropping connections or registrations:\n" +
 			"the EK roots and intermediates (--ek-roots), the EK allowlist (--ek-allow) and the TLS\n" +
-			"server certificate and key (server.crt, server.key in --tls-dir). A reload that fails\n" +
-			"keeps the old configuration and logs what and where. Other flags, and ca.crt, need a restart.",
+			"server certificate and key (server.crt, server.key in --tls-dir) and the list of revoked\n" +
+			"admin certificates (admin.crl, `vigil ca revoke-admin`). A reload that fails keeps the old\n" +
+			"configuration and logs what and where. Other flags, and ca.crt, need a restart.",
 		Flags:  flags,
 		Before: before,
 		Action: func(c *cli.Context) error {
@@ -52,7 +53,7 @@ func registrarCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			tlsCfg, srvPair, err := tlsutil.ReloadableServerConfig(c.String("tls-dir"))
+			tlsCfg, srvPair, adminCRL, err := tlsutil.ReloadableServerConfig(c.String("tls-dir"))
 			if err != nil {
 				return badInput(err)
 			}
@@ -77,7 +78,7 @@ func registrarCommand() *cli.Command {
 			ctx, cancel := context.WithCancel(c.Context)
 			defer cancel()
 			go reg.Run(ctx)
-			reloads := []reloadable{reloadKeyPair("tls server certificate", srvPair)}
+			reloads := []reloadable{reloadKeyPair("tls server certificate", srvPair), reloadAdminCRL(adminCRL)}
 			if c.String("ek-roots") != "" || c.String("ek-allow") != "" {
 				reloads = append(reloads, reloadable{what: "ek policy", reload: func() ([]any, error) {
 					p, src, err := loadEKPolicy(c.String("ek-policy"), c.String("ek-roots"), c.String("ek-allow"))

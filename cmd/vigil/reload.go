@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -72,6 +73,35 @@ func reloadKeyPair(what string, kp *tlsutil.KeyPair) reloadable {
 		}
 		return []any{"file", kp.CertFile, "old_serial", tlsutil.SerialHex(before), "new_serial", tlsutil.SerialHex(after),
 			"not_after", after.NotAfter}, nil
+	}}
+}
+
+// reloadAdminCRL reloads the admin CRL of the TLS directory (admin.crl):
+// certificates revoked since are refused on new connections.
+func reloadAdminCRL(crl *tlsutil.AdminCRL) reloadable {
+	return reloadable{what: "admin crl", reload: func() ([]any, error) {
+		before, after, err := crl.Reload()
+		if err != nil {
+			return nil, err
+		}
+		if after == nil || (before != nil && bytes.Equal(before.Raw, after.Raw)) {
+			return nil, nil
+		}
+		old := map[string]bool{}
+		for _, s := range tlsutil.RevokedSerials(before) {
+			old[s] = true
+		}
+		var added []string
+		for _, s := range tlsutil.RevokedSerials(after) {
+			if !old[s] {
+				added = append(added, s)
+			}
+		}
+		attrs := []any{"file", crl.File, "crl_number", after.Number.String(), "revoked", len(after.RevokedCertificateEntries)}
+		if len(added) > 0 {
+			attrs = append(attrs, "newly_revoked", added)
+		}
+		return attrs, nil
 	}}
 }
 

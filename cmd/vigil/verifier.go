@@ -54,7 +54,8 @@ func verifierCommand() *cli.Command {
 		Description: "SIGHUP reloads, without a restart and without dropping connections or attestation state:\n" +
 			"the webhook secrets (--webhook-secret-file; same webhooks, new keys), the TLS server\n" +
 			"certificate and key (server.crt, server.key in --tls-dir) and the admin client certificate\n" +
-			"used to reach the registrar (admin.crt, admin.key). A reload that fails keeps the old\n" +
+			"used to reach the registrar (admin.crt, admin.key), and the list of revoked admin\n" +
+			"certificates (admin.crl, `vigil ca revoke-admin`). A reload that fails keeps the old\n" +
 			"configuration and logs what and where. Other flags, and ca.crt, need a restart.",
 		Flags:  flags,
 		Before: before,
@@ -74,7 +75,7 @@ func verifierCommand() *cli.Command {
 				return err
 			}
 			log = log.With("service", "verifier")
-			srvCfg, srvPair, err := tlsutil.ReloadableServerConfig(c.String("tls-dir"))
+			srvCfg, srvPair, adminCRL, err := tlsutil.ReloadableServerConfig(c.String("tls-dir"))
 			if err != nil {
 				return badInput(err)
 			}
@@ -139,6 +140,7 @@ func verifierCommand() *cli.Command {
 			go func() { ran <- ver.Run(runCtx) }()
 			reloadOnSIGHUP(runCtx, log, []reloadable{
 				reloadKeyPair("tls server certificate", srvPair),
+				reloadAdminCRL(adminCRL),
 				reloadKeyPair("admin client certificate", adminPair),
 				webhookSecrets(hooks, c.StringSlice("webhook-secret-file")),
 			})

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -69,19 +68,20 @@ func (k *KeyPair) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certif
 }
 
 // ReloadableServerConfig is ServerConfig with the server certificate and
-// key behind the returned KeyPair: its Reload replaces them for new
-// connections. The CA (client certificates) is read once.
-func ReloadableServerConfig(dir string) (*tls.Config, *KeyPair, error) {
-	cfg, err := ServerConfig(dir)
+// key behind the returned KeyPair, and the admin CRL behind the returned
+// AdminCRL: their Reload replaces them for new connections. The CA
+// (client certificates) is read once.
+func ReloadableServerConfig(dir string) (*tls.Config, *KeyPair, *AdminCRL, error) {
+	cfg, crl, err := serverConfig(dir)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	kp, err := LoadKeyPair(filepath.Join(dir, ServerCert), filepath.Join(dir, ServerKey))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cfg.Certificates, cfg.GetCertificate = nil, kp.GetCertificate
-	return cfg, kp, nil
+	return cfg, kp, crl, nil
 }
 
 // ReloadableAdminClientConfig is AdminClientConfig with the admin
@@ -112,22 +112,14 @@ func RenewServerCert(dir string, opts InitOptions) error {
 // RenewAdminCert is RenewServerCert for the admin client certificate
 // (admin.crt and admin.key).
 func RenewAdminCert(dir string, opts InitOptions) error {
-	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: AdminCommonName, Organization: []string{"Vigil"}},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	return renewLeaf(dir, AdminCert, AdminKey, tmpl, opts.Validity)
+	return renewLeaf(dir, AdminCert, AdminKey, adminTemplate(AdminCommonName), opts.Validity)
 }
 
 func renewLeaf(dir, certName, keyName string, tmpl *x509.Certificate, validity time.Duration) error {
 	if validity == 0 {
 		validity = 2 * 365 * 24 * time.Hour
 	}
-	caPair, err := tls.LoadX509KeyPair(filepath.Join(dir, CACert), filepath.Join(dir, CAKey))
-	if err != nil {
-		return fmt.Errorf("CA in %s: %w", dir, err)
-	}
-	ca, err := x509.ParseCertificate(caPair.Certificate[0])
+	ca, caKey, err := loadCA(dir)
 	if err != nil {
 		return err
 	}
@@ -138,7 +130,7 @@ func renewLeaf(dir, certName, keyName string, tmpl *x509.Certificate, validity t
 	if err != nil {
 		return err
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caPair.PrivateKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ func TestReloadServerAndClientCertificates(t *testing.T) {
 	if err := InitDir(dir, InitOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	srvCfg, srvPair, err := ReloadableServerConfig(dir)
+	srvCfg, srvPair, _, err := ReloadableServerConfig(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

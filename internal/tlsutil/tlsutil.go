@@ -83,14 +83,8 @@ func InitDir(dir string, opts InitOptions) error {
 	server := serverTemplate(opts)
 	server.SerialNumber, server.NotBefore, server.NotAfter = serial(), now, now.Add(opts.Validity)
 	server.KeyUsage = x509.KeyUsageDigitalSignature
-	admin := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: AdminCommonName, Organization: []string{"Vigil"}},
-		NotBefore:    now,
-		NotAfter:     now.Add(opts.Validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
+	admin := adminTemplate(AdminCommonName)
+	admin.SerialNumber, admin.NotBefore, admin.NotAfter = serial(), now, now.Add(opts.Validity)
 	if err := writeKey(filepath.Join(dir, CAKey), caKey); err != nil {
 		return err
 	}
@@ -168,22 +162,36 @@ func LoadCAPool(path string) (*x509.CertPool, error) {
 
 // ServerConfig is the TLS configuration of a Vigil server using the files
 // in dir: TLS 1.3, the server certificate, and client certificates verified
-// against the CA when offered. Handlers that need an admin call RequireAdmin.
+// against the CA when offered and refused when the admin CRL of dir
+// (admin.crl, if there is one) revokes them. The CRL is read once here
+// (ReloadableServerConfig reads it again on demand); one that cannot be
+// read or is not signed by the CA is an error naming it. Handlers that
+// need an admin call AdminIdentity (httpapi.Admin).
 func ServerConfig(dir string) (*tls.Config, error) {
+	cfg, _, err := serverConfig(dir)
+	return cfg, err
+}
+
+func serverConfig(dir string) (*tls.Config, *AdminCRL, error) {
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, ServerCert), filepath.Join(dir, ServerKey))
 	if err != nil {
-		return nil, fmt.Errorf("server certificate in %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("server certificate in %s: %w", dir, err)
 	}
 	pool, err := LoadCAPool(filepath.Join(dir, CACert))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	crl, err := LoadAdminCRL(dir)
+	if err != nil {
+		return nil, nil, err
 	}
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		ClientCAs:    pool,
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-	}, nil
+		MinVersion:       tls.VersionTLS13,
+		Certificates:     []tls.Certificate{cert},
+		ClientCAs:        pool,
+		ClientAuth:       tls.VerifyClientCertIfGiven,
+		VerifyConnection: crl.VerifyConnection,
+	}, crl, nil
 }
 
 // ClientConfig is the TLS configuration of a client that trusts caFile and,
