@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"net/url"
 	"slices"
 	"time"
 
@@ -81,7 +80,9 @@ func (s *Service) putPolicy(ctx context.Context, p Policy) (Policy, error) {
 	}
 }
 
-// AdmitRequest is what an operator admits an agent with.
+// AdmitRequest is what an operator admits an agent with. A policy is
+// named NAME, to follow its latest version, or NAME@VERSION, to be pinned
+// to that version.
 type AdmitRequest struct {
 	AgentID       string        `json:"agent_id"`
 	RuntimePolicy string        `json:"runtime_policy,omitempty"`
@@ -104,50 +105,31 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 	// deleted before the agent that uses it exists.
 	s.policyMu.RLock()
 	defer s.policyMu.RUnlock()
-	versions := map[PolicyKind]int{}
-	for _, ref := range []struct {
-		name string
-		kind PolicyKind
-	}{{req.RuntimePolicy, PolicyRuntime}, {req.BootPolicy, PolicyBoot}} {
-		if ref.name == "" {
-			continue
-		}
-		p, err := s.Store.GetPolicy(ctx, ref.name)
-		if errors.Is(err, ErrNotFound) {
-			return Agent{}, refuse(RefusedInvalid, "%s policy %q does not exist", ref.kind, ref.name)
-		}
-		if err != nil {
-			return Agent{}, err
-		}
-		if p.Kind != ref.kind {
-			return Agent{}, refuse(RefusedInvalid, "policy %q is a %s policy, not a %s policy", ref.name, p.Kind, ref.kind)
-		}
-		versions[ref.kind] = p.Version
+	rt, err := s.checkPolicyRef(ctx, req.RuntimePolicy, PolicyRuntime)
+	if err != nil {
+		return Agent{}, err
 	}
-	for _, id := range req.Identities {
-		if len(id) > MaxIdentityLen {
-			return Agent{}, refuse(RefusedInvalid, "identity %.64q…: %d bytes, at most %d", id, len(id), MaxIdentityLen)
-		}
-		u, err := url.Parse(id)
-		if err != nil || u.Scheme == "" || (u.Host == "" && u.Opaque == "") {
-			return Agent{}, refuse(RefusedInvalid, "identity %q is not an absolute URI (e.g. spiffe://example.org/node/web-1)", id)
-		}
+	boot, err := s.checkPolicyRef(ctx, req.BootPolicy, PolicyBoot)
+	if err != nil {
+		return Agent{}, err
 	}
-	if len(req.Identities) > MaxIdentities {
-		return Agent{}, refuse(RefusedInvalid, "agent %q: %d identities, at most %d", req.AgentID, len(req.Identities), MaxIdentities)
+	if err := checkIdentities(req.AgentID, req.Identities); err != nil {
+		return Agent{}, err
 	}
-	if lo, hi := s.intervalBounds(); req.Interval != 0 && (req.Interval < lo || req.Interval > hi) {
-		return Agent{}, refuse(RefusedInvalid, "interval %s: between %s and %s", req.Interval, lo, hi)
+	if err := s.checkInterval(req.Interval); err != nil {
+		return Agent{}, err
 	}
+	req.RuntimePolicy, req.BootPolicy = rt.name, boot.name
 	a := admitted(req, s.now().UTC())
+	a.RuntimePolicyVersion, a.BootPolicyVersion = rt.pin, boot.pin
 	sl := &slot{}
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
 	admission := HistoryEntry{
 		AgentID: a.ID, At: a.AdmittedAt, Kind: HistoryAdmitted, Operator: httpapi.OperatorFrom(ctx),
 		To: a.State, Interval: a.Interval,
-		RuntimePolicy: policyRef(a.RuntimePolicy, versions[PolicyRuntime]),
-		BootPolicy:    policyRef(a.BootPolicy, versions[PolicyBoot]),
+		RuntimePolicy: policyRef(rt.name, rt.version),
+		BootPolicy:    policyRef(boot.name, boot.version),
 	}
 	if err := s.createAgent(ctx, a, admission); err != nil {
 		if errors.Is(err, ErrExists) {
@@ -175,11 +157,8 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 // complete (boot log, IMA from entry 0): nothing from before the failure is
 // trusted.
 func (s *Service) Readmit(ctx context.Context, id string) (Agent, error) {
-	if s.Leases != nil {
-		if _, held := s.slots.Load(id); !held {
-			// The replica holding the agent has its newest record.
-			return Agent{}, s.notHeld(ctx, id)
-		}
+	if err := s.holdForOperator(ctx, id); err != nil {
+		return Agent{}, err
 	}
 	sl := s.slot(id)
 	sl.mu.Lock()
@@ -259,6 +238,7 @@ func (s *Service) DeletePolicy(ctx context.Context, name string) error {
 	defer s.policyMu.Unlock()
 	// The stored records are the ones to ask: an agent's policies change
 	// only by operator actions, which are stored before they are answered.
+	// An agent pinned to a version names the policy too.
 	agents, err := s.Store.ListAgents(ctx)
 	if err != nil {
 		return err
@@ -280,7 +260,7 @@ func (s *Service) DeletePolicy(ctx context.Context, name string) error {
 	case err != nil:
 		return err
 	}
-	s.policies.forget(name)
+	s.policies.forgetAll(name)
 	s.log().Info("policy deleted", "policy", name)
 	return nil
 }

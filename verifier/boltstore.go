@@ -514,6 +514,46 @@ func (s BoltStore) GetPolicy(ctx context.Context, name string) (Policy, error) {
 	return p, err
 }
 
+// GetPolicyVersion implements Store.
+func (s BoltStore) GetPolicyVersion(ctx context.Context, name string, version int) (Policy, error) {
+	var p Policy
+	err := s.DB.View(ctx, func(tx store.Tx) error {
+		key := versionKey(name, version)
+		b := tx.Get(versionsCollection, key)
+		if b == nil {
+			return fmt.Errorf("policy %q version %d: %w", name, version, ErrNotFound)
+		}
+		return decode("policy", key, b, &p)
+	})
+	return p, err
+}
+
+// PolicyVersions implements Store. Names hold no "@", so the prefix is
+// this name's versions alone; keys sort as text ("rt@10" before "rt@2"),
+// hence the sort.
+func (s BoltStore) PolicyVersions(ctx context.Context, name string) ([]Policy, error) {
+	var out []Policy
+	err := s.DB.View(ctx, func(tx store.Tx) error {
+		return tx.ForEachPrefix(versionsCollection, name+"@", func(k string, b []byte) error {
+			var p Policy
+			if err := decode("policy", k, b, &p); err != nil {
+				return err
+			}
+			p.Body = nil
+			out = append(out, p)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("policy %q: %w", name, ErrNotFound)
+	}
+	slices.SortFunc(out, func(a, b Policy) int { return cmp.Compare(a.Version, b.Version) })
+	return out, nil
+}
+
 func (s BoltStore) ListPolicies(ctx context.Context) ([]Policy, error) {
 	var out []Policy
 	err := s.DB.View(ctx, func(tx store.Tx) error {

@@ -40,6 +40,21 @@ func (c *AdminClient) GetPolicy(ctx context.Context, name string) (Policy, error
 	return p, err
 }
 
+// GetPolicyVersion returns one version of a policy, with its body.
+func (c *AdminClient) GetPolicyVersion(ctx context.Context, name string, version int) (Policy, error) {
+	var p Policy
+	err := c.do(ctx, http.MethodGet, PathPolicies+"/"+url.PathEscape(name)+"?version="+strconv.Itoa(version), "", nil, &p)
+	return p, err
+}
+
+// PolicyVersions lists every version of a policy, oldest first, without
+// bodies.
+func (c *AdminClient) PolicyVersions(ctx context.Context, name string) ([]Policy, error) {
+	var ps []Policy
+	err := c.do(ctx, http.MethodGet, PathPolicies+"/"+url.PathEscape(name)+"/versions", "", nil, &ps)
+	return ps, err
+}
+
 // DeletePolicy deletes a policy no agent uses.
 func (c *AdminClient) DeletePolicy(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, PathPolicies+"/"+url.PathEscape(name), "", nil, nil)
@@ -53,6 +68,18 @@ func (c *AdminClient) Admit(ctx context.Context, req AdmitRequest) (AgentView, e
 	}
 	var a AgentView
 	err = c.do(ctx, http.MethodPost, PathAgents, "application/json", body, &a)
+	return a, err
+}
+
+// Update changes an admitted agent's policies, identities or interval;
+// fields left nil keep the agent's setting.
+func (c *AdminClient) Update(ctx context.Context, id string, req UpdateRequest) (AgentView, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return AgentView{}, err
+	}
+	var a AgentView
+	err = c.do(ctx, http.MethodPatch, PathAgents+"/"+url.PathEscape(id), "application/json", body, &a)
 	return a, err
 }
 

@@ -47,7 +47,12 @@
 // the runtime policy. The service around it owns nonces, per-agent
 // ordering, persistence, liveness, and the compiled policies: it reads
 // each policy from the store once, compiles it, keeps it by name until a
-// new version is stored, and hands it to the engine.
+// new version is stored (or, for a version an agent is pinned to, by
+// name@version until the policy is deleted), and hands it to the engine.
+//
+// An operator may change what an admitted agent is checked with (Update):
+// the change is stored before it is answered and applies from the next
+// verdict, and never changes the agent's state.
 //
 // While the verifier runs, each agent's record lives in memory and is the
 // truth; the store follows. What must survive a crash the moment it is

@@ -18,6 +18,10 @@ const (
 	HistoryAdmitted HistoryKind = "admitted"
 	// HistoryReadmitted: an operator readmitted the failed agent.
 	HistoryReadmitted HistoryKind = "readmitted"
+	// HistoryUpdated: an operator changed what the agent is checked with
+	// (Operator; the policies and interval that changed, and in Detail a
+	// summary of every change, old → new).
+	HistoryUpdated HistoryKind = "updated"
 	// HistoryDeleted: an operator removed the agent. Its history stays
 	// until it ages out.
 	HistoryDeleted HistoryKind = "deleted"
@@ -72,7 +76,8 @@ type HistoryEntry struct {
 	// name@version.
 	RuntimePolicy string `cbor:"runtime_policy,omitempty" json:"runtime_policy,omitempty"`
 	BootPolicy    string `cbor:"boot_policy,omitempty" json:"boot_policy,omitempty"`
-	// Interval is an admission's attestation interval.
+	// Interval is an admission's attestation interval, or an update's new
+	// one.
 	Interval     time.Duration `cbor:"interval,omitempty" json:"-"`
 	IntervalText string        `cbor:"-" json:"interval,omitempty"`
 	// ResetCount and RestartCount are the TPM's counters after a reboot.

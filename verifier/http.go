@@ -160,6 +160,15 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 		err := s.Remove(r.Context(), r.PathValue("id"))
 		answer.JSON(w, http.StatusOK, map[string]any{"agent_id": r.PathValue("id"), "state": StateDeleted}, err)
 	}))
+	mux.HandleFunc("PATCH "+PathAgents+"/{id}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
+		var req UpdateRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		a, err := s.Update(r.Context(), r.PathValue("id"), req)
+		httpapi.Redirect(w, r, err)
+		answer.JSON(w, http.StatusOK, view(a), err)
+	}))
 	mux.HandleFunc("POST "+PathAgents+"/{id}/readmit", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		a, err := s.Readmit(r.Context(), r.PathValue("id"))
 		httpapi.Redirect(w, r, err)
@@ -189,8 +198,17 @@ func Handler(s *Service, opts HandlerOptions) http.Handler {
 		answer.JSON(w, http.StatusCreated, p, err)
 	}))
 	mux.HandleFunc("GET "+PathPolicies+"/{name}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.Store.GetPolicy(r.Context(), r.PathValue("name"))
+		version, err := versionQuery(r.URL.Query())
+		if err != nil {
+			httpapi.WriteJSON(w, http.StatusBadRequest, wire.Error{Error: err.Error()})
+			return
+		}
+		p, err := s.Policy(r.Context(), r.PathValue("name"), version)
 		answer.JSON(w, http.StatusOK, p, err)
+	}))
+	mux.HandleFunc("GET "+PathPolicies+"/{name}/versions", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
+		ps, err := s.PolicyVersions(r.Context(), r.PathValue("name"))
+		answer.JSON(w, http.StatusOK, ps, err)
 	}))
 	mux.HandleFunc("DELETE "+PathPolicies+"/{name}", httpapi.Admin(func(w http.ResponseWriter, r *http.Request) {
 		err := s.DeletePolicy(r.Context(), r.PathValue("name"))
@@ -321,4 +339,18 @@ func historyQuery(q url.Values) (since time.Time, limit int, err error) {
 		}
 	}
 	return since, limit, nil
+}
+
+// versionQuery reads ?version=V, a policy version; 0 when absent (the
+// latest).
+func versionQuery(q url.Values) (int, error) {
+	v := q.Get("version")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("query parameter version %q: want a version number (1, 2, …)", v)
+	}
+	return n, nil
 }

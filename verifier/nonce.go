@@ -18,7 +18,9 @@ import (
 // replace. Single use comes from order instead of memory: the verifier
 // accepts evidence only over a nonce issued after the nonce of the last
 // evidence it accepted from that agent (Agent.LastNonce), and nonces of one
-// verifier are issued at strictly increasing times.
+// verifier are issued at strictly increasing times. An operator's change
+// of an agent's policies moves LastNonce to the time of the change, so the
+// nonces issued for the old policies are refused after it too.
 //
 // The layout, 32 bytes so that every TPM's qualifyingData takes it:
 //
@@ -134,7 +136,7 @@ func (s *Service) checkNonce(ctx context.Context, a Agent, nonce []byte, now tim
 		return nonceInfo{}, refuseAs(RefusedConflict, refusedNonceExpired, "nonce for agent %q expired at %s: ask for a new challenge", a.ID, expires.UTC().Format(time.RFC3339Nano))
 	}
 	if ns <= a.LastNonce {
-		return nonceInfo{}, refuseAs(RefusedConflict, refusedNonceUsed, "nonce for agent %q is not newer than the last one answered (single use): ask for a new challenge", a.ID)
+		return nonceInfo{}, refuseAs(RefusedConflict, refusedNonceUsed, "nonce for agent %q is not newer than the last one answered (single use), or was issued before an operator changed the agent's policies: ask for a new challenge", a.ID)
 	}
 	return info, nil
 }

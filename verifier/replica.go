@@ -21,7 +21,7 @@ import (
 //     from the store and counting its silence from now;
 //  5. notes which replica owns every other agent, so that a request for
 //     one is redirected there (307), and forgets compiled policies that
-//     another replica stored a new version of.
+//     another replica stored a new version of or deleted.
 //
 // A replica that dies loses its agents after at most LeaseTTL; the others
 // take them at their next round, and the agents, failing over between
@@ -226,15 +226,14 @@ func (s *Service) notHeld(ctx context.Context, id string) error {
 }
 
 // refreshPolicies forgets the compiled policies whose stored version is
-// not the one compiled: another replica stored a new version.
+// not the one compiled: another replica stored a new version, or deleted
+// the policy.
 func (s *Service) refreshPolicies(ctx context.Context) error {
 	ps, err := s.Store.ListPolicies(ctx)
 	if err != nil {
 		return fmt.Errorf("policies: %w", err)
 	}
-	for _, p := range ps {
-		s.policies.forgetUnless(p.Name, p.Version)
-	}
+	s.policies.refresh(ps)
 	return nil
 }
 

@@ -21,7 +21,8 @@ import (
 // verdict path. The other locks, and the order they are taken in when one
 // is held while another is taken (never the reverse):
 //
-//	policyMu     admissions (shared) against policy deletion (exclusive)
+//	policyMu     admissions and updates (shared) against policy deletion
+//	             (exclusive)
 //	warmMu       the one-time load of every agent (Load)
 //	slot.mu      one agent: its record, cached AK, parked failure
 //	persistMu    synchronous writes (shared) against a checkpoint's
@@ -222,7 +223,8 @@ type Service struct {
 
 	refusals refusalLog
 	// policyMu keeps a policy from being deleted between an admission's
-	// check that it exists and the admitted agent's creation.
+	// (or an update's) check that it exists and the agent's record naming
+	// it being stored.
 	policyMu sync.RWMutex
 	// loaded is set once every stored agent has a slot (Load).
 	loaded atomic.Bool
@@ -265,7 +267,8 @@ type slot struct {
 	// not cached after it.
 	akEpoch uint64
 	// selection and its marshalled form depend only on the agent's
-	// policies, which do not change while it is admitted: made once.
+	// policies: made once, and again after an operator changes them
+	// (Update clears them).
 	selection    tpm2.TPMLPCRSelection
 	selectionRaw []byte
 	// gen counts synchronous writes of this agent's record. A checkpoint

@@ -49,6 +49,10 @@ type Agent struct {
 	// of that kind applies.
 	RuntimePolicy string `cbor:"runtime_policy,omitempty" json:"runtime_policy,omitempty"`
 	BootPolicy    string `cbor:"boot_policy,omitempty" json:"boot_policy,omitempty"`
+	// RuntimePolicyVersion and BootPolicyVersion pin the agent to one
+	// stored version of its policy; 0 follows the latest version.
+	RuntimePolicyVersion int `cbor:"runtime_policy_version,omitempty" json:"runtime_policy_version,omitempty"`
+	BootPolicyVersion    int `cbor:"boot_policy_version,omitempty" json:"boot_policy_version,omitempty"`
 	// Identities are the workload identities to revoke when the agent fails.
 	Identities []string      `cbor:"identities,omitempty" json:"identities,omitempty"`
 	Interval   time.Duration `cbor:"interval" json:"interval"`

@@ -24,7 +24,8 @@ const (
 )
 
 // Policy is a named, versioned reference policy. Adding a policy under an
-// existing name makes a new version; agents always use the latest.
+// existing name makes a new version; an agent uses the latest unless it is
+// pinned to one version (Agent.RuntimePolicyVersion, BootPolicyVersion).
 type Policy struct {
 	Name      string     `cbor:"name" json:"name"`
 	Kind      PolicyKind `cbor:"kind" json:"kind"`
@@ -98,6 +99,12 @@ type Store interface {
 	// GetPolicy returns the highest stored version of a policy, or
 	// ErrNotFound.
 	GetPolicy(ctx context.Context, name string) (Policy, error)
+	// GetPolicyVersion returns one stored version of a policy, with its
+	// body, or ErrNotFound.
+	GetPolicyVersion(ctx context.Context, name string, version int) (Policy, error)
+	// PolicyVersions returns every stored version of a policy, oldest
+	// first, without bodies; ErrNotFound if there is none.
+	PolicyVersions(ctx context.Context, name string) ([]Policy, error)
 	// ListPolicies returns the highest version of every policy, without
 	// bodies, in no promised order.
 	ListPolicies(ctx context.Context) ([]Policy, error)

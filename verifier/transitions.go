@@ -75,6 +75,49 @@ func (a Agent) readmitted(at time.Time) (next Agent, events []revocation.Event, 
 	return a, []revocation.Event{revocation.NewEvent(revocation.TypeReadmitted, at, eventData(a, nil))}, true
 }
 
+// updated is an operator's update u of what agent a is checked with. Its
+// state stays: a failed agent stays failed, whatever it is checked with
+// now. A change of policy applies from the next verdict: the passing
+// verdicts counted under the old policies close (their entries are
+// returned); evidence answering a nonce issued up to nonceFloor was asked
+// for under the old policies and is refused as spent; a new or changed boot
+// policy wants the boot log again; a new or changed runtime policy judges
+// the IMA list from its first entry, as nothing verified under the old one
+// was verified under it.
+func (a Agent) updated(u agentUpdate, nonceFloor int64) (Agent, []HistoryEntry) {
+	runtimeName, runtimePin := a.RuntimePolicy, a.RuntimePolicyVersion
+	if u.runtime != nil {
+		runtimeName, runtimePin = u.runtime.name, u.runtime.pin
+	}
+	bootName, bootPin := a.BootPolicy, a.BootPolicyVersion
+	if u.boot != nil {
+		bootName, bootPin = u.boot.name, u.boot.pin
+	}
+	runtimeChanged := runtimeName != a.RuntimePolicy || runtimePin != a.RuntimePolicyVersion
+	bootChanged := bootName != a.BootPolicy || bootPin != a.BootPolicyVersion
+	var closed []HistoryEntry
+	if runtimeChanged || bootChanged {
+		a, closed = a.closePassing()
+		a.LastNonce = max(a.LastNonce, nonceFloor)
+	}
+	if bootChanged {
+		a.BootPolicy, a.BootPolicyVersion, a.BootChecked = bootName, bootPin, false
+	}
+	if runtimeChanged {
+		a.RuntimePolicy, a.RuntimePolicyVersion, a.IMAEntries, a.IMAState = runtimeName, runtimePin, 0, nil
+	}
+	if u.identities != nil {
+		a.Identities = *u.identities
+		if len(a.Identities) == 0 {
+			a.Identities = nil
+		}
+	}
+	if u.interval != nil {
+		a.Interval = *u.interval
+	}
+	return a, closed
+}
+
 // untrusted is a's record without what its past evidence established (the
 // last clock, a checked boot log, the IMA entries verified): after a
 // readmission, or for evidence ending a silence, evidence must stand on its

@@ -73,8 +73,17 @@ func tenantPolicyCommand() *cli.Command {
 				}
 				return tw.Flush()
 			}),
-			tenantCmd("show", "print a policy (its latest version)", "NAME", verifierAdmin, func(c *cli.Context, client *verifier.AdminClient, name string) error {
-				p, err := client.GetPolicy(c.Context, name)
+			tenantCmd("show", "print a policy's body (its latest version, or --version V); with --json, the whole record", "NAME", verifierAdmin, func(c *cli.Context, client *verifier.AdminClient, name string) error {
+				var p verifier.Policy
+				var err error
+				switch v := c.Int("version"); {
+				case c.IsSet("version") && v < 1:
+					return badInputf("--version %d: want a version number (1, 2, …)", v)
+				case c.IsSet("version"):
+					p, err = client.GetPolicyVersion(c.Context, name, v)
+				default:
+					p, err = client.GetPolicy(c.Context, name)
+				}
 				if err != nil {
 					return apiInputError(err)
 				}
@@ -83,6 +92,22 @@ func tenantPolicyCommand() *cli.Command {
 				}
 				_, err = c.App.Writer.Write(p.Body)
 				return err
+			},
+				&cli.IntFlag{Name: "version", Usage: "that version `V` rather than the latest"}),
+			tenantCmd("history", "list every stored version of a policy, oldest first", "NAME", verifierAdmin, func(c *cli.Context, client *verifier.AdminClient, name string) error {
+				ps, err := client.PolicyVersions(c.Context, name)
+				if err != nil {
+					return apiInputError(err)
+				}
+				if c.Bool("json") {
+					return printJSON(c.App.Writer, ps)
+				}
+				tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "VERSION\tSHA256\tCREATED")
+				for _, p := range ps {
+					fmt.Fprintf(tw, "%d\t%s\t%s\n", p.Version, p.SHA256, p.CreatedAt.UTC().Format(time.RFC3339))
+				}
+				return tw.Flush()
 			}),
 			tenantCmd("delete", "delete a policy no agent uses", "NAME", verifierAdmin, func(c *cli.Context, client *verifier.AdminClient, name string) error {
 				if err := client.DeletePolicy(c.Context, name); err != nil {
@@ -104,11 +129,61 @@ func printAgent(c *cli.Context, a verifier.AgentView) error {
 		fmt.Fprintf(c.App.Writer, "reason:           %s\ndetail:           %s\nfailed_at:        %s\n", a.Reason, a.Detail, a.FailedAt.Format(time.RFC3339))
 	}
 	fmt.Fprintf(c.App.Writer, "attestations:     %d\nlast_attested_at: %s\nima_entries:      %d\nruntime_policy:   %s\nboot_policy:      %s\ninterval:         %s\n",
-		a.Attestations, a.LastAttestedAt.Format(time.RFC3339), a.IMAEntries, a.RuntimePolicy, a.BootPolicy, a.Interval)
+		a.Attestations, a.LastAttestedAt.Format(time.RFC3339), a.IMAEntries, pinned(a.RuntimePolicy, a.RuntimePolicyVersion), pinned(a.BootPolicy, a.BootPolicyVersion), a.Interval)
 	for _, id := range a.Identities {
 		fmt.Fprintf(c.App.Writer, "identity:         %s\n", id)
 	}
 	return nil
+}
+
+// pinned names an agent's policy: NAME (its latest version), or
+// NAME@V (pinned) for one pinned to version V.
+func pinned(name string, version int) string {
+	if name == "" || version == 0 {
+		return name
+	}
+	return fmt.Sprintf("%s@%d (pinned)", name, version)
+}
+
+// agentFlags are the flags of agent add and agent update.
+func agentFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "runtime-policy", Usage: "runtime policy `NAME` (its latest version) or NAME@VERSION (pinned to that version)"},
+		&cli.StringFlag{Name: "boot-policy", Usage: "boot policy `NAME` (its latest version) or NAME@VERSION (pinned to that version)"},
+		&cli.StringSliceFlag{Name: "identity", Usage: "workload identity `URI` to revoke on failure (repeatable)"},
+		&cli.DurationFlag{Name: "interval", Usage: "attestation interval (default: the verifier's)"},
+	}
+}
+
+// updateRequest is agent update's flags: only those given change anything.
+func updateRequest(c *cli.Context) (verifier.UpdateRequest, error) {
+	var req verifier.UpdateRequest
+	if c.IsSet("runtime-policy") {
+		v := c.String("runtime-policy")
+		req.RuntimePolicy = &v
+	}
+	if c.IsSet("boot-policy") {
+		v := c.String("boot-policy")
+		req.BootPolicy = &v
+	}
+	if c.IsSet("identity") {
+		// --identity "" alone removes every identity.
+		ids := []string{}
+		for _, id := range c.StringSlice("identity") {
+			if id != "" {
+				ids = append(ids, id)
+			}
+		}
+		req.Identities = &ids
+	}
+	if c.IsSet("interval") {
+		v := c.Duration("interval")
+		req.Interval = &v
+	}
+	if req == (verifier.UpdateRequest{}) {
+		return req, badInputf("agent update: nothing to update: give --runtime-policy, --boot-policy, --identity or --interval")
+	}
+	return req, nil
 }
 
 func tenantAgentCommand() *cli.Command {
@@ -128,11 +203,18 @@ func tenantAgentCommand() *cli.Command {
 					return apiInputError(err)
 				}
 				return printAgent(c, a)
-			},
-				&cli.StringFlag{Name: "runtime-policy", Usage: "runtime policy `NAME`"},
-				&cli.StringFlag{Name: "boot-policy", Usage: "boot policy `NAME`"},
-				&cli.StringSliceFlag{Name: "identity", Usage: "workload identity `URI` to revoke on failure (repeatable)"},
-				&cli.DurationFlag{Name: "interval", Usage: "attestation interval (default: the verifier's)"}),
+			}, agentFlags()...),
+			tenantCmd("update", "change an agent's policies, identities or interval; flags not given keep theirs (--runtime-policy \"\" removes that policy, --identity \"\" every identity)", "ID", verifierAdmin, func(c *cli.Context, client *verifier.AdminClient, id string) error {
+				req, err := updateRequest(c)
+				if err != nil {
+					return err
+				}
+				a, err := client.Update(c.Context, id, req)
+				if err != nil {
+					return apiInputError(err)
+				}
+				return printAgent(c, a)
+			}, agentFlags()...),
 			tenantCmd("status", "show an agent's attestation state", "ID", verifierAdmin, func(c *cli.Context, client *verifier.AdminClient, id string) error {
 				a, err := client.Status(c.Context, id)
 				if err != nil {
@@ -232,6 +314,10 @@ func historyDetail(h verifier.HistoryEntry) string {
 		} else {
 			add("%s", h.Detail)
 		}
+	case verifier.HistoryUpdated:
+		add("%s", h.Detail)
+		// The summary names the policies and interval already.
+		return strings.Join(parts, "; ")
 	case verifier.HistoryReboot:
 		add("reset count %d", h.ResetCount)
 	case verifier.HistoryVerdicts:

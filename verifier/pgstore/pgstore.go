@@ -166,11 +166,11 @@ func (s *Store) ListAgents(ctx context.Context) ([]verifier.Agent, error) {
 
 // listRecords reads every (key, format, record) row the query returns,
 // decoding each record as a T; the whole read is retried as one.
-func listRecords[T any](ctx context.Context, s *Store, what, query string) ([]T, error) {
+func listRecords[T any](ctx context.Context, s *Store, what, query string, args ...any) ([]T, error) {
 	var out []T
 	err := s.retry(ctx, func() error {
 		out = nil
-		rows, err := s.pool.Query(ctx, query)
+		rows, err := s.pool.Query(ctx, query, args...)
 		if err != nil {
 			return err
 		}
@@ -511,6 +511,40 @@ func (s *Store) GetPolicy(ctx context.Context, name string) (verifier.Policy, er
 	}
 	p.Body = body
 	return p, nil
+}
+
+// GetPolicyVersion implements verifier.Store.
+func (s *Store) GetPolicyVersion(ctx context.Context, name string, version int) (verifier.Policy, error) {
+	var p verifier.Policy
+	var format int16
+	var b, body []byte
+	what := fmt.Sprintf("policy %q version %d", name, version)
+	err := s.retry(ctx, func() error {
+		return s.pool.QueryRow(ctx, `SELECT format, record, body FROM verifier_policy_versions
+			WHERE name = $1 AND version = $2`, name, version).Scan(&format, &b, &body)
+	})
+	if err != nil {
+		return p, mapErr(err, what)
+	}
+	if err := decode("policy", fmt.Sprintf("%s@%d", name, version), format, b, &p); err != nil {
+		return p, err
+	}
+	p.Body = body
+	return p, nil
+}
+
+// PolicyVersions implements verifier.Store: the primary key's order, no
+// bodies read.
+func (s *Store) PolicyVersions(ctx context.Context, name string) ([]verifier.Policy, error) {
+	out, err := listRecords[verifier.Policy](ctx, s, "policy", `SELECT name || '@' || version, format, record FROM verifier_policy_versions
+		WHERE name = $1 ORDER BY version`, name)
+	if err == nil && len(out) == 0 {
+		err = pgx.ErrNoRows
+	}
+	if err != nil {
+		return nil, mapErr(err, fmt.Sprintf("policy %q", name))
+	}
+	return out, nil
 }
 
 func (s *Store) ListPolicies(ctx context.Context) ([]verifier.Policy, error) {
