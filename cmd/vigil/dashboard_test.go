@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/vigil-attest/vigil/agent/agenttest"
 	"github.com/vigil-attest/vigil/internal/testenv"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
+	"github.com/vigil-attest/vigil/verifier"
 )
 
 // browser is a headless Chromium driven by chromedp, closed with the test.
@@ -202,11 +204,95 @@ func TestDashboardInABrowser(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, "dashboard-host.png"), host, 0o644)
 	}
 
-	// The fleet page follows the fleet: the host, readmitted with the file
-	// allowed, turns back to attesting without a reload.
+	// A named operator, alice, with an admin certificate of her own,
+	// allows the file in a new policy version and readmits the host: the
+	// fleet page follows, turning the host back to attesting without a
+	// reload.
+	aliceDir := filepath.Join(dir, "alice")
+	os.MkdirAll(aliceDir, 0o700)
+	if _, code := run(t, ctx, "ca", "issue-admin", "alice", "--tls-dir", tlsDir, "--out", aliceDir); code != 0 {
+		t.Fatal("ca issue-admin alice")
+	}
+	// vigil tenant reads admin.crt and admin.key from its --tls-dir.
+	for from, to := range map[string]string{
+		filepath.Join(tlsDir, tlsutil.CACert): tlsutil.CACert,
+		filepath.Join(aliceDir, "alice.crt"):  tlsutil.AdminCert,
+		filepath.Join(aliceDir, "alice.key"):  tlsutil.AdminKey,
+	} {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(aliceDir, to), b, 0o600)
+	}
+	alice := func(args ...string) {
+		t.Helper()
+		if _, code := run(t, ctx, append([]string{"tenant", "--tls-dir", aliceDir, "--registrar", regURL, "--verifier", verURL}, args...)...); code != 0 {
+			t.Fatalf("alice: vigil tenant %s: exit %d", strings.Join(args, " "), code)
+		}
+	}
 	do(chromedp.Navigate("https://"+dashAddr+"/"), chromedp.WaitVisible(`#hosts tr.failed[data-agent="host-1"]`))
-	tenant("policy", "add", "host-runtime", "--runtime", agenttest.AllowFile(t, runPol, bad))
-	tenant("agent", "readmit", "host-1")
+	alice("policy", "add", "host-runtime", "--runtime", agenttest.AllowFile(t, runPol, bad))
+	alice("agent", "readmit", "host-1")
 	do(chromedp.WaitVisible(`#hosts tr.attesting[data-agent="host-1"]`))
 
+	// alice pins the host to that version and slows it down; then the host
+	// reboots (its TPM resets, it boots and measures afresh) and keeps
+	// attesting.
+	alice("agent", "update", "host-1", "--runtime-policy", "host-runtime@2", "--interval", "700ms")
+	if err := h.Swtpm.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	h.Boot(t)
+	var hist verifier.HistoryView
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		hist = verifier.HistoryView{}
+		json.Unmarshal([]byte(tenant("agent", "history", "host-1", "--json")), &hist)
+		if n := len(hist.Entries); n > 0 && slices.ContainsFunc(hist.Entries, func(e verifier.HistoryEntry) bool { return e.Kind == verifier.HistoryReboot }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no reboot in the history:\n%s", tenant("agent", "history", "host-1"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if state() != "attesting" {
+		t.Fatalf("host-1 is %s after the reboot", state())
+	}
+
+	// In order, in the history and on the host page: the tamper, alice's
+	// readmission, her update, the reboot.
+	steps := []struct {
+		kind verifier.HistoryKind
+		what func(verifier.HistoryEntry) bool
+		page string // what the timeline shows for it
+	}{
+		{verifier.HistoryFailure, func(e verifier.HistoryEntry) bool { return e.IMA != nil && e.IMA.Path == bad }, bad},
+		{verifier.HistoryReadmitted, func(e verifier.HistoryEntry) bool { return e.Operator == "alice" }, "readmitted by alice"},
+		{verifier.HistoryUpdated, func(e verifier.HistoryEntry) bool {
+			return e.Operator == "alice" && strings.Contains(e.Detail, "host-runtime@2")
+		}, "updated by alice"},
+		{verifier.HistoryReboot, func(e verifier.HistoryEntry) bool { return e.ResetCount > 0 }, "reboot"},
+	}
+	i := 0
+	for _, e := range hist.Entries {
+		if i < len(steps) && e.Kind == steps[i].kind && steps[i].what(e) {
+			i++
+		}
+	}
+	if i < len(steps) {
+		t.Fatalf("agent history --json lacks %s in order:\n%s", steps[i].kind, tenant("agent", "history", "host-1"))
+	}
+	do(chromedp.Navigate("https://"+dashAddr+"/agents/host-1"), chromedp.WaitVisible(`#timeline li[data-kind="reboot"]`))
+	timeline = text(`#timeline`)
+	// The timeline is newest first.
+	last := len(timeline)
+	for _, st := range steps {
+		at := strings.LastIndex(timeline[:last], st.page)
+		if at < 0 {
+			t.Fatalf("the host page's timeline lacks %q before position %d:\n%s", st.page, last, timeline)
+		}
+		last = at
+	}
 }
