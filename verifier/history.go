@@ -38,6 +38,10 @@ const (
 	// HistoryVerdicts: passing verdicts, counted over a period (Verdicts)
 	// under the policy versions named, rather than one entry each.
 	HistoryVerdicts HistoryKind = "verdicts"
+	// HistoryDelivered: every webhook has a revocation event (Event), with
+	// its final status per webhook (Deliveries): the record of delivery
+	// that outlives the outbox.
+	HistoryDelivered HistoryKind = "delivered"
 )
 
 // History bounds by default: a month of it, at most a thousand entries a
@@ -85,9 +89,11 @@ type HistoryEntry struct {
 	RestartCount uint32 `cbor:"restart_count,omitempty" json:"restart_count,omitempty"`
 	// Event is a revocation event raised.
 	Event *EventRef `cbor:"event,omitempty" json:"event,omitempty"`
-	// Deliveries is Event's delivery to each webhook, from the outbox when
-	// the history is read (absent once the outbox pruned the event).
-	Deliveries map[string]revocation.SinkStatus `cbor:"-" json:"deliveries,omitempty"`
+	// Deliveries is Event's delivery to each webhook: stored in a
+	// delivered entry; for a revocation entry, read from the outbox (or,
+	// once the outbox pruned the event, from its delivered entry) when the
+	// history is read.
+	Deliveries map[string]revocation.SinkStatus `cbor:"deliveries,omitempty" json:"deliveries,omitempty"`
 	// Verdicts counts passing verdicts over a period.
 	Verdicts *VerdictPeriod `cbor:"verdicts,omitempty" json:"verdicts,omitempty"`
 }
@@ -180,11 +186,32 @@ func (s *Service) History(ctx context.Context, id string, since time.Time, limit
 		if err != nil {
 			return nil, err
 		}
+		final := make(map[string]map[string]revocation.SinkStatus)
+		for _, h := range hist {
+			if h.Kind == HistoryDelivered && h.Event != nil {
+				final[h.Event.ID] = h.Deliveries
+			}
+		}
 		for i := range hist {
-			if e := hist[i].Event; e != nil {
-				hist[i].Deliveries = st[e.ID]
+			if e := hist[i].Event; e != nil && hist[i].Kind == HistoryRevocation {
+				if d, ok := st[e.ID]; ok {
+					hist[i].Deliveries = d
+				} else {
+					hist[i].Deliveries = final[e.ID]
+				}
 			}
 		}
 	}
 	return hist, nil
+}
+
+// recordDelivered writes the history entry of an event every webhook
+// has (revocation.Dispatcher.OnDone). A history entry for an agent
+// deleted meanwhile is dropped, as a checkpoint drops it.
+func (s *Service) recordDelivered(ctx context.Context, p revocation.Pending, at time.Time) {
+	e := HistoryEntry{AgentID: p.Event.Data.AgentID, At: at, Kind: HistoryDelivered,
+		Event: &EventRef{ID: p.Event.ID, Type: p.Event.Type}, Deliveries: p.Status}
+	if err := s.Store.Checkpoint(ctx, nil, e); err != nil && ctx.Err() == nil {
+		s.log().Warn("cannot record a delivery in the history", "agent_id", e.AgentID, "event", p.Event.ID, "err", err)
+	}
 }

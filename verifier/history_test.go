@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vigil-attest/vigil/internal/httpapi"
+	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
 // The history names what happened, in order: the admission and who made
@@ -153,4 +154,55 @@ func historyKinds(h []HistoryEntry) []HistoryKind {
 		out[i] = e.Kind
 	}
 	return out
+}
+
+// okSink stands for a webhook receiver that accepts everything (the
+// edge: identity issuers are not Vigil's).
+type okSink struct{}
+
+func (okSink) Name() string                                    { return "https://issuer.test/hook" }
+func (okSink) Deliver(context.Context, revocation.Event) error { return nil }
+
+// Once every webhook has a revocation, the history records it with each
+// webhook's final status, so the delivery stays known after the outbox
+// prunes the event.
+func TestHistoryRecordsDelivery(t *testing.T) {
+	ctx := context.Background()
+	f := newFleet(t, 1, 10)
+	v := newTestVerifier(t, f.st, f.aks, time.Hour, func(c *Config) { c.Sinks = []revocation.Sink{okSink{}} })
+	svc := v.Service()
+	f.admitAll(t, svc)
+	h := f.hosts[0]
+	mustAttest(t, svc, h, true)
+	h.appendBad(t)
+	if _, err := h.attest(t, svc, false); err != nil {
+		t.Fatal(err)
+	}
+	v.DispatchOnce(ctx)
+	// The outbox forgets delivered events after its retention.
+	if n, err := f.st.PruneDelivered(ctx, time.Now().Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("pruned %d delivered events, %v", n, err)
+	}
+	got, err := svc.History(ctx, h.id, time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revoked, delivered *HistoryEntry
+	for i := range got {
+		switch got[i].Kind {
+		case HistoryRevocation:
+			revoked = &got[i]
+		case HistoryDelivered:
+			delivered = &got[i]
+		}
+	}
+	if delivered == nil || revoked == nil {
+		t.Fatalf("history %v: want a revocation and its delivery", historyKinds(got))
+	}
+	if d := delivered.Deliveries["https://issuer.test/hook"]; !d.Delivered || d.Attempts != 1 || delivered.Event.ID != revoked.Event.ID {
+		t.Errorf("delivered entry %+v", delivered)
+	}
+	if d := revoked.Deliveries["https://issuer.test/hook"]; !d.Delivered {
+		t.Errorf("the revocation entry lost its delivery with the outbox: %+v", revoked.Deliveries)
+	}
 }

@@ -219,6 +219,7 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	}
 	v.disp = &revocation.Dispatcher{Outbox: st, Sinks: cfg.Sinks, Log: cfg.Log, Now: cfg.Now, Owner: replica,
 		MinBackoff: cfg.WebhookMinBackoff, MaxBackoff: cfg.WebhookMaxBackoff, Retention: cfg.OutboxRetention}
+	v.disp.OnDone = v.svc.recordDelivered
 	v.disp.Init()
 	v.svc.OnEvents = v.disp.Wake
 

@@ -324,7 +324,7 @@ func historyDetail(h verifier.HistoryEntry) string {
 		if v := h.Verdicts; v != nil {
 			add("%d passed from %s", v.Count, v.From.UTC().Format(time.RFC3339))
 		}
-	case verifier.HistoryRevocation:
+	case verifier.HistoryRevocation, verifier.HistoryDelivered:
 		if e := h.Event; e != nil {
 			add("%s %s", e.Type, e.ID)
 		}

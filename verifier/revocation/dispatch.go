@@ -122,6 +122,10 @@ type Dispatcher struct {
 	Now func() time.Time
 	// OnDelivered, if set, is told of each successful delivery.
 	OnDelivered func(e Event, sink string)
+	// OnDone, if set, sees each event once every sink has it, with its
+	// final status per sink: the verifier records it in the agent's
+	// history, which outlives the outbox's retention.
+	OnDone func(ctx context.Context, p Pending, at time.Time)
 
 	initOnce  sync.Once
 	wake      chan struct{}
@@ -301,9 +305,13 @@ func (d *Dispatcher) Once(ctx context.Context) time.Time {
 		// sink was dropped from the configuration): it leaves the pending
 		// events now, and is not sent again.
 		if !lost && d.deliveredToAll(p.Status) {
-			err := d.Outbox.MarkDelivered(ctx, d.Owner, p.Event.ID, d.Now().UTC())
+			at := d.Now().UTC()
+			err := d.Outbox.MarkDelivered(ctx, d.Owner, p.Event.ID, at)
 			if err != nil && ctx.Err() == nil && !errors.Is(err, ErrClaimLost) {
 				log.Error("mark event delivered", "event", p.Event.ID, "err", err)
+			}
+			if err == nil && d.OnDone != nil {
+				d.OnDone(ctx, p, at)
 			}
 		}
 	}

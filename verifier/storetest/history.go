@@ -69,6 +69,7 @@ func historyInOrder(t *testing.T, s verifier.Store) {
 	ev := event("web-1", 1)
 	revoked := hist("web-1", verifier.HistoryRevocation, at.Add(time.Hour+time.Second))
 	revoked.Event = &verifier.EventRef{ID: ev.ID, Type: ev.Type}
+	revoked.Deliveries = map[string]revocation.SinkStatus{"https://hook": {Delivered: true, DeliveredAt: at, Attempts: 2, LastError: "was down"}}
 	if err := s.SaveAgent(ctx(t), a, []revocation.Event{ev}, failure, state, revoked); err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +101,9 @@ func historyInOrder(t *testing.T, s verifier.Store) {
 	}
 	if g := h[4].Event; g == nil || g.ID != ev.ID || g.Type != ev.Type {
 		t.Errorf("revocation entry %+v", h[4])
+	}
+	if g := h[4].Deliveries["https://hook"]; !g.Delivered || !g.DeliveredAt.Equal(at) || g.Attempts != 2 || g.LastError != "was down" {
+		t.Errorf("deliveries %+v", h[4].Deliveries)
 	}
 	sameKinds(t, mustHistory(t, s, "other", time.Time{}, 0), verifier.HistoryReboot)
 	sameKinds(t, mustHistory(t, s, "nobody", time.Time{}, 0))
