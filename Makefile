@@ -44,10 +44,9 @@ package:
 	cd packaging && $(GO) run . -root .. -out ../dist -version '$(PKG_VERSION)' -arch '$(PKG_ARCH)'
 
 # The dashboard's fleet and host pages, as headless Chromium shows them after
-# a tamper, in dist/screenshots/.
+# a tamper: the screenshots in docs/img/ that docs/dashboard.md shows.
 screenshots: test-deps
-	mkdir -p dist/screenshots
-	VIGIL_SCREENSHOTS=$(CURDIR)/dist/screenshots VIGIL_REQUIRE_BROWSER=1 $(GO) test -count=1 -run TestDashboardInABrowser ./cmd/vigil
+	VIGIL_SCREENSHOTS=$(CURDIR)/docs/img VIGIL_REQUIRE_BROWSER=1 $(GO) test -count=1 -run TestDashboardInABrowser ./cmd/vigil
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
