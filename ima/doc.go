@@ -47,6 +47,16 @@
 // versioned binary form (MarshalBinary, UnmarshalBinary) that a verifier
 // stores after every verdict.
 //
+// Policies are written the way Keylime's `keylime-policy create runtime`
+// writes them: PolicyFromLogWith (a known-good host's list) and
+// PolicyFromRootfsWith (a root filesystem tree) make one, RuntimePolicy.Merge
+// unions it into a base policy, ParseExcludeList reads an exclude list,
+// ReadVerificationKey an IMA signature key, Normalize sorts the result.
+// DiffPolicies says what changed between two policies. A boot_aggregate the
+// policy does not list is checked against the quoted PCRs 0-9
+// (VerifyOptions.BootPCRs), so a policy made from a root filesystem, which
+// cannot know it, needs no boot_aggregate digest.
+//
 // SM3 (sm3-256) digests are recognised and parsed and match policy digests,
 // but Vigil does not compute SM3: a template digest logged in SM3 is reported
 // as unchecked, and an SM3 PCR bank cannot be replayed (ErrUnsupportedHash).

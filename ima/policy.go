@@ -206,20 +206,10 @@ func CompilePolicy(rp RuntimePolicy) (*Policy, error) {
 	if p.imaBuf, err = compileDigests("ima-buf", rp.IMABuf); err != nil {
 		return nil, err
 	}
-	if len(rp.Excludes) > 0 {
-		// Keylime joins the excludes into one alternation and matches it
-		// at the start of the path (Python's re.match).
-		parts := make([]string, len(rp.Excludes))
-		for i, ex := range rp.Excludes {
-			if _, err := regexp.Compile(ex); err != nil {
-				return nil, &PolicyError{Key: fmt.Sprintf("excludes[%d]", i), Msg: fmt.Sprintf("%q is not a regular expression Vigil (RE2 syntax) accepts: %v", ex, err)}
-			}
-			parts[i] = "(?:" + ex + ")"
-		}
-		p.excludes, err = regexp.Compile("^(?:" + strings.Join(parts, "|") + ")")
-		if err != nil {
-			return nil, &PolicyError{Key: "excludes", Msg: err.Error()}
-		}
+	// Keylime joins the excludes into one alternation and matches it at the
+	// start of the path (Python's re.match).
+	if p.excludes, err = compileExcludes(rp.Excludes); err != nil {
+		return nil, err
 	}
 	for _, k := range rp.IMA.IgnoredKeyrings {
 		if k == "*" {

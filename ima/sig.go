@@ -196,3 +196,38 @@ func verifySignature(keys []VerificationKey, sig []byte, alg Algorithm, digest [
 	}
 	return fmt.Errorf("signature by key %08x does not verify", keyID)
 }
+
+// ReadVerificationKey reads an IMA signature verification key from a file's
+// contents, as Keylime's --add-ima-signature-verification-key does: an
+// X.509 certificate (PEM or DER; its key id is the subject key identifier's
+// last four bytes, as the kernel's) or a public key (PEM "PUBLIC KEY" or
+// "RSA PUBLIC KEY", or DER SubjectPublicKeyInfo; its key id computed as the
+// kernel does). Unlike Keylime it refuses a private key: only the public
+// half belongs in a policy, and the file given should be that half. RSA and
+// ECDSA keys only, as IMA signs with.
+func ReadVerificationKey(data []byte) (VerificationKey, error) {
+	if blk, _ := pem.Decode(data); blk != nil {
+		switch {
+		case bytes.Contains([]byte(blk.Type), []byte("PRIVATE KEY")):
+			return VerificationKey{}, fmt.Errorf("a private key (PEM %q): give its public key or certificate", blk.Type)
+		case blk.Type == "RSA PUBLIC KEY":
+			pub, err := x509.ParsePKCS1PublicKey(blk.Bytes)
+			if err != nil {
+				return VerificationKey{}, fmt.Errorf("PEM %q: %v", blk.Type, err)
+			}
+			return newKey(pub, nil, "policy")
+		case blk.Type != "CERTIFICATE" && blk.Type != "PUBLIC KEY":
+			return VerificationKey{}, fmt.Errorf("PEM %q: neither a CERTIFICATE nor a PUBLIC KEY", blk.Type)
+		}
+	} else if _, err := x509.ParsePKCS8PrivateKey(data); err == nil {
+		return VerificationKey{}, errors.New("a private key (DER PKCS #8): give its public key or certificate")
+	}
+	k, isKey, err := KeyFromBytes(data, "policy")
+	if !isKey {
+		return VerificationKey{}, errors.New("neither an X.509 certificate nor a public key (PEM or DER)")
+	}
+	if err != nil {
+		return VerificationKey{}, err
+	}
+	return k, nil
+}

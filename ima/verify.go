@@ -90,6 +90,12 @@ type VerifyOptions struct {
 	// entry must match the aggregate computed from them (or be listed in
 	// the policy under "boot_aggregate").
 	BootPCRs map[Algorithm]map[int][]byte
+	// DeferBootAggregate is for a check without a quote (vigil policy
+	// check): with no BootPCRs, a boot_aggregate entry that the policy does
+	// not accept is not a failure but is reported in
+	// Result.BootAggregateUnchecked, since whether it passes depends on
+	// PCRs 0-9 the caller does not have.
+	DeferBootAggregate bool
 	// Keys are verification keys besides the policy's.
 	Keys []VerificationKey
 	// MaxFailures caps the failures listed (all are counted); 0 means 100.
@@ -119,6 +125,9 @@ type Result struct {
 	// counts them all.
 	Failures     []Failure `json:"failures"`
 	FailureCount int       `json:"failure_count"`
+	// BootAggregateUnchecked is set under VerifyOptions.DeferBootAggregate
+	// when a boot_aggregate entry was left to the quoted PCRs 0-9.
+	BootAggregateUnchecked bool `json:"boot_aggregate_unchecked,omitempty"`
 }
 
 // OK reports whether verification passed.
@@ -359,14 +368,19 @@ func (v *verifier) policy(e *Entry) {
 		v.policyBuf(e, path, d, buf)
 		return
 	}
-	if v.bootAgg != nil && string(path) == "boot_aggregate" {
+	bootAgg := string(path) == "boot_aggregate"
+	if v.bootAgg != nil && bootAgg {
 		if agg, ok := v.bootAgg[d.Alg]; ok && bytes.Equal(agg, d.Digest) {
 			return
 		}
 		if _, ok := match(v.pol.digests, path, d.Alg, d.Digest); ok {
 			return
 		}
-		v.fail(e, RuleBootAggregate, "boot_aggregate matches neither the quoted PCRs 0-9 nor the policy")
+		detail := "boot_aggregate matches neither the quoted PCRs 0-9 nor the policy"
+		if _, ok := v.bootAgg[d.Alg]; !ok {
+			detail = fmt.Sprintf("boot_aggregate is %s, PCRs 0-9 were quoted in other banks, and the policy does not list it", d.Alg)
+		}
+		v.fail(e, RuleBootAggregate, detail)
 		return
 	}
 	listed, ok := match(v.pol.digests, path, d.Alg, d.Digest)
@@ -384,11 +398,18 @@ func (v *verifier) policy(e *Entry) {
 	if v.pol.Excluded(path) {
 		return
 	}
+	if bootAgg && v.opts.DeferBootAggregate {
+		v.res.BootAggregateUnchecked = true
+		return
+	}
 	detail := "path is not in the policy's digests"
 	rule := RuleNotInPolicy
 	if listed {
 		rule = RuleDigestMismatch
 		detail = "digest is not among the policy's digests for this path"
+	}
+	if bootAgg {
+		detail += " (PCRs 0-9 were not quoted, so boot_aggregate could not be checked against them)"
 	}
 	if sigErr != nil {
 		detail += "; signature: " + sigErr.Error()

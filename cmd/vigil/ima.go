@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -310,55 +311,285 @@ func imaVerify(c *cli.Context) error {
 	return nil
 }
 
-// policyCreateRuntimeCommand writes a Keylime runtime policy from a
-// known-good host's measurement list or from a root filesystem tree.
+// repeated is the value of a flag that may be given several times. Unlike
+// cli.StringSliceFlag it does not split a value at commas: file names and
+// keyring names may hold them.
+type repeated []string
+
+func (r *repeated) Set(s string) error { *r = append(*r, s); return nil }
+func (r *repeated) String() string {
+	if r == nil {
+		return ""
+	}
+	return strings.Join(*r, ", ")
+}
+
+// repeatedFlag declares a repeatable flag whose values repeatedValues reads.
+func repeatedFlag(name, usage string) cli.Flag {
+	return &cli.GenericFlag{Name: name, Usage: usage, Value: &repeated{}}
+}
+
+func repeatedValues(c *cli.Context, name string) []string {
+	if r, ok := c.Generic(name).(*repeated); ok && r != nil {
+		return *r
+	}
+	return nil
+}
+
+// policyCreateRuntimeCommand writes a Keylime runtime policy from
+// known-good hosts' measurement lists, root filesystem trees, or both,
+// merged into a base policy; its flags follow `keylime-policy create
+// runtime`'s.
 func policyCreateRuntimeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "runtime",
-		Usage: "create a Keylime-format runtime (IMA) policy from --ima-log FILE or --rootfs DIR",
+		Usage: "create a Keylime-format runtime (IMA) policy from --ima-log FILE and/or --rootfs DIR, merged into --base-policy FILE",
+		Description: "Sources (each repeatable, all merged): --ima-log, a known-good host's measurement list (every path\n" +
+			"with its digests, boot_aggregate included; keys measured into keyrings; other ima-buf buffers);\n" +
+			"--rootfs, a root filesystem tree (every executable or ELF file); --base-policy, a runtime policy to\n" +
+			"merge into. With --rootfs alone the policy lists no boot_aggregate: entry 0 is then checked against\n" +
+			"the quoted PCRs 0-9 (docs/runtime-policy.md).",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "ima-log", Usage: "IMA measurement list `FILE` of a known-good host (ASCII or binary)"},
-			&cli.StringFlag{Name: "rootfs", Usage: "root filesystem `DIR`: hash every executable and ELF file under it"},
-			&cli.StringFlag{Name: "algo", Value: "sha256", Usage: "digest algorithm for --rootfs"},
+			repeatedFlag("ima-log", "IMA measurement list `FILE` of a known-good host (ASCII or binary); repeatable (Keylime: --ima-measurement-list)"),
+			repeatedFlag("rootfs", "root filesystem `DIR`: hash every executable and ELF file under it, listed as / + its path in DIR; repeatable"),
+			&cli.StringFlag{Name: "algo", Usage: "digest algorithm `ALG` for --rootfs: sha1, sha256, sha384 or sha512 (default: that of --base-policy's digests, else of --ima-log's file digests, else sha256)"},
+			repeatedFlag("skip-path", "`PATH` under --rootfs, as the booted host sees it (/opt/cache), not to hash; repeatable; "+strings.Join(ima.DefaultRootfsSkip, " ")+" are always skipped (Keylime: --skip-path)"),
+			&cli.StringFlag{Name: "base-policy", Usage: "runtime policy `FILE` (Keylime's JSON, or a DSSE envelope verified with --policy-key) to merge into: digests unioned per path, excludes, keyrings, ima-buf, ignored keyrings and verification keys kept"},
+			policyKeyFlag(),
+			repeatedFlag("exclude", "exclude list `FILE`: one regular expression per line, '#' comments (Keylime's --excludelist); repeatable"),
+			repeatedFlag("keyring", "take keys the --ima-log measured into keyring `NAME` into \"keyrings\" (repeatable); without it, every keyring's keys are taken (Keylime: --keyrings)"),
+			repeatedFlag("ignored-keyring", "keyring `NAME` whose key measurements are not judged (ima.ignored_keyrings; \"*\" for all); repeatable (Keylime: --ignored-keyrings)"),
+			repeatedFlag("ima-key", "IMA signature verification key `FILE`: an X.509 certificate or public key, PEM or DER, into \"verification-keys\"; repeatable (Keylime: --add-ima-signature-verification-key)"),
 			&cli.StringFlag{Name: "template-hash-alg", Usage: "as for vigil ima show"},
 			&cli.StringFlag{Name: "out", Usage: "write the policy to `FILE` instead of standard output"},
 		},
-		Action: func(c *cli.Context) error {
-			logFile, rootfs := c.String("ima-log"), c.String("rootfs")
-			if (logFile == "") == (rootfs == "") {
-				return badInputf("give exactly one of --ima-log FILE and --rootfs DIR")
+		Action: policyCreateRuntime,
+	}
+}
+
+// algoSource is a digest algorithm and where it came from; guessed when
+// it was read from digest lengths (a policy's 64 hex digits are SHA-256 or
+// SM3).
+type algoSource struct {
+	alg     ima.Algorithm
+	from    string
+	guessed bool
+}
+
+// sameDigestAlg reports whether two sources' algorithms can be the same.
+func sameDigestAlg(a, b algoSource) bool {
+	if a.alg == b.alg {
+		return true
+	}
+	sha256OrSM3 := (a.alg == ima.SHA256 && b.alg == ima.SM3) || (a.alg == ima.SM3 && b.alg == ima.SHA256)
+	return sha256OrSM3 && (a.guessed || b.guessed)
+}
+
+func policyCreateRuntime(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return badInputf("unexpected argument %q: the sources are flags (--ima-log FILE, --rootfs DIR, --base-policy FILE)", c.Args().First())
+	}
+	logs, roots, base := repeatedValues(c, "ima-log"), repeatedValues(c, "rootfs"), c.String("base-policy")
+	if len(logs) == 0 && len(roots) == 0 && base == "" {
+		return badInputf("give --ima-log FILE and/or --rootfs DIR (each repeatable), or --base-policy FILE to add to")
+	}
+	keyrings := repeatedValues(c, "keyring")
+	if len(keyrings) > 0 && len(logs) == 0 {
+		return badInputf("--keyring takes keys from an IMA log: give --ima-log FILE")
+	}
+	for _, k := range keyrings {
+		if k == "" {
+			return badInputf("--keyring: empty keyring name")
+		}
+	}
+	if len(repeatedValues(c, "skip-path")) > 0 && len(roots) == 0 {
+		return badInputf("--skip-path applies to --rootfs: give --rootfs DIR")
+	}
+	if c.String("algo") != "" && len(roots) == 0 {
+		return badInputf("--algo is the digest algorithm of --rootfs: give --rootfs DIR, or drop --algo (a log's digests are as logged)")
+	}
+	popts, err := parseOptions(c)
+	if err != nil {
+		return err
+	}
+
+	rp := ima.NewRuntimePolicy()
+	var algs []algoSource
+	if c.String("algo") != "" {
+		a, ok := ima.ParseAlgorithm(c.String("algo"))
+		if !ok || !a.Computable() {
+			return badInputf("--algo: %q is not sha1, sha256, sha384 or sha512", c.String("algo"))
+		}
+		algs = append(algs, algoSource{alg: a, from: "--algo"})
+	}
+
+	// The base policy first: what it holds is kept, the rest is added.
+	if base != "" {
+		data, err := os.ReadFile(base)
+		if err != nil {
+			return badInputf("--base-policy: %v", err)
+		}
+		bp, err := readRuntimePolicy(c, "--base-policy", base, data)
+		if err != nil {
+			return err
+		}
+		if err := rp.Merge(bp.Source); err != nil {
+			return badInputf("--base-policy %s: %v", base, err)
+		}
+		rp.Release = bp.Source.Release
+		if bp.Source.IMA.LogHashAlg != "" {
+			rp.IMA.LogHashAlg = bp.Source.IMA.LogHashAlg
+		}
+		if a := bp.Source.DigestAlg(); a != ima.AlgUnknown {
+			algs = append(algs, algoSource{a, "--base-policy " + base + "'s digests", true})
+		}
+	}
+
+	// Excludes: the base's, then each list's, validated line by line.
+	for _, f := range repeatedValues(c, "exclude") {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return badInputf("--exclude: %v", err)
+		}
+		ex, err := ima.ParseExcludeList(data, f)
+		if err != nil {
+			return badInputf("--exclude %v", err)
+		}
+		rp.Excludes = append(rp.Excludes, ex...)
+	}
+	ignored := repeatedValues(c, "ignored-keyring")
+	for _, k := range ignored {
+		if k == "" {
+			return badInputf("--ignored-keyring: empty keyring name")
+		}
+		if slices.Contains(keyrings, k) || (k == "*" && len(keyrings) > 0) {
+			return badInputf("--ignored-keyring %s and --keyring %s: a keyring is either judged or ignored", k, strings.Join(keyrings, ", "))
+		}
+	}
+	rp.IMA.IgnoredKeyrings = append(rp.IMA.IgnoredKeyrings, ignored...)
+
+	// Measurement lists.
+	measured := map[string]int{}
+	skipped := map[string]bool{}
+	for i, f := range logs {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return badInputf("--ima-log: %v", err)
+		}
+		var want []string
+		if len(keyrings) > 0 {
+			want = keyrings
+		}
+		lp, info, err := ima.PolicyFromLogWith(data, ima.LogPolicyOptions{Parse: popts, Keyrings: want, IgnoredKeyrings: rp.IMA.IgnoredKeyrings})
+		if err != nil {
+			return badInputf("--ima-log %s: %v", f, err)
+		}
+		if info.Entries == 0 {
+			return badInputf("--ima-log %s: no measurement in it", f)
+		}
+		if err := rp.Merge(lp); err != nil {
+			return badInputf("--ima-log %s: %v", f, err)
+		}
+		if i == 0 {
+			rp.IMA.LogHashAlg = lp.IMA.LogHashAlg
+		}
+		for k, n := range info.KeyringKeys {
+			measured[k] += n
+		}
+		for _, k := range info.SkippedKeyrings {
+			skipped[k] = true
+		}
+		if a := info.MainFileDigestAlg(); a != ima.AlgUnknown {
+			algs = append(algs, algoSource{alg: a, from: "--ima-log " + f + "'s file digests"})
+		}
+	}
+	for _, k := range keyrings {
+		if measured[k] == 0 {
+			return badInputf("--keyring %s: no key was measured into that keyring in the --ima-log list(s)", k)
+		}
+	}
+	if len(skipped) > 0 {
+		names := make([]string, 0, len(skipped))
+		for k := range skipped {
+			names = append(names, k)
+		}
+		slices.Sort(names)
+		fmt.Fprintf(c.App.ErrWriter, "vigil: note: keys measured into %s are left out (not named by --keyring): the policy fails them unless --ignored-keyring names the keyring\n", strings.Join(names, ", "))
+	}
+
+	// One digest algorithm for everything merged, as Keylime insists: a
+	// root filesystem hashed in another algorithm than the hosts' IMA
+	// logs would never match.
+	for i := range algs {
+		for j := i + 1; j < len(algs); j++ {
+			if !sameDigestAlg(algs[i], algs[j]) {
+				return badInputf("digest algorithms disagree: %s are %s, %s are %s (a policy mixing them would not match what IMA logs)", algs[i].from, algs[i].alg, algs[j].from, algs[j].alg)
 			}
-			var rp ima.RuntimePolicy
-			if logFile != "" {
-				data, err := os.ReadFile(logFile)
-				if err != nil {
-					return badInput(err)
+		}
+	}
+
+	// Root filesystems, hashed in that algorithm; files the excludes pass
+	// anyway are not hashed.
+	if len(roots) > 0 {
+		alg := ima.SHA256
+		if len(algs) > 0 {
+			alg = algs[0].alg
+			// A base policy's 64 hex digits may be SM3: a log says which.
+			for _, s := range algs {
+				if algs[0].guessed && s.alg == ima.SM3 {
+					alg = ima.SM3
 				}
-				popts, err := parseOptions(c)
-				if err != nil {
-					return err
-				}
-				if rp, err = ima.PolicyFromLog(data, popts); err != nil {
-					return badInputf("%s: %v", logFile, err)
-				}
-			} else {
-				a, ok := ima.ParseAlgorithm(c.String("algo"))
-				if !ok || !a.Computable() {
-					return badInputf("--algo: %q is not sha1, sha256, sha384 or sha512", c.String("algo"))
-				}
-				st, err := os.Stat(rootfs)
-				if err != nil || !st.IsDir() {
-					return badInputf("--rootfs %s: not a directory", rootfs)
-				}
-				if rp, err = ima.PolicyFromRootfs(c.Context, rootfs, a); err != nil {
+			}
+		}
+		if !alg.Computable() {
+			return badInputf("--rootfs: the digests to match are %s, which Vigil cannot compute", alg)
+		}
+		skip := append(slices.Clone(ima.DefaultRootfsSkip), repeatedValues(c, "skip-path")...)
+		for _, dir := range roots {
+			st, err := os.Stat(dir)
+			if err != nil || !st.IsDir() {
+				return badInputf("--rootfs %s: not a directory", dir)
+			}
+			fp, err := ima.PolicyFromRootfsWith(c.Context, dir, ima.RootfsOptions{Alg: alg, Skip: skip, Excludes: rp.Excludes})
+			if err != nil {
+				if c.Context.Err() != nil {
 					return failed(err)
 				}
+				return badInputf("--rootfs %s: %v", dir, err)
 			}
-			out, err := rp.JSON()
-			if err != nil {
+			if err := rp.Merge(fp); err != nil {
 				return err
 			}
-			return writeDocument(c, out)
-		},
+		}
 	}
+
+	// IMA signature verification keys.
+	for _, f := range repeatedValues(c, "ima-key") {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return badInputf("--ima-key: %v", err)
+		}
+		k, err := ima.ReadVerificationKey(data)
+		if err != nil {
+			return badInputf("--ima-key %s: %v", f, err)
+		}
+		if err := rp.AddVerificationKeys(k); err != nil {
+			return badInputf("--ima-key %s: %v", f, err)
+		}
+	}
+
+	rp.Normalize()
+	pol, err := ima.CompilePolicy(rp)
+	if err != nil {
+		// Every input was checked; what is left is their combination.
+		return badInputf("the merged policy is not valid: %v", err)
+	}
+	if _, listed := rp.Digests["boot_aggregate"]; !listed && !pol.Excluded([]byte("boot_aggregate")) {
+		fmt.Fprintln(c.App.ErrWriter, "vigil: note: the policy lists no boot_aggregate: entry 0 passes only where the verifier checks it against the quoted PCRs 0-9 (see docs/runtime-policy.md)")
+	}
+	out, err := rp.JSON()
+	if err != nil {
+		return err
+	}
+	return writeDocument(c, out)
 }
