@@ -57,9 +57,11 @@ bench:
 FUZZRUNS ?= 200000x
 FUZZ_TARGETS = \
 	./ima:FuzzParseASCII ./ima:FuzzParseBinary ./ima:FuzzParsePolicy \
+	./ima:FuzzParseExcludeList ./ima:FuzzReadVerificationKey \
 	./registrar:FuzzRegisterRequest ./registrar:FuzzDecodeRecord ./registrar/registrarapi:FuzzDecodeAKList ./verifier:FuzzEvidence \
 	./verifier/evidence:FuzzQuote ./verifier/evidence:FuzzParseAK ./verifier/evidence:FuzzDecodeMatchesGoTPM \
-	./verifier/bootlog:FuzzLog ./verifier/bootpolicy:FuzzParse \
+	./verifier/bootlog:FuzzLog ./verifier/bootpolicy:FuzzParse ./verifier/bootpolicy:FuzzKeylimeRefState \
+	./verifier/pcrpolicy:FuzzParse \
 	./tpmsim/soft:FuzzParseState ./tpmsim/soft:FuzzActivateCredential ./tpmsim/soft:FuzzParseECCPoint \
 	./tpmsim/simhost:FuzzDetectFormat ./tpmsim/simhost:FuzzIMAEntry ./tpmsim/simhost:FuzzBootLog \
 	./internal/wire:FuzzEvidenceFastPath ./ima:FuzzStateBinary \

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/vigil-attest/vigil/internal/tpmfacts"
 	"github.com/vigil-attest/vigil/internal/wire"
 )
 
@@ -324,9 +325,20 @@ func (a *Attester) Collect(ctx context.Context, ch wire.Challenge) (wire.Evidenc
 // quoteConsistent reads the selected PCRs and quotes them, retrying when a
 // PCR was extended in between (the quote's digest then does not match the
 // values read), so the verifier gets values that hash to the quote.
+//
+// The selection may name banks the TPM has not allocated (a PCR policy
+// naming sha384, on a TPM with sha1 and sha256): those are left out of the
+// quote, which then shows the verifier what the TPM lacks, and the
+// verifier fails the host naming the bank, rather than the agent retrying
+// forever and the host failing for silence.
 func quoteConsistent(ctx context.Context, tpm TPM, ak AKBlob, nonce []byte, sel tpm2.TPMLPCRSelection) (tpm2.TPM2BAttest, tpm2.TPMTSignature, map[tpm2.TPMAlgID]map[int][]byte, error) {
 	for attempt := 0; ; attempt++ {
 		pcrs, err := tpm.PCRRead(ctx, sel)
+		if errors.Is(err, ErrBankNotAllocated) {
+			if sel, err = allocatedOnly(ctx, tpm, sel); err == nil {
+				pcrs, err = tpm.PCRRead(ctx, sel)
+			}
+		}
 		if err != nil {
 			return tpm2.TPM2BAttest{}, tpm2.TPMTSignature{}, nil, err
 		}
@@ -359,6 +371,25 @@ func quoteConsistent(ctx context.Context, tpm TPM, ak AKBlob, nonce []byte, sel 
 			return tpm2.TPM2BAttest{}, tpm2.TPMTSignature{}, nil, errors.New("PCRs kept changing between reading and quoting them")
 		}
 	}
+}
+
+// allocatedOnly is sel without the banks the TPM has not allocated, found
+// by reading each bank's selection alone.
+func allocatedOnly(ctx context.Context, tpm TPM, sel tpm2.TPMLPCRSelection) (tpm2.TPMLPCRSelection, error) {
+	var out tpm2.TPMLPCRSelection
+	for _, s := range sel.PCRSelections {
+		_, err := tpm.PCRRead(ctx, tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{s}})
+		switch {
+		case errors.Is(err, ErrBankNotAllocated):
+			slog.Warn("the verifier asks for PCRs of a bank this TPM has not allocated; quoting the others, and the verifier will say so",
+				"bank", tpmfacts.BankName(s.Hash))
+		case err != nil:
+			return out, err
+		default:
+			out.PCRSelections = append(out.PCRSelections, s)
+		}
+	}
+	return out, nil
 }
 
 func (a *Attester) attestOnce(ctx context.Context, ch wire.Challenge) (wire.Verdict, error) {

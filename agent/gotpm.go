@@ -373,7 +373,7 @@ func (g *goTPM) PCRRead(ctx context.Context, sel tpm2.TPMLPCRSelection) (map[tpm
 					return nil, fmt.Errorf("read PCR %d (%v): %w", pcr, s.Hash, err)
 				}
 				if len(rsp.PCRValues.Digests) != 1 {
-					return nil, fmt.Errorf("read PCR %d (%v): bank not allocated", pcr, s.Hash)
+					return nil, fmt.Errorf("read PCR %d (%s): %w", pcr, tpmfacts.BankName(s.Hash), ErrBankNotAllocated)
 				}
 				bank[pcr] = rsp.PCRValues.Digests[0].Buffer
 			}

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
@@ -39,7 +41,12 @@ func (s softTPM) Quote(ctx context.Context, ak AKBlob, nonce []byte, sel tpm2.TP
 }
 
 func (s softTPM) PCRRead(ctx context.Context, sel tpm2.TPMLPCRSelection) (map[tpm2.TPMAlgID]map[int][]byte, error) {
-	return s.c.PCRRead(ctx, sel)
+	pcrs, err := s.c.PCRRead(ctx, sel)
+	if errors.Is(err, tpm2.TPMRCPCR) {
+		// The soft TPM's one TPM_RC_PCR for a read: a bank it has not.
+		return nil, fmt.Errorf("%w: %w", ErrBankNotAllocated, err)
+	}
+	return pcrs, err
 }
 
 func (s softTPM) PCRExtend(ctx context.Context, pcr int, digests map[tpm2.TPMAlgID][]byte) error {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 
 	"github.com/google/go-tpm/tpm2"
 )
@@ -46,7 +47,8 @@ type TPM interface {
 	Quote(ctx context.Context, ak AKBlob, nonce []byte, sel tpm2.TPMLPCRSelection) (tpm2.TPM2BAttest, tpm2.TPMTSignature, error)
 
 	// PCRRead returns the current value of every selected PCR, keyed by bank
-	// and PCR index.
+	// and PCR index; an error wrapping ErrBankNotAllocated when a selected
+	// bank is not allocated on the TPM.
 	PCRRead(ctx context.Context, sel tpm2.TPMLPCRSelection) (map[tpm2.TPMAlgID]map[int][]byte, error)
 
 	// PCRExtend extends one PCR in each bank given.
@@ -63,3 +65,7 @@ type AKBlob struct {
 	Public  tpm2.TPM2BPublic
 	Private tpm2.TPM2BPrivate
 }
+
+// ErrBankNotAllocated is a PCR read of a bank the TPM has not allocated
+// (many have sha1 and sha256 only, some sha256 alone).
+var ErrBankNotAllocated = errors.New("PCR bank not allocated on this TPM")

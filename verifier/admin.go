@@ -37,8 +37,8 @@ func (s *Service) AddPolicy(ctx context.Context, check PolicyCheck, name string,
 	if !tpmfacts.ValidAgentID(name) {
 		return Policy{}, refuse(RefusedInvalid, "policy name %q: 1-128 of A-Z a-z 0-9 . _ : -", name)
 	}
-	if kind != PolicyRuntime && kind != PolicyBoot {
-		return Policy{}, refuse(RefusedInvalid, "policy kind %q: want runtime or boot", kind)
+	if kind != PolicyRuntime && kind != PolicyBoot && kind != PolicyPCR {
+		return Policy{}, refuse(RefusedInvalid, "policy kind %q: want runtime, boot or pcr", kind)
 	}
 	if check != nil {
 		if err := check(kind, body); err != nil {
@@ -87,19 +87,20 @@ type AdmitRequest struct {
 	AgentID       string        `json:"agent_id"`
 	RuntimePolicy string        `json:"runtime_policy,omitempty"`
 	BootPolicy    string        `json:"boot_policy,omitempty"`
+	PCRPolicy     string        `json:"pcr_policy,omitempty"`
 	Identities    []string      `json:"identities,omitempty"`
 	Interval      time.Duration `json:"interval,omitempty"`
 }
 
-// Admit adds an agent, pending its first evidence. At least one policy is
-// required: an agent with nothing to be checked against would be trusted for
-// merely having a TPM (deny by default).
+// Admit adds an agent, pending its first evidence. At least one policy, of
+// any kind, is required: an agent with nothing to be checked against would
+// be trusted for merely having a TPM (deny by default).
 func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 	if !tpmfacts.ValidAgentID(req.AgentID) {
 		return Agent{}, refuse(RefusedInvalid, "agent ID %q: 1-128 of A-Z a-z 0-9 . _ : -", req.AgentID)
 	}
-	if req.RuntimePolicy == "" && req.BootPolicy == "" {
-		return Agent{}, refuse(RefusedInvalid, "agent %q: a runtime policy, a boot policy or both are required", req.AgentID)
+	if req.RuntimePolicy == "" && req.BootPolicy == "" && req.PCRPolicy == "" {
+		return Agent{}, refuse(RefusedInvalid, "agent %q: at least one policy is required: a runtime policy, a boot policy, a PCR policy, or several", req.AgentID)
 	}
 	// Held until the agent is stored, so that no policy checked here is
 	// deleted before the agent that uses it exists.
@@ -113,15 +114,19 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 	if err != nil {
 		return Agent{}, err
 	}
+	pcr, err := s.checkPolicyRef(ctx, req.PCRPolicy, PolicyPCR)
+	if err != nil {
+		return Agent{}, err
+	}
 	if err := checkIdentities(req.AgentID, req.Identities); err != nil {
 		return Agent{}, err
 	}
 	if err := s.checkInterval(req.Interval); err != nil {
 		return Agent{}, err
 	}
-	req.RuntimePolicy, req.BootPolicy = rt.name, boot.name
+	req.RuntimePolicy, req.BootPolicy, req.PCRPolicy = rt.name, boot.name, pcr.name
 	a := admitted(req, s.now().UTC())
-	a.RuntimePolicyVersion, a.BootPolicyVersion = rt.pin, boot.pin
+	a.RuntimePolicyVersion, a.BootPolicyVersion, a.PCRPolicyVersion = rt.pin, boot.pin, pcr.pin
 	sl := &slot{}
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
@@ -130,6 +135,7 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 		To: a.State, Interval: a.Interval,
 		RuntimePolicy: policyRef(rt.name, rt.version),
 		BootPolicy:    policyRef(boot.name, boot.version),
+		PCRPolicy:     policyRef(pcr.name, pcr.version),
 	}
 	if err := s.createAgent(ctx, a, admission); err != nil {
 		if errors.Is(err, ErrExists) {
@@ -139,7 +145,7 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 	}
 	if s.Leases != nil {
 		// The replica rendezvous hashing names takes it at its next round.
-		s.log().Info("agent admitted", "agent_id", a.ID, "runtime_policy", a.RuntimePolicy, "boot_policy", a.BootPolicy)
+		s.log().Info("agent admitted", "agent_id", a.ID, "runtime_policy", a.RuntimePolicy, "boot_policy", a.BootPolicy, "pcr_policy", a.PCRPolicy)
 		return a, nil
 	}
 	// A fresh slot: a request that still holds the slot of an agent once
@@ -149,7 +155,7 @@ func (s *Service) Admit(ctx context.Context, req AdmitRequest) (Agent, error) {
 	if bg := s.background.Load(); bg != nil {
 		go s.prefetchAK(*bg, a.ID)
 	}
-	s.log().Info("agent admitted", "agent_id", a.ID, "runtime_policy", a.RuntimePolicy, "boot_policy", a.BootPolicy)
+	s.log().Info("agent admitted", "agent_id", a.ID, "runtime_policy", a.RuntimePolicy, "boot_policy", a.BootPolicy, "pcr_policy", a.PCRPolicy)
 	return a, nil
 }
 
@@ -245,7 +251,7 @@ func (s *Service) DeletePolicy(ctx context.Context, name string) error {
 	}
 	var users []string
 	for _, a := range agents {
-		if a.RuntimePolicy == name || a.BootPolicy == name {
+		if a.RuntimePolicy == name || a.BootPolicy == name || a.PCRPolicy == name {
 			users = append(users, a.ID)
 		}
 	}

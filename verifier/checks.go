@@ -7,12 +7,14 @@ import (
 	"github.com/vigil-attest/vigil/ima"
 	"github.com/vigil-attest/vigil/internal/dsse"
 	"github.com/vigil-attest/vigil/verifier/bootpolicy"
+	"github.com/vigil-attest/vigil/verifier/pcrpolicy"
 )
 
 // NewPolicyCheck returns the check the admin API runs on every policy
 // upload. A runtime policy must have the shape of Keylime's runtime policy
 // (no other top-level member: a boot policy uploaded as a runtime policy is
-// refused), a boot policy Vigil's or Keylime's boot format. A DSSE envelope
+// refused), a boot policy Vigil's or Keylime's boot format, a PCR policy
+// Keylime's tpm_policy or Vigil's PCR format (package pcrpolicy). A DSSE envelope
 // (as `keylime-policy sign runtime` or `vigil policy sign` write) is
 // accepted only when one of its signatures verifies against one of keys and
 // its payload type is Keylime's; its payload must then be a policy of the
@@ -21,7 +23,7 @@ import (
 func NewPolicyCheck(keys []dsse.PublicKey) PolicyCheck {
 	return func(kind PolicyKind, body []byte) error {
 		switch kind {
-		case PolicyRuntime, PolicyBoot:
+		case PolicyRuntime, PolicyBoot, PolicyPCR:
 		default:
 			return fmt.Errorf("unknown policy kind %q", kind)
 		}
@@ -57,6 +59,8 @@ func parsePolicy(kind PolicyKind, body []byte) error {
 		_, err = ima.ParsePolicy(body)
 	case PolicyBoot:
 		_, err = bootpolicy.Parse(body)
+	case PolicyPCR:
+		_, err = pcrpolicy.Parse(body)
 	}
 	return err
 }

@@ -41,10 +41,15 @@
 // are package verdict's, the pipeline `vigil quote verify` runs too, so the
 // same evidence gets the same verdict offline and online: the quote is
 // verified with the AK the registrar activated (package evidence), the
-// clock counters show whether the host rebooted, the boot log is replayed
-// against the quoted PCRs 0-9 and held to the boot policy, and the new IMA
-// entries are verified incrementally from the stored running PCR 10 against
-// the runtime policy. The service around it owns nonces, per-agent
+// clock counters show whether the host rebooted, the quoted values of the
+// PCRs a static PCR policy names (any PCR, any bank; package pcrpolicy)
+// must be among its allowed ones, the boot log is replayed against the
+// quoted PCRs 0-9 and held to the boot policy, and the new IMA entries are
+// verified incrementally from the stored running PCR 10 against the
+// runtime policy. A challenge quotes exactly what the agent's policies
+// need, in the banks they name (Selection), and its nonce's MAC covers
+// that selection, so evidence is never judged by a policy whose PCRs its
+// challenge did not ask for. The service around it owns nonces, per-agent
 // ordering, persistence, liveness, and the compiled policies: it reads
 // each policy from the store once, compiles it, keeps it by name until a
 // new version is stored (or, for a version an agent is pinned to, by

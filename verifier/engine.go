@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -11,6 +13,7 @@ import (
 	"github.com/vigil-attest/vigil/internal/wire"
 	"github.com/vigil-attest/vigil/verifier/bootpolicy"
 	"github.com/vigil-attest/vigil/verifier/evidence"
+	"github.com/vigil-attest/vigil/verifier/pcrpolicy"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 	"github.com/vigil-attest/vigil/verifier/verdict"
 )
@@ -35,14 +38,16 @@ type Engine struct{}
 type Policies struct {
 	Boot    *bootpolicy.Policy
 	Runtime *ima.Policy
-	// BootErr and RuntimeErr say why a named policy could not be had (not
-	// stored, or not compiling). Only a check that needs the policy fails
-	// for it, and only after the quote proved where the evidence came
-	// from, so they are inputs rather than the service's early return.
-	BootErr, RuntimeErr error
-	// BootVersion and RuntimeVersion are the stored versions compiled,
-	// which the agent's history names.
-	BootVersion, RuntimeVersion int
+	PCR     *pcrpolicy.Policy
+	// BootErr, RuntimeErr and PCRErr say why a named policy could not be
+	// had (not stored, or not compiling). Only a check that needs the
+	// policy fails for it, and only after the quote proved where the
+	// evidence came from, so they are inputs rather than the service's
+	// early return.
+	BootErr, RuntimeErr, PCRErr error
+	// BootVersion, RuntimeVersion and PCRVersion are the stored versions
+	// compiled, which the agent's history names.
+	BootVersion, RuntimeVersion, PCRVersion int
 }
 
 // imaMaxFailures caps the IMA failures a verdict collects: the first names
@@ -79,21 +84,57 @@ type Outcome struct {
 	Reboot bool
 }
 
-// Bank is the PCR bank quotes use.
+// Bank is the PCR bank the boot and runtime policies' PCRs are quoted in.
 const Bank = tpm2.TPMAlgSHA256
 
-// Selection is the PCR selection for an agent: PCRs 0-9 when a boot policy
-// applies, PCR 10 when a runtime policy does, in the SHA-256 bank. An agent
-// with neither is not admitted (deny by default), so it is never empty.
-func Selection(a Agent) tpm2.TPMLPCRSelection {
-	var pcrs []int
+// Selection is the PCR selection for an agent, in the SHA-256 bank: PCRs
+// 0-9 when a boot or a runtime policy applies (the runtime policy's
+// boot_aggregate is checked against them), PCR 14 with a boot policy,
+// PCR 10 with a runtime policy; and
+// every PCR of its PCR policy pcr (nil when it has none, or it could not
+// be had) in each bank that names it. Banks are listed in the order of
+// pcrpolicy.Banks (sha1, sha256, sha384, sha512), each with a 3-byte
+// bitmap; a bank with no PCR is left out. It is empty only for an agent
+// whose one policy is a PCR policy that could not be had, whose evidence
+// then fails for it.
+func Selection(a Agent, pcr *pcrpolicy.Policy) tpm2.TPMLPCRSelection {
+	var bitmaps [4][3]byte
+	set := func(bank tpm2.TPMAlgID, i int) {
+		for b, alg := range pcrpolicy.Banks {
+			if alg == bank && i >= 0 && i <= evidence.MaxPCR {
+				bitmaps[b][i/8] |= 1 << (i % 8)
+			}
+		}
+	}
+	// PCRs 0-9 for a boot policy, and for a runtime policy too: IMA's
+	// boot_aggregate (entry 0) is checked against them when the runtime
+	// policy does not list it, so a policy made from a rootfs alone works.
+	if a.BootPolicy != "" || a.RuntimePolicy != "" {
+		for i := range 10 {
+			set(Bank, i)
+		}
+	}
+	// PCR 14: shim's MokList and MokListX, which a boot policy checks.
 	if a.BootPolicy != "" {
-		pcrs = append(pcrs, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+		set(Bank, 14)
 	}
 	if a.RuntimePolicy != "" {
-		pcrs = append(pcrs, 10)
+		set(Bank, 10)
 	}
-	return evidence.Selection(pcrs, Bank)
+	if pcr != nil {
+		for _, bank := range pcr.Banks() {
+			for _, i := range pcr.PCRs(bank) {
+				set(bank, i)
+			}
+		}
+	}
+	var sel tpm2.TPMLPCRSelection
+	for b, alg := range pcrpolicy.Banks {
+		if bitmaps[b] != [3]byte{} {
+			sel.PCRSelections = append(sel.PCRSelections, tpm2.TPMSPCRSelection{Hash: alg, PCRSelect: bitmaps[b][:]})
+		}
+	}
+	return sel
 }
 
 // Check verifies evidence for agent a against what was asked, holding it
@@ -126,7 +167,7 @@ func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, 
 		return fail(f)
 	}
 	if !sameSelection(res.Selection, asked.Selection) {
-		return fail(Fail(ReasonInvalidEvidence, "pcr_selection_mismatch", "the quote covers other PCRs than the challenge asked for"))
+		return fail(Fail(ReasonInvalidEvidence, "pcr_selection_mismatch", "the quote covers other PCRs than the challenge asked for: %s", selectionDiff(asked.Selection, res.Selection)))
 	}
 
 	next := a
@@ -152,6 +193,15 @@ func (e *Engine) Check(a Agent, ak *evidence.AK, asked Asked, ev wire.Evidence, 
 		// or when the agent restarted and no longer knows where it was.
 		next.IMAEntries = 0
 		next.IMAState = nil
+	}
+
+	if a.PCRPolicy != "" {
+		if pol.PCR == nil {
+			return fail(unavailable("pcr", a.PCRPolicy, pol.PCRErr))
+		}
+		if f := verdict.PCRs(res.PCRs, pol.PCR); f != nil {
+			return fail(f)
+		}
 	}
 
 	if a.BootPolicy != "" && (len(ev.BootLog) > 0 || !next.BootChecked) {
@@ -219,6 +269,56 @@ func sameSelection(a, b tpm2.TPMLPCRSelection) bool {
 		}
 	}
 	return true
+}
+
+// selectionDiff says how a quoted selection differs from the one asked
+// for, bank by bank: the PCRs missing from the quote, and those it has
+// that were not asked for.
+func selectionDiff(asked, quoted tpm2.TPMLPCRSelection) string {
+	pcrs := func(sel tpm2.TPMLPCRSelection) map[tpm2.TPMAlgID][]int {
+		out := map[tpm2.TPMAlgID][]int{}
+		for _, s := range sel.PCRSelections {
+			out[s.Hash] = append(out[s.Hash], evidence.SelectedPCRs(s)...)
+		}
+		return out
+	}
+	want, got := pcrs(asked), pcrs(quoted)
+	var banks []tpm2.TPMAlgID
+	for _, sel := range []tpm2.TPMLPCRSelection{asked, quoted} {
+		for _, s := range sel.PCRSelections {
+			if !slices.Contains(banks, s.Hash) {
+				banks = append(banks, s.Hash)
+			}
+		}
+	}
+	var parts []string
+	for _, bank := range banks {
+		var missing, extra []int
+		for _, i := range want[bank] {
+			if !slices.Contains(got[bank], i) {
+				missing = append(missing, i)
+			}
+		}
+		for _, i := range got[bank] {
+			if !slices.Contains(want[bank], i) {
+				extra = append(extra, i)
+			}
+		}
+		name := evidence.BankName(bank)
+		switch {
+		case len(missing) > 0 && len(got[bank]) == 0:
+			parts = append(parts, fmt.Sprintf("%s PCRs %v asked for, the quote has none of that bank (is the %s bank allocated on the host's TPM?)", name, missing, name))
+		case len(missing) > 0:
+			parts = append(parts, fmt.Sprintf("%s PCRs %v asked for, not quoted", name, missing))
+		}
+		if len(extra) > 0 {
+			parts = append(parts, fmt.Sprintf("%s PCRs %v quoted, not asked for", name, extra))
+		}
+	}
+	if len(parts) == 0 {
+		return "the same PCRs, selected otherwise"
+	}
+	return strings.Join(parts, "; ")
 }
 
 // marshalSelection encodes a TPML_PCR_SELECTION: count, then per bank the

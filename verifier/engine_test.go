@@ -91,7 +91,7 @@ func (h *engineHost) answer(t *testing.T, asked Asked) wire.Evidence {
 }
 
 func asked(a Agent, nonce string) Asked {
-	return Asked{Nonce: []byte(nonce), Selection: Selection(a), IMAOffset: a.IMAEntries, WantIMA: a.RuntimePolicy != ""}
+	return Asked{Nonce: []byte(nonce), Selection: Selection(a, nil), IMAOffset: a.IMAEntries, WantIMA: a.RuntimePolicy != ""}
 }
 
 func TestEngineDecides(t *testing.T) {
@@ -195,7 +195,7 @@ func TestEngineDecides(t *testing.T) {
 
 func TestMarshalSelectionIsTPMLPCRSelection(t *testing.T) {
 	for _, a := range []Agent{{RuntimePolicy: "r"}, {BootPolicy: "b"}, {RuntimePolicy: "r", BootPolicy: "b"}} {
-		sel := Selection(a)
+		sel := Selection(a, nil)
 		if got, want := marshalSelection(sel), tpm2.Marshal(sel); !bytes.Equal(got, want) {
 			t.Errorf("%+v: marshalSelection %x, tpm2.Marshal %x", a, got, want)
 		}

@@ -76,10 +76,11 @@ type HistoryEntry struct {
 	Detail   string `cbor:"detail,omitempty" json:"detail,omitempty"`
 	// IMA is the failing IMA entry, for IMA failures.
 	IMA *IMAEntryRef `cbor:"ima,omitempty" json:"ima,omitempty"`
-	// RuntimePolicy and BootPolicy are the policies in force, as
-	// name@version.
+	// RuntimePolicy, BootPolicy and PCRPolicy are the policies in force,
+	// as name@version.
 	RuntimePolicy string `cbor:"runtime_policy,omitempty" json:"runtime_policy,omitempty"`
 	BootPolicy    string `cbor:"boot_policy,omitempty" json:"boot_policy,omitempty"`
+	PCRPolicy     string `cbor:"pcr_policy,omitempty" json:"pcr_policy,omitempty"`
 	// Interval is an admission's attestation interval, or an update's new
 	// one.
 	Interval     time.Duration `cbor:"interval,omitempty" json:"-"`

@@ -185,7 +185,7 @@ func benchHotPath(b *testing.B, akAlg tpm2.TPMAlgID, perAttestation int) {
 	ops := make([]op, hotOps)
 	entries := a0.IMAEntries
 	for i := range ops {
-		ask := Asked{Nonce: fmt.Appendf(nil, "nonce-%026d", i+1), Selection: Selection(a0), IMAOffset: entries, WantIMA: true}
+		ask := Asked{Nonce: fmt.Appendf(nil, "nonce-%026d", i+1), Selection: Selection(a0, nil), IMAOffset: entries, WantIMA: true}
 		ops[i] = op{ask, h.evidence(b, ask, perAttestation)}
 		entries += uint64(perAttestation)
 	}

@@ -28,11 +28,18 @@ import (
 //	1      flags (nonceBootLog, nonceFullIMA)
 //	2..9   issue time, Unix nanoseconds, big endian
 //	10..15 random
-//	16..31 HMAC-SHA256(key, label ‖ agent ID ‖ 0 ‖ admission time ‖ bytes 0..15), first 16 bytes
+//	16..31 HMAC-SHA256(key, label ‖ agent ID ‖ 0 ‖ admission time ‖ bytes 0..15
+//	       ‖ PCR selection), first 16 bytes
 //
 // The admission time (Agent.AdmittedAt, moved by a readmission) is under
 // the MAC, so nonces issued before an operator readmitted or re-admitted
-// an agent are refused after it.
+// an agent are refused after it. So is the PCR selection the challenge
+// asked for (a marshalled TPML_PCR_SELECTION, which delimits itself): it
+// follows from the agent's policies, a PCR policy's PCRs included, and a
+// new version of that policy may name other PCRs. A nonce issued for
+// another selection than the one the agent's policies need now is refused
+// (the agent asks again), so evidence is never judged by a policy whose
+// PCRs its challenge did not ask for.
 const (
 	nonceSize    = 32
 	nonceV1      = 1
@@ -87,8 +94,9 @@ func (s *Service) issueTime() int64 {
 	}
 }
 
-// mintNonce makes a nonce for agent a with the given flags.
-func (s *Service) mintNonce(ctx context.Context, a Agent, flags byte) ([]byte, error) {
+// mintNonce makes a nonce for agent a, for a challenge asking for the
+// marshalled PCR selection sel, with the given flags.
+func (s *Service) mintNonce(ctx context.Context, a Agent, sel []byte, flags byte) ([]byte, error) {
 	key, err := s.nonceKey(ctx)
 	if err != nil {
 		return nil, err
@@ -99,11 +107,11 @@ func (s *Service) mintNonce(ctx context.Context, a Agent, flags byte) ([]byte, e
 	if _, err := rand.Read(n[10:16]); err != nil {
 		return nil, err
 	}
-	copy(n[16:], nonceMAC(key, a, n[:16]))
+	copy(n[16:], nonceMAC(key, a, n[:16], sel))
 	return n, nil
 }
 
-func nonceMAC(key []byte, a Agent, head []byte) []byte {
+func nonceMAC(key []byte, a Agent, head, sel []byte) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(nonceLabel))
 	m.Write([]byte(a.ID))
@@ -112,14 +120,16 @@ func nonceMAC(key []byte, a Agent, head []byte) []byte {
 	binary.BigEndian.PutUint64(adm[:], uint64(a.AdmittedAt.UnixNano()))
 	m.Write(adm[:])
 	m.Write(head)
+	m.Write(sel)
 	return m.Sum(nil)[:16]
 }
 
 // checkNonce tells whether nonce was issued by this verifier (or one
-// sharing its store) to agent a since its admission, and is unexpired and
-// newer than the last nonce a's accepted evidence answered. Every failure
-// is a refusal: none of it is evidence about the host.
-func (s *Service) checkNonce(ctx context.Context, a Agent, nonce []byte, now time.Time) (nonceInfo, error) {
+// sharing its store) to agent a since its admission, for a challenge
+// asking for the marshalled PCR selection sel, and is unexpired and newer
+// than the last nonce a's accepted evidence answered. Every failure is a
+// refusal: none of it is evidence about the host.
+func (s *Service) checkNonce(ctx context.Context, a Agent, sel, nonce []byte, now time.Time) (nonceInfo, error) {
 	if len(nonce) != nonceSize || nonce[0] != nonceV1 {
 		return nonceInfo{}, refuseAs(RefusedConflict, refusedBadNonce, "nonce for agent %q was not issued by this verifier (%d bytes, version %d): ask for a new challenge", a.ID, len(nonce), versionOf(nonce))
 	}
@@ -127,8 +137,8 @@ func (s *Service) checkNonce(ctx context.Context, a Agent, nonce []byte, now tim
 	if err != nil {
 		return nonceInfo{}, err
 	}
-	if !hmac.Equal(nonce[16:], nonceMAC(key, a, nonce[:16])) {
-		return nonceInfo{}, refuseAs(RefusedConflict, refusedBadNonce, "nonce was not issued by this verifier to agent %q since its admission: ask for a new challenge", a.ID)
+	if !hmac.Equal(nonce[16:], nonceMAC(key, a, nonce[:16], sel)) {
+		return nonceInfo{}, refuseAs(RefusedConflict, refusedBadNonce, "nonce was not issued by this verifier to agent %q since its admission, or its challenge asked for other PCRs than the agent's policies need now: ask for a new challenge", a.ID)
 	}
 	ns := int64(binary.BigEndian.Uint64(nonce[2:10]))
 	info := nonceInfo{raw: nonce, flags: nonce[1], issued: time.Unix(0, ns), issueNS: ns}

@@ -15,16 +15,19 @@ func nonceService(t testing.TB) (*Service, Agent) {
 	return svc, Agent{ID: "a", AdmittedAt: now.Add(-time.Hour), Interval: time.Second}
 }
 
+// testSel is the marshalled PCR selection the test nonces are minted for.
+var testSel = marshalSelection(Selection(Agent{RuntimePolicy: "r"}, nil))
+
 func TestNonceBindsAgentAdmissionTimeAndOrder(t *testing.T) {
 	ctx := context.Background()
 	svc, a := nonceService(t)
-	n1, err := svc.mintNonce(ctx, a, nonceBootLog)
+	n1, err := svc.mintNonce(ctx, a, testSel, nonceBootLog)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n2, _ := svc.mintNonce(ctx, a, 0)
+	n2, _ := svc.mintNonce(ctx, a, testSel, 0)
 	now := svc.now()
-	info, err := svc.checkNonce(ctx, a, n1, now)
+	info, err := svc.checkNonce(ctx, a, testSel, n1, now)
 	if err != nil || !info.bootLog() || info.fullIMA() {
 		t.Fatalf("a nonce as issued: %+v, %v", info, err)
 	}
@@ -36,34 +39,39 @@ func TestNonceBindsAgentAdmissionTimeAndOrder(t *testing.T) {
 	answered.LastNonce = info.issueNS
 	flipped := append([]byte(nil), n1...)
 	flipped[1] ^= nonceFullIMA // what was asked is under the MAC too
+	otherSel := marshalSelection(Selection(Agent{BootPolicy: "b", RuntimePolicy: "r"}, nil))
 	for _, tc := range []struct {
 		name   string
 		a      Agent
+		sel    []byte
 		nonce  []byte
 		at     time.Time
 		reason string
 	}{
-		{"another agent's", other, n1, now, refusedBadNonce},
-		{"from before a readmission", readmitted, n1, now, refusedBadNonce},
-		{"with other flags", a, flipped, now, refusedBadNonce},
-		{"expired", a, n1, now.Add(time.Minute), refusedNonceExpired},
-		{"already answered", answered, n1, now, refusedNonceUsed},
-		{"too short", a, n1[:31], now, refusedBadNonce},
-		{"another version", a, append([]byte{2}, n1[1:]...), now, refusedBadNonce},
+		{"another agent's", other, testSel, n1, now, refusedBadNonce},
+		{"from before a readmission", readmitted, testSel, n1, now, refusedBadNonce},
+		{"with other flags", a, testSel, flipped, now, refusedBadNonce},
+		// A new version of a PCR policy naming other PCRs: the challenge
+		// asked for what the agent's policies no longer need.
+		{"for other PCRs", a, otherSel, n1, now, refusedBadNonce},
+		{"expired", a, testSel, n1, now.Add(time.Minute), refusedNonceExpired},
+		{"already answered", answered, testSel, n1, now, refusedNonceUsed},
+		{"too short", a, testSel, n1[:31], now, refusedBadNonce},
+		{"another version", a, testSel, append([]byte{2}, n1[1:]...), now, refusedBadNonce},
 	} {
-		_, err := svc.checkNonce(ctx, tc.a, tc.nonce, tc.at)
+		_, err := svc.checkNonce(ctx, tc.a, tc.sel, tc.nonce, tc.at)
 		var r *Refusal
 		if !asRefusal(err, &r) || r.Reason != tc.reason {
 			t.Errorf("%s: %v, want refused %s", tc.name, err, tc.reason)
 		}
 	}
 	// Issued later, so still good after n1 was answered.
-	if _, err := svc.checkNonce(ctx, answered, n2, now); err != nil {
+	if _, err := svc.checkNonce(ctx, answered, testSel, n2, now); err != nil {
 		t.Errorf("a newer nonce after the older was answered: %v", err)
 	}
 	// A nonce survives a restart: the key is in the store.
 	restarted := newTestVerifier(t, svc.Store, noAKs{}, 0, func(c *Config) { c.Now = svc.Now }).Service()
-	if _, err := restarted.checkNonce(ctx, a, n2, now); err != nil {
+	if _, err := restarted.checkNonce(ctx, a, testSel, n2, now); err != nil {
 		t.Errorf("a nonce after a restart: %v", err)
 	}
 }
@@ -73,7 +81,7 @@ func TestNonceBindsAgentAdmissionTimeAndOrder(t *testing.T) {
 func FuzzNonce(f *testing.F) {
 	svc, a := nonceService(f)
 	ctx := context.Background()
-	minted, err := svc.mintNonce(ctx, a, nonceFullIMA)
+	minted, err := svc.mintNonce(ctx, a, testSel, nonceFullIMA)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -81,7 +89,7 @@ func FuzzNonce(f *testing.F) {
 	f.Add(minted[:16])
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, err := svc.checkNonce(ctx, a, b, svc.now())
+		_, err := svc.checkNonce(ctx, a, testSel, b, svc.now())
 		if err == nil && !bytes.Equal(b, minted) {
 			t.Fatalf("accepted a nonce it never issued: %x", b)
 		}

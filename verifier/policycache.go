@@ -9,6 +9,7 @@ import (
 
 	"github.com/vigil-attest/vigil/ima"
 	"github.com/vigil-attest/vigil/verifier/bootpolicy"
+	"github.com/vigil-attest/vigil/verifier/pcrpolicy"
 )
 
 // policyCache holds the stored policies compiled, so that a verdict
@@ -25,6 +26,7 @@ type policyCache struct {
 	mu      sync.RWMutex
 	runtime map[string]*ima.Policy
 	boot    map[string]*bootpolicy.Policy
+	pcr     map[string]*pcrpolicy.Policy
 	// from is the stored version each cached key was compiled from.
 	from map[string]compiledFrom
 }
@@ -48,6 +50,7 @@ func cacheKey(name string, pin int) string {
 func (c *policyCache) drop(key string) {
 	delete(c.runtime, key)
 	delete(c.boot, key)
+	delete(c.pcr, key)
 	delete(c.from, key)
 }
 
@@ -118,7 +121,17 @@ func (c *policyCache) resolve(ctx context.Context, st Store, a Agent) Policies {
 	if a.RuntimePolicy != "" {
 		p.Runtime, p.RuntimeVersion, p.RuntimeErr = cached(ctx, c, &c.runtime, st, a.RuntimePolicy, a.RuntimePolicyVersion, PolicyRuntime, ima.ParsePolicy)
 	}
+	p.PCR, p.PCRVersion, p.PCRErr = c.pcrPolicy(ctx, st, a)
 	return p
+}
+
+// pcrPolicy compiles agent a's PCR policy alone, which the PCRs a challenge
+// asks for depend on; nil when a has none.
+func (c *policyCache) pcrPolicy(ctx context.Context, st Store, a Agent) (*pcrpolicy.Policy, int, error) {
+	if a.PCRPolicy == "" {
+		return nil, 0, nil
+	}
+	return cached(ctx, c, &c.pcr, st, a.PCRPolicy, a.PCRPolicyVersion, PolicyPCR, pcrpolicy.Parse)
 }
 
 // cached returns the compiled policy name — version pin of it, or the

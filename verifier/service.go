@@ -13,6 +13,7 @@ import (
 	"github.com/vigil-attest/vigil/internal/apierr"
 	"github.com/vigil-attest/vigil/internal/wire"
 	"github.com/vigil-attest/vigil/verifier/evidence"
+	"github.com/vigil-attest/vigil/verifier/pcrpolicy"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
@@ -268,9 +269,12 @@ type slot struct {
 	akEpoch uint64
 	// selection and its marshalled form depend only on the agent's
 	// policies: made once, and again after an operator changes them
-	// (Update clears them).
+	// (Update clears them) or another version of its PCR policy is
+	// compiled (selectionPCR, the compiled PCR policy they were made
+	// with).
 	selection    tpm2.TPMLPCRSelection
 	selectionRaw []byte
+	selectionPCR *pcrpolicy.Policy
 	// gen counts synchronous writes of this agent's record. A checkpoint
 	// drops a copy taken before the latest one.
 	gen atomic.Uint64
@@ -295,13 +299,24 @@ type slot struct {
 	heardFloor time.Time
 }
 
-// selectionOf makes the slot's PCR selection for agent a once; the
-// caller holds sl.mu.
-func (sl *slot) selectionOf(a Agent) {
-	if sl.selectionRaw == nil {
-		sl.selection = Selection(a)
+// selectionOf makes the slot's PCR selection for agent a under its
+// compiled PCR policy pcr (nil for none, or none to be had), once for each
+// PCR policy; the caller holds sl.mu.
+func (sl *slot) selectionOf(a Agent, pcr *pcrpolicy.Policy) {
+	if sl.selectionRaw == nil || sl.selectionPCR != pcr {
+		sl.selection = Selection(a, pcr)
 		sl.selectionRaw = marshalSelection(sl.selection)
+		sl.selectionPCR = pcr
 	}
+}
+
+// selectionFor makes the slot's PCR selection for agent a, compiling its
+// PCR policy if need be; the caller holds sl.mu. A PCR policy that cannot
+// be had leaves its PCRs out: the evidence then fails for that policy, as
+// for any policy that cannot be had.
+func (s *Service) selectionFor(ctx context.Context, sl *slot, a Agent) {
+	pcr, _, _ := s.policies.pcrPolicy(ctx, s.Store, a)
+	sl.selectionOf(a, pcr)
 }
 
 // set makes a the slot's record; the caller holds sl.mu.
@@ -444,7 +459,7 @@ func (s *Service) recoverable(a Agent) bool {
 // issue makes a challenge; the caller holds sl.mu. full asks for
 // everything: the IMA list from entry 0 and the boot log.
 func (s *Service) issue(ctx context.Context, sl *slot, a Agent, full bool) (wire.Challenge, error) {
-	sl.selectionOf(a)
+	s.selectionFor(ctx, sl, a)
 	full = full || a.Clock == nil
 	var flags byte
 	if full {
@@ -454,7 +469,7 @@ func (s *Service) issue(ctx context.Context, sl *slot, a Agent, full bool) (wire
 	if wantBoot {
 		flags |= nonceBootLog
 	}
-	nonce, err := s.mintNonce(ctx, a, flags)
+	nonce, err := s.mintNonce(ctx, a, sl.selectionRaw, flags)
 	if err != nil {
 		return wire.Challenge{}, err
 	}
@@ -482,11 +497,14 @@ func (s *Service) EvidenceLimit(ctx context.Context, agentID string, nonce []byt
 	if err != nil {
 		return 0, s.refused(err)
 	}
-	sl.mu.Unlock()
 	if a.State == StateFailed && !s.recoverable(a) {
+		sl.mu.Unlock()
 		return 0, s.refused(s.failedRefusal(a))
 	}
-	n, err := s.checkNonce(ctx, a, nonce, s.now())
+	s.selectionFor(ctx, sl, a)
+	sel := sl.selectionRaw
+	sl.mu.Unlock()
+	n, err := s.checkNonce(ctx, a, sel, nonce, s.now())
 	if err != nil {
 		return 0, s.refused(err)
 	}
@@ -525,7 +543,12 @@ func (s *Service) evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict,
 		}
 		recovering = true
 	}
-	n, err := s.checkNonce(ctx, a, ev.Nonce, start)
+	// The policies are had before the nonce is checked: the PCRs its
+	// challenge asked for, under its MAC, follow from the PCR policy, and
+	// the evidence is judged by the very versions the selection came from.
+	pol := s.policies.resolve(ctx, s.Store, a)
+	sl.selectionOf(a, pol.PCR)
+	n, err := s.checkNonce(ctx, a, sl.selectionRaw, ev.Nonce, start)
 	if err != nil {
 		return wire.Verdict{}, err
 	}
@@ -547,7 +570,6 @@ func (s *Service) evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict,
 		// (a restart lost a checkpoint) or the nonce is older than that.
 		return wire.Verdict{}, refuseAs(RefusedConflict, refusedIMAOffset, "agent %q: IMA entries start at %d, the verifier expects %d: ask for a new challenge", a.ID, ev.IMAOffset, want)
 	}
-	sl.selectionOf(a)
 	asked := Asked{
 		Nonce:       n.raw,
 		Selection:   sl.selection,
@@ -574,7 +596,6 @@ func (s *Service) evidence(ctx context.Context, ev wire.Evidence) (wire.Verdict,
 		}
 		sl.ak = ak
 	}
-	pol := s.policies.resolve(ctx, s.Store, base)
 	out := s.engine.Check(base, ak, asked, ev, pol, start)
 	if out.Refused != nil && out.Refused.Check == string(evidence.ReasonBadSignature) {
 		// The agent may have enrolled a new AK since it was cached.
@@ -625,7 +646,7 @@ func (s *Service) conclude(ctx context.Context, sl *slot, a Agent, out Outcome, 
 	}
 	var hist []HistoryEntry
 	if f == nil && !out.Reboot {
-		next, hist = next.tally(start, pol.RuntimeVersion, pol.BootVersion, s.historyPeriod())
+		next, hist = next.tally(start, pol.versions(), s.historyPeriod())
 		hist = append(hist, changes(a, next, nil, events, start)...)
 	}
 	switch {

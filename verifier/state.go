@@ -45,14 +45,17 @@ const (
 // verdict.
 type Agent struct {
 	ID string `cbor:"id" json:"agent_id"`
-	// RuntimePolicy and BootPolicy name stored policies; empty means none
-	// of that kind applies.
+	// RuntimePolicy, BootPolicy and PCRPolicy name stored policies; empty
+	// means none of that kind applies.
 	RuntimePolicy string `cbor:"runtime_policy,omitempty" json:"runtime_policy,omitempty"`
 	BootPolicy    string `cbor:"boot_policy,omitempty" json:"boot_policy,omitempty"`
-	// RuntimePolicyVersion and BootPolicyVersion pin the agent to one
-	// stored version of its policy; 0 follows the latest version.
+	PCRPolicy     string `cbor:"pcr_policy,omitempty" json:"pcr_policy,omitempty"`
+	// RuntimePolicyVersion, BootPolicyVersion and PCRPolicyVersion pin the
+	// agent to one stored version of its policy; 0 follows the latest
+	// version.
 	RuntimePolicyVersion int `cbor:"runtime_policy_version,omitempty" json:"runtime_policy_version,omitempty"`
 	BootPolicyVersion    int `cbor:"boot_policy_version,omitempty" json:"boot_policy_version,omitempty"`
+	PCRPolicyVersion     int `cbor:"pcr_policy_version,omitempty" json:"pcr_policy_version,omitempty"`
 	// Identities are the workload identities to revoke when the agent fails.
 	Identities []string      `cbor:"identities,omitempty" json:"identities,omitempty"`
 	Interval   time.Duration `cbor:"interval" json:"interval"`
@@ -89,4 +92,5 @@ type Agent struct {
 	PassingTo             time.Time `cbor:"passing_to,omitempty" json:"-"`
 	PassingRuntimeVersion int       `cbor:"passing_runtime_version,omitempty" json:"-"`
 	PassingBootVersion    int       `cbor:"passing_boot_version,omitempty" json:"-"`
+	PassingPCRVersion     int       `cbor:"passing_pcr_version,omitempty" json:"-"`
 }

@@ -14,18 +14,23 @@ var ErrNotFound = errors.New("not found")
 // ErrExists is returned when creating something that already exists.
 var ErrExists = errors.New("already exists")
 
-// PolicyKind tells runtime (IMA) policies from boot policies.
+// PolicyKind tells runtime (IMA) policies from boot policies and static
+// PCR policies.
 type PolicyKind string
 
 // Policy kinds.
 const (
 	PolicyRuntime PolicyKind = "runtime"
 	PolicyBoot    PolicyKind = "boot"
+	// PolicyPCR is a static PCR policy (package pcrpolicy): allowed values
+	// of any PCR in any bank, Keylime's tpm_policy or Vigil's format.
+	PolicyPCR PolicyKind = "pcr"
 )
 
 // Policy is a named, versioned reference policy. Adding a policy under an
 // existing name makes a new version; an agent uses the latest unless it is
-// pinned to one version (Agent.RuntimePolicyVersion, BootPolicyVersion).
+// pinned to one version (Agent.RuntimePolicyVersion, BootPolicyVersion,
+// PCRPolicyVersion).
 type Policy struct {
 	Name      string     `cbor:"name" json:"name"`
 	Kind      PolicyKind `cbor:"kind" json:"kind"`

@@ -34,6 +34,7 @@ func admitted(req AdmitRequest, at time.Time) Agent {
 		ID:            req.AgentID,
 		RuntimePolicy: req.RuntimePolicy,
 		BootPolicy:    req.BootPolicy,
+		PCRPolicy:     req.PCRPolicy,
 		Identities:    req.Identities,
 		Interval:      req.Interval,
 		State:         StatePending,
@@ -83,7 +84,8 @@ func (a Agent) readmitted(at time.Time) (next Agent, events []revocation.Event, 
 // for under the old policies and is refused as spent; a new or changed boot
 // policy wants the boot log again; a new or changed runtime policy judges
 // the IMA list from its first entry, as nothing verified under the old one
-// was verified under it.
+// was verified under it. A new or changed PCR policy needs nothing more:
+// every quote's PCR values are checked against it whole.
 func (a Agent) updated(u agentUpdate, nonceFloor int64) (Agent, []HistoryEntry) {
 	runtimeName, runtimePin := a.RuntimePolicy, a.RuntimePolicyVersion
 	if u.runtime != nil {
@@ -93,10 +95,15 @@ func (a Agent) updated(u agentUpdate, nonceFloor int64) (Agent, []HistoryEntry) 
 	if u.boot != nil {
 		bootName, bootPin = u.boot.name, u.boot.pin
 	}
+	pcrName, pcrPin := a.PCRPolicy, a.PCRPolicyVersion
+	if u.pcr != nil {
+		pcrName, pcrPin = u.pcr.name, u.pcr.pin
+	}
 	runtimeChanged := runtimeName != a.RuntimePolicy || runtimePin != a.RuntimePolicyVersion
 	bootChanged := bootName != a.BootPolicy || bootPin != a.BootPolicyVersion
+	pcrChanged := pcrName != a.PCRPolicy || pcrPin != a.PCRPolicyVersion
 	var closed []HistoryEntry
-	if runtimeChanged || bootChanged {
+	if runtimeChanged || bootChanged || pcrChanged {
 		a, closed = a.closePassing()
 		a.LastNonce = max(a.LastNonce, nonceFloor)
 	}
@@ -105,6 +112,9 @@ func (a Agent) updated(u agentUpdate, nonceFloor int64) (Agent, []HistoryEntry) 
 	}
 	if runtimeChanged {
 		a.RuntimePolicy, a.RuntimePolicyVersion, a.IMAEntries, a.IMAState = runtimeName, runtimePin, 0, nil
+	}
+	if pcrChanged {
+		a.PCRPolicy, a.PCRPolicyVersion = pcrName, pcrPin
 	}
 	if u.identities != nil {
 		a.Identities = *u.identities
@@ -157,18 +167,36 @@ func policyRef(name string, version int) string {
 	return name + "@" + strconv.Itoa(version)
 }
 
+// policyVersions are the stored versions of an agent's policies that
+// judged a verdict (0 for a kind it has none of).
+type policyVersions struct {
+	runtime, boot, pcr int
+}
+
+// versions are the stored versions of the compiled policies.
+func (p Policies) versions() policyVersions {
+	return policyVersions{runtime: p.RuntimeVersion, boot: p.BootVersion, pcr: p.PCRVersion}
+}
+
+// passingVersions are the versions the agent's open period of passing
+// verdicts was judged under.
+func (a Agent) passingVersions() policyVersions {
+	return policyVersions{runtime: a.PassingRuntimeVersion, boot: a.PassingBootVersion, pcr: a.PassingPCRVersion}
+}
+
 // tally counts a passing verdict at at, judged under the given policy
 // versions, into the agent's open period of passing verdicts. A period
 // closes — and its entry is returned — when it has run for period, or
 // when the policy versions change, so that each entry names the versions
 // its verdicts used.
-func (a Agent) tally(at time.Time, runtimeVersion, bootVersion int, period time.Duration) (Agent, []HistoryEntry) {
+func (a Agent) tally(at time.Time, v policyVersions, period time.Duration) (Agent, []HistoryEntry) {
 	var closed []HistoryEntry
-	if a.Passing > 0 && (at.Sub(a.PassingFrom) >= period || runtimeVersion != a.PassingRuntimeVersion || bootVersion != a.PassingBootVersion) {
+	if a.Passing > 0 && (at.Sub(a.PassingFrom) >= period || v != a.passingVersions()) {
 		a, closed = a.closePassing()
 	}
 	if a.Passing == 0 {
-		a.PassingFrom, a.PassingRuntimeVersion, a.PassingBootVersion = at, runtimeVersion, bootVersion
+		a.PassingFrom = at
+		a.PassingRuntimeVersion, a.PassingBootVersion, a.PassingPCRVersion = v.runtime, v.boot, v.pcr
 	}
 	a.Passing++
 	a.PassingTo = at
@@ -182,7 +210,8 @@ func (a Agent) closePassing() (Agent, []HistoryEntry) {
 		return a, nil
 	}
 	e := a.passingEntry()
-	a.Passing, a.PassingFrom, a.PassingTo, a.PassingRuntimeVersion, a.PassingBootVersion = 0, time.Time{}, time.Time{}, 0, 0
+	a.Passing, a.PassingFrom, a.PassingTo = 0, time.Time{}, time.Time{}
+	a.PassingRuntimeVersion, a.PassingBootVersion, a.PassingPCRVersion = 0, 0, 0
 	return a, []HistoryEntry{e}
 }
 
@@ -194,6 +223,7 @@ func (a Agent) passingEntry() HistoryEntry {
 		Kind:          HistoryVerdicts,
 		RuntimePolicy: policyRef(a.RuntimePolicy, a.PassingRuntimeVersion),
 		BootPolicy:    policyRef(a.BootPolicy, a.PassingBootVersion),
+		PCRPolicy:     policyRef(a.PCRPolicy, a.PassingPCRVersion),
 		Verdicts:      &VerdictPeriod{From: a.PassingFrom, To: a.PassingTo, Count: a.Passing},
 	}
 }

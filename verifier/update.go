@@ -19,12 +19,13 @@ import (
 // UpdateRequest changes what an admitted agent is checked with. A field
 // left out (nil) keeps the agent's setting. A policy is named as in
 // AdmitRequest (NAME follows the latest version, NAME@VERSION pins one);
-// an empty name removes that policy, as long as the agent keeps the other.
+// an empty name removes that policy, as long as the agent keeps another.
 // An empty list of identities removes them all; an interval of 0 is the
 // verifier's default.
 type UpdateRequest struct {
 	RuntimePolicy *string        `json:"runtime_policy,omitempty"`
 	BootPolicy    *string        `json:"boot_policy,omitempty"`
+	PCRPolicy     *string        `json:"pcr_policy,omitempty"`
 	Identities    *[]string      `json:"identities,omitempty"`
 	Interval      *time.Duration `json:"interval,omitempty"`
 }
@@ -43,9 +44,9 @@ type policyChoice struct {
 // agentUpdate is an UpdateRequest checked: nil fields keep the agent's
 // setting.
 type agentUpdate struct {
-	runtime, boot *policyChoice
-	identities    *[]string
-	interval      *time.Duration
+	runtime, boot, pcr *policyChoice
+	identities         *[]string
+	interval           *time.Duration
 }
 
 // errUnchanged ends an update that changes nothing: nothing is stored.
@@ -68,7 +69,7 @@ func (s *Service) Update(ctx context.Context, id string, req UpdateRequest) (Age
 		return Agent{}, refuse(RefusedInvalid, "agent ID %q: 1-128 of A-Z a-z 0-9 . _ : -", id)
 	}
 	if req == (UpdateRequest{}) {
-		return Agent{}, refuse(RefusedInvalid, "agent %q: nothing to update: give a runtime policy, a boot policy, identities or an interval", id)
+		return Agent{}, refuse(RefusedInvalid, "agent %q: nothing to update: give a runtime policy, a boot policy, a PCR policy, identities or an interval", id)
 	}
 	if err := s.holdForOperator(ctx, id); err != nil {
 		return Agent{}, err
@@ -82,7 +83,7 @@ func (s *Service) Update(ctx context.Context, id string, req UpdateRequest) (Age
 		ref  *string
 		kind PolicyKind
 		to   **policyChoice
-	}{{req.RuntimePolicy, PolicyRuntime, &u.runtime}, {req.BootPolicy, PolicyBoot, &u.boot}} {
+	}{{req.RuntimePolicy, PolicyRuntime, &u.runtime}, {req.BootPolicy, PolicyBoot, &u.boot}, {req.PCRPolicy, PolicyPCR, &u.pcr}} {
 		if p.ref == nil {
 			continue
 		}
@@ -115,8 +116,8 @@ func (s *Service) Update(ctx context.Context, id string, req UpdateRequest) (Age
 		at := s.now().UTC()
 		// Nonces issued up to now were issued for the old policies.
 		next, hist := a.updated(u, s.issueTime())
-		if next.RuntimePolicy == "" && next.BootPolicy == "" {
-			return nil, nil, refuse(RefusedInvalid, "agent %q: an agent keeps at least one policy: this update would leave it with neither a runtime nor a boot policy", id)
+		if next.RuntimePolicy == "" && next.BootPolicy == "" && next.PCRPolicy == "" {
+			return nil, nil, refuse(RefusedInvalid, "agent %q: an agent keeps at least one policy: this update would leave it with no runtime, boot or PCR policy", id)
 		}
 		entry, changed := s.updateEntry(ctx, *a, next, u, at)
 		if !changed {
@@ -141,10 +142,11 @@ func (s *Service) Update(ctx context.Context, id string, req UpdateRequest) (Age
 	sl.unsaved, sl.parked = nil, false
 	// The PCRs to quote depend on the policies: made again at the next
 	// challenge.
-	sl.selection, sl.selectionRaw = tpm2.TPMLPCRSelection{}, nil
+	sl.selection, sl.selectionRaw, sl.selectionPCR = tpm2.TPMLPCRSelection{}, nil, nil
 	s.set(sl, out)
 	s.log().Info("agent updated", "agent_id", id, "runtime_policy", policyRef(out.RuntimePolicy, out.RuntimePolicyVersion),
-		"boot_policy", policyRef(out.BootPolicy, out.BootPolicyVersion), "interval", s.interval(out))
+		"boot_policy", policyRef(out.BootPolicy, out.BootPolicyVersion), "pcr_policy", policyRef(out.PCRPolicy, out.PCRPolicyVersion),
+		"interval", s.interval(out))
 	if len(events) > 0 {
 		s.eventsRaised()
 	}
@@ -166,6 +168,7 @@ func (s *Service) updateEntry(ctx context.Context, prev, next Agent, u agentUpda
 	}{
 		{PolicyRuntime, prev.RuntimePolicy, next.RuntimePolicy, prev.RuntimePolicyVersion, next.RuntimePolicyVersion, u.runtime, &e.RuntimePolicy},
 		{PolicyBoot, prev.BootPolicy, next.BootPolicy, prev.BootPolicyVersion, next.BootPolicyVersion, u.boot, &e.BootPolicy},
+		{PolicyPCR, prev.PCRPolicy, next.PCRPolicy, prev.PCRPolicyVersion, next.PCRPolicyVersion, u.pcr, &e.PCRPolicy},
 	} {
 		if p.oldName == p.newName && p.oldPin == p.newPin {
 			continue

@@ -152,7 +152,7 @@ func TestUpdateAddingABootPolicyAsksForTheBootLog(t *testing.T) {
 		return *sel
 	}
 	ch, err := svc.Challenge(ctx, challengeFor(h))
-	if err != nil || ch.WantBootLog || !sameSelection(selection(ch), Selection(Agent{RuntimePolicy: "r"})) {
+	if err != nil || ch.WantBootLog || !sameSelection(selection(ch), Selection(Agent{RuntimePolicy: "r"}, nil)) {
 		t.Fatalf("challenge before: %+v, %v", ch, err)
 	}
 	if _, err := svc.AddPolicy(ctx, nil, "boot", PolicyBoot, []byte(`{}`)); err != nil {
@@ -173,7 +173,7 @@ func TestUpdateAddingABootPolicyAsksForTheBootLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !ch.WantBootLog || !sameSelection(selection(ch), Selection(Agent{RuntimePolicy: "r", BootPolicy: "b"})) {
+	if !ch.WantBootLog || !sameSelection(selection(ch), Selection(Agent{RuntimePolicy: "r", BootPolicy: "b"}, nil)) {
 		t.Fatalf("challenge after a boot policy was added: boot log %v, selection %+v", ch.WantBootLog, selection(ch))
 	}
 	if v, err := svc.Evidence(ctx, h.answer(t, ch)); err != nil || v.State != string(StateFailed) || !strings.Contains(v.Detail, "boot log") {

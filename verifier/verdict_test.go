@@ -130,7 +130,7 @@ func offline(t *testing.T, key *evidence.AK, ev wire.Evidence, pol Policies) ver
 // violations and evidence that does not hold together.
 func TestSameVerdictOnlineAndOffline(t *testing.T) {
 	a := Agent{ID: "h", BootPolicy: "boot", RuntimePolicy: "runtime", State: StatePending}
-	ask := Asked{Nonce: []byte("nonce for the same verdict test"), Selection: Selection(a), WantIMA: true, WantBootLog: true}
+	ask := Asked{Nonce: []byte("nonce for the same verdict test"), Selection: Selection(a, nil), WantIMA: true, WantBootLog: true}
 
 	for _, tc := range []struct {
 		name string

@@ -12,9 +12,11 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vigil-attest/vigil/ima"
+	"github.com/vigil-attest/vigil/internal/dsse"
 	"github.com/vigil-attest/vigil/verifier/bootlog"
 	"github.com/vigil-attest/vigil/verifier/bootpolicy"
 	"github.com/vigil-attest/vigil/verifier/evidence"
+	"github.com/vigil-attest/vigil/verifier/pcrpolicy"
 	"github.com/vigil-attest/vigil/verifier/verdict"
 )
 
@@ -38,6 +40,7 @@ func quoteCommand() *cli.Command {
 				&cli.StringFlag{Name: "boot-policy", Usage: "measured-boot policy `FILE` (Vigil's, or Keylime's mb_refstate)"},
 				&cli.StringFlag{Name: "ima-log", Usage: "IMA measurement list `FILE` (ASCII or binary); alone, it is checked against the quoted PCR 10 with no policy"},
 				&cli.StringFlag{Name: "runtime-policy", Usage: "Keylime runtime policy `FILE` for --ima-log (JSON, or a DSSE envelope verified against --policy-key)"},
+				&cli.StringFlag{Name: "pcr-policy", Usage: "PCR policy `FILE` the --pcrs values must meet (Keylime's tpm_policy or Vigil's PCR format)"},
 				policyKeyFlag(),
 				&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			},
@@ -75,7 +78,7 @@ func quoteVerify(c *cli.Context) error {
 	if err := required(c, "ak", "quote", "sig"); err != nil {
 		return err
 	}
-	for _, dep := range [][2]string{{"boot-log", "pcrs"}, {"boot-policy", "boot-log"}, {"ima-log", "pcrs"}, {"runtime-policy", "ima-log"}} {
+	for _, dep := range [][2]string{{"boot-log", "pcrs"}, {"boot-policy", "boot-log"}, {"ima-log", "pcrs"}, {"runtime-policy", "ima-log"}, {"pcr-policy", "pcrs"}} {
 		if c.String(dep[0]) != "" && c.String(dep[1]) == "" {
 			return badInputf("--%s needs --%s", dep[0], dep[1])
 		}
@@ -138,6 +141,11 @@ func quoteVerify(c *cli.Context) error {
 	}
 	// Inputs for the later stages are read before judging, so bad input is
 	// exit 2 whatever the quote says.
+	if f := c.String("pcr-policy"); f != "" {
+		if in.PCRPolicy, err = readPCRPolicy(c, f); err != nil {
+			return err
+		}
+	}
 	if f := c.String("boot-log"); f != "" {
 		if in.BootLog, err = readInput("boot-log", f); err != nil {
 			return err
@@ -206,6 +214,29 @@ func quoteVerify(c *cli.Context) error {
 		return silentFailure
 	}
 	return nil
+}
+
+// readPCRPolicy reads --pcr-policy, plain or DSSE-signed (then verified
+// against --policy-key), as the verifier's upload check does.
+func readPCRPolicy(c *cli.Context, file string) (*pcrpolicy.Policy, error) {
+	data, err := readInput("pcr-policy", file)
+	if err != nil {
+		return nil, err
+	}
+	if dsse.IsEnvelope(data) {
+		keys, err := loadPolicyKeys(c)
+		if err != nil {
+			return nil, err
+		}
+		if data, err = dsse.Open(data, dsse.PayloadTypeKeylime, keys); err != nil {
+			return nil, signedPolicyErr("--pcr-policy", file, fmt.Errorf("signed PCR policy: %w", err))
+		}
+	}
+	pol, err := pcrpolicy.Parse(data)
+	if err != nil {
+		return nil, badInputf("--pcr-policy %s: %v", file, err)
+	}
+	return pol, nil
 }
 
 func printQuoteReport(c *cli.Context, rep *quoteReport) {
@@ -349,15 +380,21 @@ func eventlogReplay(c *cli.Context) error {
 }
 
 // policyCreateBootCommand writes a measured-boot policy from a known-good
-// host's event log.
+// host's event log, or from a Keylime measured-boot reference state.
 func policyCreateBootCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "boot",
-		Usage: "create a measured-boot policy from a known-good host's --boot-log FILE",
+		Usage: "create a measured-boot policy from a known-good host's --boot-log FILE, or convert a --keylime-refstate FILE",
+		Description: "With --boot-log alone, the policy is what the known-good host booted, exactly.\n" +
+			"With --keylime-refstate, Keylime's measured-boot reference state (keylime-policy create measured-boot,\n" +
+			"create_mb_refstate) is converted into a Vigil policy, every field Keylime's example policy checks\n" +
+			"into a check, or refused naming the field; with --boot-log too, that log (against --pcrs, or taken\n" +
+			"at its word) must meet the converted policy, else exit 1 listing what fails.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "boot-log", Usage: "UEFI event log `FILE` of a known-good host (raw or base64)"},
+			&cli.StringFlag{Name: "keylime-refstate", Usage: "Keylime measured-boot reference state `FILE` (JSON) to convert"},
 			&cli.StringFlag{Name: "pcrs", Usage: "the host's PCR values `FILE` (Vigil's JSON): check the log against them first"},
-			&cli.StringFlag{Name: "bank", Usage: "PCR bank of the policy's digests (default: sha256 if the log has it, else its strongest)"},
+			&cli.StringFlag{Name: "bank", Usage: "PCR bank of the policy's digests (default: sha256 if the log has it, else its strongest; a Keylime reference state is sha256)"},
 			&cli.StringFlag{Name: "out", Usage: "write the policy to `FILE` instead of standard output"},
 		},
 		Action: policyCreateBoot,
@@ -365,13 +402,21 @@ func policyCreateBootCommand() *cli.Command {
 }
 
 func policyCreateBoot(c *cli.Context) error {
-	if err := required(c, "boot-log"); err != nil {
-		return err
+	name, refName := c.String("boot-log"), c.String("keylime-refstate")
+	if name == "" && refName == "" {
+		return badInputf("missing required flag --boot-log or --keylime-refstate")
 	}
-	name := c.String("boot-log")
-	b, err := readInput("boot-log", name)
-	if err != nil {
-		return err
+	if c.NArg() > 0 {
+		return badInputf("unexpected argument %q", c.Args().First())
+	}
+	var (
+		b   []byte
+		err error
+	)
+	if name != "" {
+		if b, err = readInput("boot-log", name); err != nil {
+			return err
+		}
 	}
 	var opts bootpolicy.LogOptions
 	if s := c.String("bank"); s != "" {
@@ -380,6 +425,9 @@ func policyCreateBoot(c *cli.Context) error {
 		}
 	}
 	if f := c.String("pcrs"); f != "" {
+		if name == "" {
+			return badInputf("--pcrs needs --boot-log")
+		}
 		pb, err := readInput("pcrs", f)
 		if err != nil {
 			return err
@@ -388,16 +436,65 @@ func policyCreateBoot(c *cli.Context) error {
 			return badInputf("--pcrs %s: %v", f, err)
 		}
 	}
-	pol, err := bootpolicy.FromLog(b, opts)
-	if evidence.ReasonOf(err) != "" {
-		return failed(fmt.Errorf("--boot-log %s: %w", name, err))
-	}
-	if err != nil {
-		return badInputf("--boot-log %s: %v", name, err)
+	var pol *bootpolicy.Policy
+	if refName != "" {
+		if pol, err = keylimePolicy(refName, name, b, opts); err != nil {
+			return err
+		}
+	} else {
+		pol, err = bootpolicy.FromLog(b, opts)
+		if evidence.ReasonOf(err) != "" {
+			return failed(fmt.Errorf("--boot-log %s: %w", name, err))
+		}
+		if err != nil {
+			return badInputf("--boot-log %s: %v", name, err)
+		}
 	}
 	js, err := json.MarshalIndent(pol, "", "  ")
 	if err != nil {
 		return err
 	}
 	return writeDocument(c, js)
+}
+
+// keylimePolicy converts a Keylime reference state and, given a
+// known-good host's log, checks that the log meets it.
+func keylimePolicy(refName, logName string, log []byte, opts bootpolicy.LogOptions) (*bootpolicy.Policy, error) {
+	rb, err := readInput("keylime-refstate", refName)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := bootpolicy.ParseKeylime(rb)
+	if err != nil {
+		return nil, badInputf("--keylime-refstate %s: %v", refName, err)
+	}
+	if opts.Bank != 0 && evidence.BankName(opts.Bank) != pol.Bank {
+		return nil, badInputf("--bank %s: a Keylime reference state's digests are %s", evidence.BankName(opts.Bank), pol.Bank)
+	}
+	if logName == "" {
+		return pol, nil
+	}
+	l, err := bootlog.Parse(log)
+	if err != nil {
+		return nil, badInputf("--boot-log %s: %v", logName, err)
+	}
+	quoted := opts.PCRs
+	if quoted == nil {
+		bank, _ := evidence.ParseBank(pol.Bank)
+		if !l.HasBank(bank) {
+			return nil, badInputf("--boot-log %s: the log has no %s digests", logName, pol.Bank)
+		}
+		if quoted, err = bootpolicy.LogPCRs(l, bank); err != nil {
+			return nil, badInputf("--boot-log %s: %v", logName, err)
+		}
+	}
+	res, f := verdict.Boot(log, quoted, pol)
+	if f == nil {
+		return pol, nil
+	}
+	lines := make([]string, 0, len(res.Failures))
+	for _, x := range res.Failures {
+		lines = append(lines, fmt.Sprintf("%s: %s", x.Reason, x.Detail))
+	}
+	return nil, failed(fmt.Errorf("--boot-log %s does not meet --keylime-refstate %s:\n  %s", logName, refName, strings.Join(lines, "\n  ")))
 }

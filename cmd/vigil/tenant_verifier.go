@@ -36,15 +36,18 @@ func tenantPolicyCommand() *cli.Command {
 		Usage: "reference policies on the verifier",
 		Subcommands: []*cli.Command{
 			tenantCmd("add", "add a policy, or a new version of it", "NAME", verifierAdmin, func(c *cli.Context, client *verifier.AdminClient, name string) error {
-				kind, file := verifier.PolicyRuntime, c.String("runtime")
-				if c.String("boot") != "" {
-					if file != "" {
-						return badInputf("give --runtime FILE or --boot FILE, not both")
+				var kind verifier.PolicyKind
+				var file string
+				for _, k := range []verifier.PolicyKind{verifier.PolicyRuntime, verifier.PolicyBoot, verifier.PolicyPCR} {
+					if f := c.String(string(k)); f != "" {
+						if file != "" {
+							return badInputf("give one of --runtime FILE, --boot FILE or --pcr FILE, not several")
+						}
+						kind, file = k, f
 					}
-					kind, file = verifier.PolicyBoot, c.String("boot")
 				}
 				if file == "" {
-					return badInputf("give --runtime FILE or --boot FILE")
+					return badInputf("give --runtime FILE, --boot FILE or --pcr FILE")
 				}
 				body, err := os.ReadFile(file)
 				if err != nil {
@@ -57,7 +60,8 @@ func tenantPolicyCommand() *cli.Command {
 				return printDone(c, p, "%s policy %s version %d (sha256 %s)", p.Kind, p.Name, p.Version, p.SHA256)
 			},
 				&cli.StringFlag{Name: "runtime", Usage: "runtime (IMA) policy `FILE`, Keylime format"},
-				&cli.StringFlag{Name: "boot", Usage: "boot policy `FILE`"}),
+				&cli.StringFlag{Name: "boot", Usage: "boot policy `FILE`"},
+				&cli.StringFlag{Name: "pcr", Usage: "PCR policy `FILE`: allowed values of PCRs 0-23 in any bank, Keylime's tpm_policy JSON or Vigil's {\"version\": 1, \"pcrs\": {\"sha256\": {\"16\": [\"hex\", …]}}}"}),
 			tenantCmd("list", "list policies", "", verifierAdmin, func(c *cli.Context, client *verifier.AdminClient, _ string) error {
 				ps, err := client.ListPolicies(c.Context)
 				if err != nil {
@@ -128,8 +132,9 @@ func printAgent(c *cli.Context, a verifier.AgentView) error {
 	if a.Reason != "" {
 		fmt.Fprintf(c.App.Writer, "reason:           %s\ndetail:           %s\nfailed_at:        %s\n", a.Reason, a.Detail, a.FailedAt.Format(time.RFC3339))
 	}
-	fmt.Fprintf(c.App.Writer, "attestations:     %d\nlast_attested_at: %s\nima_entries:      %d\nruntime_policy:   %s\nboot_policy:      %s\ninterval:         %s\n",
-		a.Attestations, a.LastAttestedAt.Format(time.RFC3339), a.IMAEntries, pinned(a.RuntimePolicy, a.RuntimePolicyVersion), pinned(a.BootPolicy, a.BootPolicyVersion), a.Interval)
+	fmt.Fprintf(c.App.Writer, "attestations:     %d\nlast_attested_at: %s\nima_entries:      %d\nruntime_policy:   %s\nboot_policy:      %s\npcr_policy:       %s\ninterval:         %s\n",
+		a.Attestations, a.LastAttestedAt.Format(time.RFC3339), a.IMAEntries, pinned(a.RuntimePolicy, a.RuntimePolicyVersion), pinned(a.BootPolicy, a.BootPolicyVersion),
+		pinned(a.PCRPolicy, a.PCRPolicyVersion), a.Interval)
 	for _, id := range a.Identities {
 		fmt.Fprintf(c.App.Writer, "identity:         %s\n", id)
 	}
@@ -150,6 +155,7 @@ func agentFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "runtime-policy", Usage: "runtime policy `NAME` (its latest version) or NAME@VERSION (pinned to that version)"},
 		&cli.StringFlag{Name: "boot-policy", Usage: "boot policy `NAME` (its latest version) or NAME@VERSION (pinned to that version)"},
+		&cli.StringFlag{Name: "pcr-policy", Usage: "PCR policy `NAME` (its latest version) or NAME@VERSION (pinned to that version)"},
 		&cli.StringSliceFlag{Name: "identity", Usage: "workload identity `URI` to revoke on failure (repeatable)"},
 		&cli.DurationFlag{Name: "interval", Usage: "attestation interval (default: the verifier's)"},
 	}
@@ -166,6 +172,10 @@ func updateRequest(c *cli.Context) (verifier.UpdateRequest, error) {
 		v := c.String("boot-policy")
 		req.BootPolicy = &v
 	}
+	if c.IsSet("pcr-policy") {
+		v := c.String("pcr-policy")
+		req.PCRPolicy = &v
+	}
 	if c.IsSet("identity") {
 		// --identity "" alone removes every identity.
 		ids := []string{}
@@ -181,7 +191,7 @@ func updateRequest(c *cli.Context) (verifier.UpdateRequest, error) {
 		req.Interval = &v
 	}
 	if req == (verifier.UpdateRequest{}) {
-		return req, badInputf("agent update: nothing to update: give --runtime-policy, --boot-policy, --identity or --interval")
+		return req, badInputf("agent update: nothing to update: give --runtime-policy, --boot-policy, --pcr-policy, --identity or --interval")
 	}
 	return req, nil
 }
@@ -196,6 +206,7 @@ func tenantAgentCommand() *cli.Command {
 					AgentID:       id,
 					RuntimePolicy: c.String("runtime-policy"),
 					BootPolicy:    c.String("boot-policy"),
+					PCRPolicy:     c.String("pcr-policy"),
 					Identities:    c.StringSlice("identity"),
 					Interval:      c.Duration("interval"),
 				})
@@ -346,6 +357,9 @@ func historyDetail(h verifier.HistoryEntry) string {
 	}
 	if h.BootPolicy != "" {
 		add("boot policy %s", h.BootPolicy)
+	}
+	if h.PCRPolicy != "" {
+		add("PCR policy %s", h.PCRPolicy)
 	}
 	if h.IntervalText != "" {
 		add("interval %s", h.IntervalText)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -37,6 +38,33 @@ type BootConfig struct {
 	// path, that is the kernel GRUB loads. Empty means
 	// DefaultKernelCmdline.
 	KernelCmdline string
+	// MOK, when set, has shim measure its Machine Owner Key state into
+	// PCR 14 as shim 15 does. Nil leaves PCR 14 alone, as the simulated
+	// boot always did.
+	MOK *MOKConfig
+	// KernelBuild and InitrdBuild, when set, make the kernel and the
+	// initrd other builds of the same files: the same paths with other
+	// content, so other digests in PCR 4 and PCR 9.
+	KernelBuild, InitrdBuild string
+	// UnverifiedKernel has GRUB start the kernel without asking shim to
+	// verify it, as GRUB does with Secure Boot off: no PCR 4 event for the
+	// kernel. (Without it the kernel is measured into PCR 4 whatever
+	// SecureBoot says, as the simulated boot always did.)
+	UnverifiedKernel bool
+}
+
+// MOKConfig is shim's Machine Owner Key state. Shim measures each of its
+// variables into PCR 14 as an EV_IPL event whose data is the variable's
+// name and whose digest is of its content: MokList (the keys enrolled, as
+// EFI_SIGNATURE_LISTs of certificates), MokListX (the hashes revoked) and
+// MokListTrusted (whether the kernel may trust MokList keys, one byte).
+type MOKConfig struct {
+	// Keys are the common names of the Machine Owner Keys enrolled: each
+	// a certificate derived from the seed.
+	Keys []string
+	// Revoked labels the SHA-256 hashes in MokListX, each derived from
+	// the seed.
+	Revoked []string
 }
 
 func (c BootConfig) withDefaults() BootConfig {
@@ -90,6 +118,8 @@ type BootLog struct {
 //	       (shim's vendor certificate), and shim's SbatLevel
 //	PCR 8  GRUB's commands and the kernel command line (EV_IPL)
 //	PCR 9  the files GRUB read: grub.cfg, kernel, initrd (EV_IPL)
+//	PCR 14 with Config.MOK: shim's MokList, MokListX, MokListTrusted
+//	       (EV_IPL)
 //
 // Data-bearing events hash their data (variables, separators, actions,
 // GRUB commands); loaded images hash a stand-in for their Authenticode
@@ -159,7 +189,26 @@ func NewBootLog(cfg BootConfig) (*BootLog, error) {
 		b.variable(7, EvEFIVariableAuthority, efiImageSecurityDatabase, "db", signatureData(owner, certs[dbCAName]))
 	}
 	b.application("shimx64.efi", 0x7dc2b018, onESP(`\EFI\vigil\shimx64.efi`))
+	if m := cfg.MOK; m != nil {
+		var keys [][]byte
+		for _, cn := range m.Keys {
+			der, err := simCert(cfg.Seed, cn)
+			if err != nil {
+				return nil, err
+			}
+			keys = append(keys, der)
+		}
+		var revoked [][]byte
+		for _, r := range m.Revoked {
+			revoked = append(revoked, derive(cfg.Seed, "mokx:"+r, 0))
+		}
+		b.mok(MokList, x509Lists(owner, keys...))
+		b.mok(MokListX, signatureList(efiCertSHA256, owner, revoked...))
+	}
 	b.variable(7, EvEFIVariableAuthority, shimLockGUID, "SbatLevel", []byte("sbat,1,2024010900\nshim,4\ngrub,4\ngrub.vigil,1\n"))
+	if cfg.MOK != nil {
+		b.mok(MokListTrusted, []byte{1})
+	}
 
 	// shim verifies GRUB with its built-in vendor certificate and logs that
 	// certificate raw, without an EFI_SIGNATURE_DATA owner, as shim does.
@@ -189,7 +238,7 @@ func NewBootLog(cfg BootConfig) (*BootLog, error) {
 	b.grub("grub_cmd: ", "set timeout=0")
 	b.grub("grub_cmd: ", "set default=0")
 	b.grub("grub_cmd: ", "setparams Vigil simulated Linux")
-	kernel := b.image("kernel " + l.KernelPath)
+	kernel := b.image(build("kernel "+l.KernelPath, cfg.KernelBuild))
 	for _, cmd := range entry {
 		b.grub("grub_cmd: ", cmd)
 		switch cmd {
@@ -200,13 +249,15 @@ func NewBootLog(cfg BootConfig) (*BootLog, error) {
 			b.file("(hd0,gpt2)"+l.KernelPath, append(bytes.Clone(kernel), "\x00signature"...))
 			b.grub("kernel_cmdline: ", cfg.KernelCmdline)
 		case "initrd " + l.InitrdPath:
-			b.file("(hd0,gpt2)"+l.InitrdPath, b.image("initrd "+l.InitrdPath))
+			b.file("(hd0,gpt2)"+l.InitrdPath, b.image(build("initrd "+l.InitrdPath, cfg.InitrdBuild)))
 		}
 	}
 
 	// GRUB starts the kernel through shim (PCR 4; loaded from memory, so
 	// no device path), and the kernel's EFI stub exits boot services.
-	b.add(4, EvEFIBootServicesApplication, imageLoadEvent(0x7a3bc018, uint64(len(kernel)), nil), kernel, "kernel "+l.KernelPath)
+	if !cfg.UnverifiedKernel {
+		b.add(4, EvEFIBootServicesApplication, imageLoadEvent(0x7a3bc018, uint64(len(kernel)), nil), kernel, "kernel "+l.KernelPath)
+	}
 	b.action(5, "Exit Boot Services Invocation")
 	b.action(5, "Exit Boot Services Returned with Success")
 
@@ -222,6 +273,30 @@ const (
 	dbCAName   = "Vigil Sim UEFI CA"
 	vendorName = "Vigil Sim Distribution Secure Boot CA"
 )
+
+// Names of shim's PCR 14 measurements.
+const (
+	MokList        = "MokList"
+	MokListX       = "MokListX"
+	MokListTrusted = "MokListTrusted"
+)
+
+// build names another build of an image: the same name without one.
+func build(name, b string) string {
+	if b == "" {
+		return name
+	}
+	return name + " build " + b
+}
+
+// mokPCR is where shim measures its MOK state.
+const mokPCR = 14
+
+// mok logs a MOK variable as shim does: EV_IPL on PCR 14, the
+// NUL-terminated name as data, the digest of the variable's content.
+func (b *bootBuilder) mok(name string, content []byte) {
+	b.add(mokPCR, EvIPL, []byte(name+"\x00"), content, name)
+}
 
 // kernelFiles names the kernel and initrd GRUB loads for a command line.
 func kernelFiles(cmdline string) (kernel, initrd string) {
@@ -297,13 +372,25 @@ func (l *BootLog) Bytes() []byte {
 	return out
 }
 
-// PCRs replays the log: the value each boot PCR reaches, in each bank,
-// from the all-zero reset value.
+// measured are the PCRs the boot measures into: PCRs 0-9, and 14 when
+// shim measures its MOK state.
+func (l *BootLog) measured() []int {
+	pcrs := bootPCRs[:]
+	for _, e := range l.Events {
+		if e.PCR == mokPCR {
+			return append(slices.Clone(pcrs), mokPCR)
+		}
+	}
+	return pcrs
+}
+
+// PCRs replays the log: the value each boot PCR (and PCR 14 with MOK)
+// reaches, in each bank, from the all-zero reset value.
 func (l *BootLog) PCRs() map[tpm2.TPMAlgID]map[int][]byte {
 	out := make(map[tpm2.TPMAlgID]map[int][]byte, len(banks))
 	for _, b := range banks {
-		pcrs := make(map[int][]byte, len(bootPCRs))
-		for _, p := range bootPCRs {
+		pcrs := make(map[int][]byte, len(bootPCRs)+1)
+		for _, p := range l.measured() {
 			pcrs[p] = make([]byte, b.Hash.Size())
 		}
 		for _, e := range l.Events {
@@ -324,24 +411,25 @@ func (l *BootLog) Extend(ctx context.Context, t PCRExtender) error {
 	return nil
 }
 
-// Boot performs the simulated boot on a TPM: it checks that PCRs 0-9 are
-// at their reset values (else ErrPCRsExtended), extends every event, and
-// reads the PCRs back to confirm that the log replays to them. It returns
-// the PCR values read.
+// Boot performs the simulated boot on a TPM: it checks that PCRs 0-9 (and
+// 14 with MOK) are at their reset values (else ErrPCRsExtended), extends
+// every event, and reads the PCRs back to confirm that the log replays to
+// them. It returns the PCR values read.
 func (l *BootLog) Boot(ctx context.Context, t TPM) (map[tpm2.TPMAlgID]map[int][]byte, error) {
-	if err := requireReset(ctx, t, bootPCRs[:]...); err != nil {
+	pcrs := l.measured()
+	if err := requireReset(ctx, t, pcrs...); err != nil {
 		return nil, err
 	}
 	if err := l.Extend(ctx, t); err != nil {
 		return nil, err
 	}
-	got, err := ReadPCRs(ctx, t, bootPCRs[:]...)
+	got, err := ReadPCRs(ctx, t, pcrs...)
 	if err != nil {
 		return nil, err
 	}
 	want := l.PCRs()
 	for _, b := range banks {
-		for _, p := range bootPCRs {
+		for _, p := range pcrs {
 			if !bytes.Equal(got[b.Alg][p], want[b.Alg][p]) {
 				return got, fmt.Errorf("after the boot, PCR %d (%s bank) is %x but the log replays to %x: something else extended it", p, b.Name, got[b.Alg][p], want[b.Alg][p])
 			}

@@ -34,7 +34,8 @@
 // the same log to the byte, so one boot policy fits a whole simulated
 // fleet, and the keys are as public as the seed. Image digests stand for
 // Authenticode hashes without being ones. Shim's MOK measurements (PCR 14)
-// and the GPT event are left out. The files IMA measures are real files,
+// are made only when BootConfig.MOK asks for them; the GPT event is left
+// out. The files IMA measures are real files,
 // hashed for real.
 //
 // The TPM is reached through the small interfaces PCRExtender and

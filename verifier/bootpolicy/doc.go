@@ -19,8 +19,27 @@
 //   - kernel_cmdline: a regular expression (RE2) the whole command line GRUB
 //     measured must match.
 //
+// Version 2 adds (a version 1 policy keeps meaning what it meant: these
+// checks do not apply to it):
+//
+//   - post_codes: allowed PCR 0 EV_POST_CODE digests (version 1 holds them
+//     to firmware_blobs);
+//   - vendor_db: every entry of shim's built-in vendor_db the host logged in
+//     PCR 7 must be allowed;
+//   - mok, mokx: allowed digests of shim's MokList and MokListX
+//     measurements in PCR 14 (the Machine Owner Keys enrolled and revoked);
+//     one of each must be there when any is listed, and PCR 14 may hold
+//     nothing else but MokListTrusted, MokPolicy and a MokSBState that
+//     keeps shim's verification on. They need PCR 14 in the quote;
+//   - kernels: allowed boot chains, one of which the host must match: the
+//     shim, GRUB and kernel Authenticode digests of PCR 4 in order, the
+//     initrd and kernel files GRUB measured into PCR 9, and the command
+//     line (see Kernel).
+//
 // Digests are in the policy's bank; the verifier extracts the boot state in
 // that bank. Keylime's measured-boot reference state (mb_refstate, from
 // create_mb_refstate or keylime-policy create measured-boot) is read too and
-// converted. The format is documented in docs/policies.md.
+// converted, field by field, into a version 2 policy (see fromKeylime); a
+// field that cannot be honoured is refused by name, never dropped. The
+// format is documented in docs/policies.md.
 package bootpolicy

@@ -3,6 +3,7 @@ package bootpolicy_test
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/google/go-eventlog/testdata"
@@ -23,11 +24,33 @@ func TestFromLogPassesTheVerifiersCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, raw := range map[string][]byte{"simhost": sim.Bytes(), "rhel8": testdata.Rhel8EventLog, "ubuntu2404": testdata.Ubuntu2404AmdSevSnpEventLog} {
+	simMOK, err := simhost.NewBootLog(simhost.BootConfig{SecureBoot: true, MOK: &simhost.MOKConfig{Keys: []string{"owner"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := map[string]func(t *testing.T) []byte{
+		"simhost":     func(*testing.T) []byte { return sim.Bytes() },
+		"simhost-mok": func(*testing.T) []byte { return simMOK.Bytes() },
+		"rhel8":       func(*testing.T) []byte { return testdata.Rhel8EventLog },
+		"ubuntu2404":  func(*testing.T) []byte { return testdata.Ubuntu2404AmdSevSnpEventLog },
+	}
+	for _, name := range []string{"keylime-binary_bios_measurements", "keylime-binary_bios_measurements-secureboot", "rust-keylime-uefi_log.bin"} {
+		logs[name] = func(t *testing.T) []byte { return readData(t, "uefi", name) }
+	}
+	for name, read := range logs {
 		t.Run(name, func(t *testing.T) {
+			raw := read(t)
 			pol, err := bootpolicy.FromLog(raw, bootpolicy.LogOptions{})
 			if err != nil {
 				t.Fatal(err)
+			}
+			// A log with shim's MOK measurements gives a policy that
+			// checks them; one without, a policy that skips them.
+			if hasMOK := name != "simhost"; hasMOK == slices.Contains(pol.Skip, bootpolicy.CheckMOK) || hasMOK != (len(pol.MOK) > 0) {
+				t.Errorf("MOK: skip %v, mok %v", pol.Skip, pol.MOK)
+			}
+			if slices.Contains(pol.Skip, bootpolicy.CheckKernels) || len(pol.Kernels) != 1 {
+				t.Errorf("no kernels entry: skip %v, kernels %+v", pol.Skip, pol.Kernels)
 			}
 			l, err := bootlog.Parse(raw)
 			if err != nil {

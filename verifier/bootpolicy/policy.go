@@ -26,9 +26,20 @@ const (
 	CheckDBX           = "dbx"
 	CheckBootDigests   = "boot_digests"
 	CheckKernelCmdline = "kernel_cmdline"
+	// Version 2 checks.
+	CheckPostCodes = "post_codes"
+	CheckVendorDB  = "vendor_db"
+	CheckMOK       = "mok"
+	CheckMOKX      = "mokx"
+	CheckKernels   = "kernels"
 )
 
-var allChecks = []string{CheckSecureBoot, CheckSCRTM, CheckFirmwareBlobs, CheckPK, CheckKEK, CheckDB, CheckDBX, CheckBootDigests, CheckKernelCmdline}
+var allChecks = []string{CheckSecureBoot, CheckSCRTM, CheckFirmwareBlobs, CheckPK, CheckKEK, CheckDB, CheckDBX, CheckBootDigests, CheckKernelCmdline,
+	CheckPostCodes, CheckVendorDB, CheckMOK, CheckMOKX, CheckKernels}
+
+// v2Checks are the checks version 1 policies predate: they do not apply to
+// a version 1 policy, which keeps meaning what it meant.
+var v2Checks = []string{CheckPostCodes, CheckVendorDB, CheckMOK, CheckMOKX, CheckKernels}
 
 // Reasons a boot policy gives.
 const (
@@ -40,6 +51,27 @@ const (
 	ReasonBootDigest    evidence.Reason = "boot_digest_not_allowed"
 	ReasonKernelCmdline evidence.Reason = "kernel_cmdline_mismatch"
 	ReasonStateMissing  evidence.Reason = "boot_state_missing"
+	// ReasonMOK: a MokList shim measured into PCR 14 is not allowed (an
+	// enrolled Machine Owner Key the policy does not know), or PCR 14
+	// holds something other than shim's MOK measurements.
+	ReasonMOK evidence.Reason = "mok_not_allowed"
+	// ReasonMOKX: the MokListX (shim's revocations) is not allowed.
+	ReasonMOKX evidence.Reason = "mokx_not_allowed"
+	// ReasonBootChain: the PCR 4 boot chain has another shape than any
+	// kernels entry (more or fewer applications).
+	ReasonBootChain evidence.Reason = "boot_chain_mismatch"
+	// ReasonShim, ReasonGrub, ReasonKernel: that application of the boot
+	// chain (its Authenticode digest in PCR 4) is not the entry's.
+	ReasonShim   evidence.Reason = "shim_not_allowed"
+	ReasonGrub   evidence.Reason = "grub_not_allowed"
+	ReasonKernel evidence.Reason = "kernel_not_allowed"
+	// ReasonInitrd, ReasonVmlinuz: the initrd or kernel file GRUB measured
+	// into PCR 9 is not the entry's.
+	ReasonInitrd  evidence.Reason = "initrd_not_allowed"
+	ReasonVmlinuz evidence.Reason = "vmlinuz_not_allowed"
+	// ReasonBootFile: GRUB measured a file into PCR 9 that is neither its
+	// configuration, a boot loader entry, the kernel nor the initrd.
+	ReasonBootFile evidence.Reason = "boot_file_not_allowed"
 )
 
 // Policy is a measured-boot reference state.
@@ -58,10 +90,31 @@ type Policy struct {
 	DBX           []string `json:"dbx"`
 	BootDigests   []string `json:"boot_digests"`
 	KernelCmdline string   `json:"kernel_cmdline"`
+
+	// Version 2. A version 1 policy must leave these out; its checks
+	// then do not apply.
+
+	// PostCodes are the allowed PCR 0 EV_POST_CODE digests. (A version 1
+	// policy holds them to firmware_blobs.)
+	PostCodes []string `json:"post_codes"`
+
+	// VendorDB lists the entries of shim's built-in vendor_db a host may
+	// show (certificates by the SHA-256 of their DER, hashes by their hex).
+	VendorDB []string `json:"vendor_db"`
+	// MOK and MOKX are the allowed digests of shim's MokList and MokListX
+	// measurements (PCR 14): the Machine Owner Keys enrolled and revoked.
+	MOK  []string `json:"mok"`
+	MOKX []string `json:"mokx"`
+	// Kernels are the boot chains allowed; a host must match one.
+	Kernels []Kernel `json:"kernels"`
+
 	// Skip names checks this policy waives.
 	Skip []string `json:"skip,omitempty"`
 
 	cmdline *regexp.Regexp
+	// keylime is set for a policy converted from a Keylime reference
+	// state, whose field names failures then name too.
+	keylime bool
 }
 
 // Parse reads a boot policy: Vigil's format, or Keylime's measured-boot
@@ -72,7 +125,7 @@ func Parse(b []byte) (*Policy, error) {
 	if err := json.Unmarshal(b, &probe); err != nil {
 		return nil, fmt.Errorf("boot policy: %w", err)
 	}
-	if _, ok := probe["scrtm_and_bios"]; ok {
+	if isKeylime(probe) {
 		return fromKeylime(b)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -92,8 +145,16 @@ func (p *Policy) init() error {
 	if p.Kind != Kind {
 		return fmt.Errorf("boot policy: kind is %q, want %q", p.Kind, Kind)
 	}
-	if p.Version != 1 {
-		return fmt.Errorf("boot policy: version %d is not supported (want 1)", p.Version)
+	switch p.Version {
+	case 1:
+		for i, set := range []bool{p.PostCodes != nil, p.VendorDB != nil, p.MOK != nil, p.MOKX != nil, p.Kernels != nil} {
+			if set {
+				return fmt.Errorf("boot policy: %s needs version 2 (this policy is version 1)", v2Checks[i])
+			}
+		}
+	case 2:
+	default:
+		return fmt.Errorf("boot policy: version %d is not supported (want 1 or 2)", p.Version)
 	}
 	alg, err := evidence.ParseBank(p.Bank)
 	if err != nil {
@@ -118,19 +179,31 @@ func (p *Policy) init() error {
 		{CheckSCRTM, p.SCRTM, h.Size()}, {CheckFirmwareBlobs, p.FirmwareBlobs, h.Size()},
 		{CheckBootDigests, p.BootDigests, h.Size()},
 		{CheckPK, p.PK, 0}, {CheckKEK, p.KEK, 0}, {CheckDB, p.DB, 0}, {CheckDBX, p.DBX, 0},
+		{CheckPostCodes, p.PostCodes, h.Size()}, {CheckVendorDB, p.VendorDB, 0}, {CheckMOK, p.MOK, h.Size()}, {CheckMOKX, p.MOKX, h.Size()},
 	} {
 		for i, v := range l.vals {
 			if err := checkHex(v, l.size); err != nil {
-				return fmt.Errorf("boot policy: %s[%d]: %w", l.name, i, err)
+				return fmt.Errorf("boot policy: %s: %w", p.name(fmt.Sprintf("%s[%d]", l.name, i)), err)
 			}
 		}
 	}
-	re, err := regexp.Compile(`^(?:` + p.KernelCmdline + `)$`)
+	re, err := compileCmdline(p.KernelCmdline)
 	if err != nil {
 		return fmt.Errorf("boot policy: kernel_cmdline: %w", err)
 	}
+	for i := range p.Kernels {
+		if err := p.Kernels[i].init(p, i, h.Size()); err != nil {
+			return err
+		}
+	}
 	p.cmdline = re
 	return nil
+}
+
+// compileCmdline compiles a command-line pattern, which must match the
+// whole command line (as Keylime's fullmatch does).
+func compileCmdline(pattern string) (*regexp.Regexp, error) {
+	return regexp.Compile(`^(?:` + pattern + `)$`)
 }
 
 func checkHex(v string, size int) error {
@@ -148,7 +221,10 @@ func checkHex(v string, size int) error {
 	return nil
 }
 
-func (p *Policy) skips(check string) bool { return slices.Contains(p.Skip, check) }
+// skips reports a check the policy waives, or that its version predates.
+func (p *Policy) skips(check string) bool {
+	return slices.Contains(p.Skip, check) || p.Version < 2 && slices.Contains(v2Checks, check)
+}
 
 // Evaluate holds a boot state to the policy and returns every violation
 // (nil when the state meets it). The state must be extracted in the
@@ -178,24 +254,36 @@ func (p *Policy) Evaluate(st *bootlog.BootState) []*evidence.Failure {
 	if !p.skips(CheckSecureBoot) && p.SecureBoot != "any" {
 		switch {
 		case missing("secure_boot"):
-			fail(ReasonStateMissing, "secure_boot: the log does not establish the Secure Boot state")
+			fail(ReasonStateMissing, "%s: the log does not establish the Secure Boot state", p.name(CheckSecureBoot))
 		case p.SecureBoot == "enabled" && !st.SecureBoot:
-			fail(ReasonSecureBoot, "Secure Boot is disabled, the policy requires it enabled")
+			fail(ReasonSecureBoot, "Secure Boot is disabled, %s requires it enabled", p.name(CheckSecureBoot))
 		case p.SecureBoot == "disabled" && st.SecureBoot:
-			fail(ReasonSecureBoot, "Secure Boot is enabled, the policy requires it disabled")
+			fail(ReasonSecureBoot, "Secure Boot is enabled, %s requires it disabled", p.name(CheckSecureBoot))
 		}
 	}
 	if !p.skips(CheckSCRTM) && !slices.Contains(p.SCRTM, st.SCRTM) {
 		if st.SCRTM == "" {
-			fail(ReasonStateMissing, "scrtm: the log has no S-CRTM version event")
+			fail(ReasonStateMissing, "%s: the log has no S-CRTM version event", p.name(CheckSCRTM))
 		} else {
-			fail(ReasonSCRTM, "S-CRTM version digest %s is not allowed", st.SCRTM)
+			fail(ReasonSCRTM, "S-CRTM version digest %s is not allowed by %s", st.SCRTM, p.name(CheckSCRTM))
 		}
 	}
+	firmware := st.FirmwareBlobs
+	if p.Version < 2 {
+		// Version 1 lists POST codes with the firmware volumes.
+		firmware = append(slices.Clone(firmware), st.PostCodes...)
+	}
 	if !p.skips(CheckFirmwareBlobs) {
-		for _, d := range st.FirmwareBlobs {
+		for _, d := range firmware {
 			if !slices.Contains(p.FirmwareBlobs, d) {
-				fail(ReasonFirmware, "platform firmware digest %s is not allowed", d)
+				fail(ReasonFirmware, "platform firmware digest %s is not allowed by %s", d, p.name(CheckFirmwareBlobs))
+			}
+		}
+	}
+	if !p.skips(CheckPostCodes) {
+		for _, d := range st.PostCodes {
+			if !slices.Contains(p.PostCodes, d) {
+				fail(ReasonFirmware, "POST code digest %s (PCR 0) is not allowed by %s", d, p.name(CheckPostCodes))
 			}
 		}
 	}
@@ -203,23 +291,23 @@ func (p *Policy) Evaluate(st *bootlog.BootState) []*evidence.Failure {
 		check   string
 		allowed []string
 		have    *bootlog.SigDB
-	}{{CheckPK, p.PK, st.PK}, {CheckKEK, p.KEK, st.KEK}, {CheckDB, p.DB, st.DB}} {
+	}{{CheckPK, p.PK, st.PK}, {CheckKEK, p.KEK, st.KEK}, {CheckDB, p.DB, st.DB}, {CheckVendorDB, p.VendorDB, st.VendorDB}} {
 		if p.skips(db.check) {
 			continue
 		}
 		if db.have == nil {
-			fail(ReasonStateMissing, "%s: the log does not establish the %s database", db.check, db.check)
+			fail(ReasonStateMissing, "%s: the log does not establish the %s database", p.name(db.check), db.check)
 			continue
 		}
 		for _, e := range entries(db.have) {
 			if !slices.Contains(db.allowed, e.id) {
-				fail(ReasonSigDB, "%s entry %s is not allowed", db.check, e.label)
+				fail(ReasonSigDB, "%s entry %s is not allowed", p.name(db.check), e.label)
 			}
 		}
 	}
 	if !p.skips(CheckDBX) {
 		if st.DBX == nil {
-			fail(ReasonStateMissing, "dbx: the log does not establish the dbx database")
+			fail(ReasonStateMissing, "%s: the log does not establish the dbx database", p.name(CheckDBX))
 		} else {
 			have := map[string]bool{}
 			for _, e := range entries(st.DBX) {
@@ -227,7 +315,7 @@ func (p *Policy) Evaluate(st *bootlog.BootState) []*evidence.Failure {
 			}
 			for _, want := range p.DBX {
 				if !have[want] {
-					fail(ReasonDBXMissing, "dbx lacks required entry %s", want)
+					fail(ReasonDBXMissing, "dbx lacks entry %s, which %s requires", want, p.name(CheckDBX))
 				}
 			}
 		}
@@ -246,6 +334,10 @@ func (p *Policy) Evaluate(st *bootlog.BootState) []*evidence.Failure {
 		case !p.cmdline.MatchString(st.KernelCmdline):
 			fail(ReasonKernelCmdline, "kernel command line %q does not match %q", st.KernelCmdline, p.KernelCmdline)
 		}
+	}
+	out = append(out, p.evaluateMOK(st)...)
+	if !p.skips(CheckKernels) {
+		out = append(out, p.evaluateKernels(st, missing)...)
 	}
 	return out
 }
@@ -267,18 +359,25 @@ func entries(db *bootlog.SigDB) []entry {
 	return out
 }
 
-// FromState writes the policy a known-good host's boot state implies: its
-// Secure Boot state, firmware, keys, dbx, boot applications and command
-// line, exactly. Checks the state cannot support (a part extraction could
-// not produce) are put in skip, so the policy is usable and says so.
+// FromState writes the (version 2) policy a known-good host's boot state
+// implies: its Secure Boot state, firmware, keys, dbx, shim's vendor_db,
+// boot applications, MOK state and command line, exactly, and one kernels
+// entry for its boot chain, kernel and initrd (see kernelOf). Checks the
+// state cannot support (a part extraction could not produce, a MOK state
+// where PCR 14 was not quoted or shim measured nothing, a boot chain of no
+// known shape) are put in skip, so the policy is usable and says so.
 func FromState(st *bootlog.BootState) *Policy {
 	p := &Policy{
-		Kind: Kind, Version: 1, Bank: st.Bank,
+		Kind: Kind, Version: 2, Bank: st.Bank,
 		SecureBoot:    "disabled",
 		SCRTM:         []string{},
 		FirmwareBlobs: uniq(st.FirmwareBlobs),
+		PostCodes:     uniq(st.PostCodes),
 		BootDigests:   uniq(st.BootDigests),
 		KernelCmdline: regexp.QuoteMeta(st.KernelCmdline),
+		MOK:           []string{},
+		MOKX:          []string{},
+		Kernels:       []Kernel{},
 	}
 	if st.SecureBoot {
 		p.SecureBoot = "enabled"
@@ -297,18 +396,44 @@ func FromState(st *bootlog.BootState) *Policy {
 		}
 		return uniq(out)
 	}
-	p.PK, p.KEK, p.DB, p.DBX = ids(st.PK), ids(st.KEK), ids(st.DB), ids(st.DBX)
+	p.PK, p.KEK, p.DB, p.DBX, p.VendorDB = ids(st.PK), ids(st.KEK), ids(st.DB), ids(st.DBX), ids(st.VendorDB)
+	for _, m := range st.MOK {
+		switch m.Name {
+		case bootlog.MokList:
+			p.MOK = uniq(append(p.MOK, m.Digest))
+		case bootlog.MokListX:
+			p.MOKX = uniq(append(p.MOKX, m.Digest))
+		}
+	}
+	skip := func(checks ...string) {
+		for _, c := range checks {
+			if !slices.Contains(p.Skip, c) {
+				p.Skip = append(p.Skip, c)
+			}
+		}
+	}
 	for _, m := range st.Incomplete {
 		part, _, _ := strings.Cut(m, ":")
 		switch part {
 		case "secure_boot":
 			p.SecureBoot = "any"
-			p.Skip = append(p.Skip, CheckPK, CheckKEK, CheckDB, CheckDBX)
+			skip(CheckPK, CheckKEK, CheckDB, CheckDBX, CheckVendorDB)
+		case "vendor_db":
+			skip(CheckVendorDB)
 		case "grub", "kernel_cmdline":
-			if !slices.Contains(p.Skip, CheckKernelCmdline) {
-				p.Skip = append(p.Skip, CheckKernelCmdline)
-			}
+			skip(CheckKernelCmdline)
 		}
+	}
+	if len(p.MOK) == 0 && len(p.MOKX) == 0 {
+		// No shim (or PCR 14 not quoted): nothing to hold a MOK state
+		// to. A host that later boots through shim shows another boot
+		// chain, which boot_digests and kernels refuse.
+		skip(CheckMOK, CheckMOKX)
+	}
+	if k, ok := kernelOf(st); ok {
+		p.Kernels = append(p.Kernels, k)
+	} else {
+		skip(CheckKernels)
 	}
 	_ = p.init()
 	return p

@@ -52,6 +52,7 @@ func historyInOrder(t *testing.T, s verifier.Store) {
 	a := agent("web-1")
 	admitted := hist("web-1", verifier.HistoryAdmitted, at)
 	admitted.Operator, admitted.RuntimePolicy, admitted.Interval = "CN=alice", "runtime-1@2", 2*time.Second
+	admitted.PCRPolicy = "pcr-1@3"
 	if err := s.CreateAgent(ctx(t), a, admitted); err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +88,7 @@ func historyInOrder(t *testing.T, s verifier.Store) {
 			t.Fatalf("Seq does not grow: %d then %d", h[i-1].Seq, h[i].Seq)
 		}
 	}
-	if g := h[0]; g.Operator != "CN=alice" || g.RuntimePolicy != "runtime-1@2" || g.Interval != 2*time.Second || !g.At.Equal(at) || g.AgentID != "web-1" {
+	if g := h[0]; g.Operator != "CN=alice" || g.RuntimePolicy != "runtime-1@2" || g.PCRPolicy != "pcr-1@3" || g.Interval != 2*time.Second || !g.At.Equal(at) || g.AgentID != "web-1" {
 		t.Errorf("admitted entry %+v", g)
 	}
 	if g := h[1].Verdicts; g == nil || g.Count != 1800 || !g.From.Equal(at) || !g.To.Equal(at.Add(time.Hour)) {

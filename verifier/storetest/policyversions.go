@@ -4,6 +4,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/vigil-attest/vigil/verifier"
 )
@@ -83,11 +84,19 @@ func listPolicyVersions(t *testing.T, s verifier.Store) {
 func agentPolicyPins(t *testing.T, s verifier.Store) {
 	a := agent("web-1")
 	a.RuntimePolicyVersion, a.BootPolicyVersion = 3, 7
+	a.PCRPolicy, a.PCRPolicyVersion = "pcr-1", 2
+	a.Passing, a.PassingFrom, a.PassingTo = 5, t0(), t0().Add(time.Minute)
+	a.PassingRuntimeVersion, a.PassingBootVersion, a.PassingPCRVersion = 3, 7, 2
 	mustCreate(t, s, a)
 	sameAgent(t, mustGet(t, s, a.ID), a)
-	a.RuntimePolicyVersion = 0
+	a.RuntimePolicyVersion, a.PCRPolicyVersion = 0, 0
 	if err := s.SaveAgent(ctx(t), a, nil); err != nil {
 		t.Fatal(err)
 	}
 	sameAgent(t, mustGet(t, s, a.ID), a)
+	// A PCR policy alone.
+	only := agent("web-2")
+	only.RuntimePolicy, only.BootPolicy, only.PCRPolicy, only.PCRPolicyVersion = "", "", "pcr-only", 4
+	mustCreate(t, s, only)
+	sameAgent(t, mustGet(t, s, only.ID), only)
 }

@@ -1,9 +1,9 @@
 // Package verdict is Vigil's one evidence pipeline: the quote check, the
-// mapping of TPM banks to IMA's, the choice of boot PCRs, the boot-log
-// replay and boot policy, the IMA replay and runtime policy, and the
-// classification of every failure (a policy violation, or evidence that
-// does not hold together; and, among the latter, what leaves open who made
-// the quote).
+// static PCR policy, the mapping of TPM banks to IMA's, the choice of boot
+// PCRs, the boot-log replay and boot policy, the IMA replay and runtime
+// policy, and the classification of every failure (a policy violation, or
+// evidence that does not hold together; and, among the latter, what leaves
+// open who made the quote).
 //
 // Both judges of evidence call it, so that the same evidence gets the same
 // verdict offline and online. The verifier's engine calls the stages one by

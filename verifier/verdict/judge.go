@@ -4,6 +4,7 @@ import (
 	"github.com/vigil-attest/vigil/ima"
 	"github.com/vigil-attest/vigil/verifier/bootpolicy"
 	"github.com/vigil-attest/vigil/verifier/evidence"
+	"github.com/vigil-attest/vigil/verifier/pcrpolicy"
 )
 
 // Input is evidence as one judgment has it, every part past the quote
@@ -16,6 +17,9 @@ type Input struct {
 	Expect evidence.Expect
 	// Previous is the clock of an earlier accepted quote of the same TPM.
 	Previous *evidence.ClockInfo
+	// PCRPolicy, when set, holds the quoted PCR values to a static PCR
+	// policy (Expect.PCRs must then hold them).
+	PCRPolicy *pcrpolicy.Policy
 	// BootLog, when set, is replayed against the quoted PCRs and held to
 	// BootPolicy (when set).
 	BootLog    []byte
@@ -56,8 +60,8 @@ func (r *Report) add(f finding) {
 	r.Failures = append(r.Failures, f.items...)
 }
 
-// Judge runs every stage once, in the engine's order: quote, clock, boot,
-// IMA from its first entry.
+// Judge runs every stage once, in the engine's order: quote, clock, PCR
+// policy, boot, IMA from its first entry.
 func Judge(in Input) Report {
 	rep := Report{Failures: []*evidence.Failure{}}
 	res, f := quote(in.AK, in.Quote, in.Expect)
@@ -72,6 +76,9 @@ func Judge(in Input) Report {
 			rep.ClockChange = &change
 		}
 		rep.add(f)
+	}
+	if in.PCRPolicy != nil {
+		rep.add(pcrs(res.PCRs, in.PCRPolicy))
 	}
 	if in.BootLog != nil {
 		b, f := boot(in.BootLog, res.PCRs, in.BootPolicy)

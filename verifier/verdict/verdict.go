@@ -10,6 +10,7 @@ import (
 	"github.com/vigil-attest/vigil/verifier/bootlog"
 	"github.com/vigil-attest/vigil/verifier/bootpolicy"
 	"github.com/vigil-attest/vigil/verifier/evidence"
+	"github.com/vigil-attest/vigil/verifier/pcrpolicy"
 )
 
 // Reason says why evidence failed: a fixed vocabulary for operators,
@@ -143,6 +144,32 @@ func clock(prev, cur evidence.ClockInfo) (evidence.ClockChange, finding) {
 	return change, finding{}
 }
 
+// PCRs holds the quoted PCR values to a static PCR policy: each PCR it
+// names, in each bank it names, must have one of its allowed values. A
+// value not allowed is a policy violation (check pcr_not_allowed, the
+// detail naming the PCR, its bank and value); a PCR the policy names that
+// the quote does not cover is evidence that does not hold together (check
+// pcr_not_quoted). quoted must come from a verified quote.
+func PCRs(quoted evidence.PCRValues, pol *pcrpolicy.Policy) *Failure {
+	return pcrs(quoted, pol).verdict
+}
+
+func pcrs(quoted evidence.PCRValues, pol *pcrpolicy.Policy) finding {
+	fs := pol.Check(quoted)
+	if len(fs) == 0 {
+		return finding{}
+	}
+	reason := ReasonPolicyViolation
+	if fs[0].Reason == pcrpolicy.ReasonNotQuoted {
+		reason = ReasonInvalidEvidence
+	}
+	detail := fs[0].Detail
+	if len(fs) > 1 {
+		detail = fmt.Sprintf("%s (and %d more)", detail, len(fs)-1)
+	}
+	return finding{&Failure{Reason: reason, Check: string(fs[0].Reason), Detail: detail}, fs}
+}
+
 // BootResult is what the boot stage found.
 type BootResult struct {
 	// Replayed are the quoted PCR values the log replays to; nil when it
@@ -222,6 +249,23 @@ func Runtime(st ima.State, offset uint64, entries []byte, quoted evidence.PCRVal
 	return res, f.verdict
 }
 
+// bootAggregatePCRs says whether values hold every PCR IMA's boot_aggregate
+// in bank alg is computed from (0-7 for SHA-1, 0-9 otherwise). A bank
+// quoted only in part (a PCR policy naming a few of those PCRs) is not one
+// the boot_aggregate can be checked in.
+func bootAggregatePCRs(alg ima.Algorithm, values map[int][]byte) bool {
+	last := 9
+	if alg == ima.SHA1 {
+		last = 7
+	}
+	for i := 0; i <= last; i++ {
+		if _, ok := values[i]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // runtime also says whether the entries were replayed. (The result is a
 // value, not a pointer: it would escape, one allocation per verdict.)
 func runtime(st ima.State, offset uint64, entries []byte, quoted evidence.PCRValues, pol *ima.Policy, maxFailures int) (ima.Result, bool, finding) {
@@ -232,10 +276,15 @@ func runtime(st ima.State, offset uint64, entries []byte, quoted evidence.PCRVal
 		if !ok {
 			continue
 		}
+		if _, tracked := st.PCR10[alg.String()]; st.PCR10 != nil && !tracked {
+			// A bank quoted for another reason (a PCR policy) that the
+			// list was not verified in from its start cannot join now.
+			continue
+		}
 		if v, ok := values[10]; ok {
 			pcr10[alg] = v
 		}
-		if _, ok := values[0]; ok && offset == 0 {
+		if offset == 0 && bootAggregatePCRs(alg, values) {
 			if boot == nil {
 				boot = make(map[ima.Algorithm]map[int][]byte, 2)
 			}
