@@ -28,10 +28,10 @@ func TestParsePayload(t *testing.T) {
 
 func TestSelectors(t *testing.T) {
 	reg := registrarapi.AgentView{AgentID: "host-1", EKSHA256: "ab12", EKTrust: "chain:root", AKAlg: "rsa"}
-	ag := verifier.AgentView{Agent: verifier.Agent{ID: "host-1", RuntimePolicy: "prod", BootPolicy: "fw"}}
-	got := Selectors(reg, ag, map[string]verifier.Policy{"prod": {Name: "prod", Version: 3}})
+	ag := verifier.AgentView{Agent: verifier.Agent{ID: "host-1", RuntimePolicy: "prod", BootPolicy: "fw", PCRPolicy: "luks", PCRPolicyVersion: 2}}
+	got := Selectors(reg, ag, map[string]verifier.Policy{"prod": {Name: "prod", Version: 3}, "luks": {Name: "luks", Version: 5}})
 	want := []string{"agent_id:host-1", "ek_sha256:ab12", "ek_trust:chain:root", "ak_alg:rsa",
-		"runtime_policy:prod", "runtime_policy:prod@3", "boot_policy:fw"}
+		"runtime_policy:prod", "runtime_policy:prod@3", "boot_policy:fw", "pcr_policy:luks", "pcr_policy:luks@2"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("Selectors = %v, want %v", got, want)
 	}

@@ -180,7 +180,7 @@ func (s *Server) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
 		return err
 	}
 	policies := map[string]verifier.Policy{}
-	for _, name := range []string{ag.RuntimePolicy, ag.BootPolicy} {
+	for _, name := range []string{ag.RuntimePolicy, ag.BootPolicy, ag.PCRPolicy} {
 		if name == "" {
 			continue
 		}
