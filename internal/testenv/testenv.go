@@ -18,10 +18,7 @@ func Required() bool {
 // missing.
 func Missing(t testing.TB, what string) {
 	t.Helper()
-	if Required() {
-		t.Fatalf("%s (VIGIL_REQUIRE_SWTPM=1: tests may not skip)", what)
-	}
-	t.Skipf("skipping: %s", what)
+	missingPart(t, "VIGIL_REQUIRE_SWTPM", what)
 }
 
 // RequirePostgres returns the directory of PostgreSQL's server programs
@@ -40,12 +37,19 @@ func RequirePostgres(t testing.TB) string {
 			return d
 		}
 	}
-	const what = "PostgreSQL's initdb and postgres not found; install Debian package postgresql (make test does this as root)"
-	if os.Getenv("VIGIL_REQUIRE_POSTGRES") == "1" {
-		t.Fatalf("%s (VIGIL_REQUIRE_POSTGRES=1: tests may not skip)", what)
+	missingPart(t, "VIGIL_REQUIRE_POSTGRES", "PostgreSQL's initdb and postgres not found; install Debian package postgresql (make test does this as root)")
+	return ""
+}
+
+// missingPart skips the test for what is missing, or fails it when the
+// environment variable env is 1 (CI sets it): there a skip would prove
+// nothing.
+func missingPart(t testing.TB, env, what string) {
+	t.Helper()
+	if os.Getenv(env) == "1" {
+		t.Fatalf("%s (%s=1: tests may not skip)", what, env)
 	}
 	t.Skipf("skipping: %s", what)
-	return ""
 }
 
 // RequireSwtpm skips or fails the test when swtpm and swtpm_setup are not on
@@ -121,10 +125,6 @@ func RequireBrowser(t testing.TB) string {
 			return p
 		}
 	}
-	const what = "Chromium not found; install Debian package chromium (make test does this as root)"
-	if os.Getenv("VIGIL_REQUIRE_BROWSER") == "1" {
-		t.Fatalf("%s (VIGIL_REQUIRE_BROWSER=1: tests may not skip)", what)
-	}
-	t.Skipf("skipping: %s", what)
+	missingPart(t, "VIGIL_REQUIRE_BROWSER", "Chromium not found; install Debian package chromium (make test does this as root)")
 	return ""
 }
