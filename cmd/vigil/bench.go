@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,15 @@ func benchCommand() *cli.Command {
 			"are admitted with the admin certificate in --tls-dir. The verifier's CPU comes from /proc/PID/stat with\n" +
 			"--verifier-pid, else from process_cpu_seconds_total on its /metrics (else, on this machine, from the\n" +
 			"process found listening on its port). The run's agents and policy are deleted from both at the end.\n\n" +
+			"With --rate R[,R2,…] the interval is derived instead: each step paces every host at --agents ÷ R, one\n" +
+			"window of --duration per rate; --sweep goes on doubling the rate until a step saturates (delivers less\n" +
+			"than 98% of what it offered, or starts more than 5% of its attestations late), and one step more. Each\n" +
+			"step reports the verdicts/s delivered, the verifier's CPU per verdict and its use\n" +
+			"of the machine, the load generator's CPU per attestation, latency, errors, and what held the rate back\n" +
+			"(limit: none, verifier, load-generator, other-processes, hosts).\n\n" +
+			"Hosts attest with the lean load generator by default (IMA lists in memory, evidence encoded by hand, a\n" +
+			"minimal HTTP/1.1 client on one keep-alive TLS connection per host; the same requests an agent sends);\n" +
+			"--load-generator agent runs the agent's own code instead, as replicas always do.\n\n" +
 			"With --replicas N (N ≥ 2, with --store) it runs N verifier replicas over that database and every host\n" +
 			"fails over between them; --kill-replica-after D SIGKILLs the first one D into the window and the summary\n" +
 			"reports the failover (hosts_failed, longest_gap_ms, failover_errors, revocations).",
@@ -43,10 +53,13 @@ func benchCommand() *cli.Command {
 			&cli.DurationFlag{Name: "duration", Value: 20 * time.Second, Usage: "measurement window"},
 			&cli.IntFlag{Name: "ima-entries", Value: 20, Usage: "new IMA entries per attestation"},
 			&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "attestation interval of every host"},
-			&cli.StringFlag{Name: "ak-alg", Value: "rsa", Usage: "AK algorithm: rsa (RSA-2048) or ecc (P-256)"},
+			&cli.StringFlag{Name: "rate", Usage: "attestations a second the fleet offers, `R[,R2,…]`, one window each: each host attests every --agents ÷ R (instead of --interval)"},
+			&cli.BoolFlag{Name: "sweep", Usage: "after the rates of --rate (or --agents ÷ --interval), keep doubling the rate until a step falls short of what it offered"},
+			&cli.StringFlag{Name: "load-generator", Usage: "how the hosts attest: lean (default with one verifier) or agent (the agent's own code; the default with --replicas)"},
+			&cli.StringFlag{Name: "ak-alg", Value: "ecc", Usage: "AK algorithm: ecc (P-256) or rsa (RSA-2048)"},
 			&cli.StringFlag{Name: "key-cache", Usage: "`DIR` of pre-generated RSA keys, kept across runs (default: vigil-bench-keys in the user cache directory)"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a pprof CPU profile of the verifier over the measurement window to `FILE`"},
-			&cli.StringFlag{Name: "load-cpuprofile", Hidden: true, Usage: "write a pprof CPU profile of this process (the load generator) over the whole run to `FILE`"},
+			&cli.StringFlag{Name: "load-cpuprofile", Hidden: true, Usage: "write a pprof CPU profile of this process (the load generator) over the measurement windows to `FILE`"},
 			&cli.BoolFlag{Name: "in-process", Usage: "run the verifier in this process (CPU and RSS are then the whole process's)"},
 			&cli.StringFlag{Name: "dir", Usage: "keep stores, certificates and host state in `DIR` (default: a temporary directory, removed afterwards)"},
 			&cli.StringFlag{Name: "store", Usage: "run the verifier on the PostgreSQL database at `URL` (postgres://…; an empty database of its own) instead of its embedded store"},
@@ -72,17 +85,6 @@ func benchCommand() *cli.Command {
 			opts.Progress = c.App.Writer
 			if c.Bool("json") {
 				opts.Progress = c.App.ErrWriter
-			}
-			if path := c.String("load-cpuprofile"); path != "" {
-				f, err := os.Create(path)
-				if err != nil {
-					return badInput(err)
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
 			}
 			sum, err := bench.Run(c.Context, opts)
 			var usage *bench.UsageError
@@ -124,6 +126,25 @@ func benchOptions(c *cli.Context) (bench.Options, error) {
 		Agents: c.Int("agents"), Duration: c.Duration("duration"), Interval: c.Duration("interval"),
 		IMAEntries: c.Int("ima-entries"), AKAlg: akAlg, KeyCacheDir: c.String("key-cache"),
 		CPUProfile: c.String("cpuprofile"), Dir: c.String("dir"), Store: c.String("store"),
+		Sweep: c.Bool("sweep"), LoadGenerator: c.String("load-generator"), LoadCPUProfile: c.String("load-cpuprofile"),
+	}
+	switch opts.LoadGenerator {
+	case "", "lean", "agent":
+	default:
+		return opts, fmt.Errorf("--load-generator %q: want lean or agent", opts.LoadGenerator)
+	}
+	if c.IsSet("rate") {
+		if c.IsSet("interval") {
+			return opts, errors.New("--rate derives the interval (--agents ÷ rate): it cannot be used with --interval")
+		}
+		rates, err := parseRates(c.String("rate"))
+		if err != nil {
+			return opts, err
+		}
+		opts.Rates, opts.Interval = rates, 0
+	}
+	if (len(opts.Rates) > 1 || opts.Sweep) && c.String("cpuprofile") != "" {
+		return opts, errors.New("--cpuprofile covers one window: profile one --rate at a time, without --sweep")
 	}
 	if u := opts.Store; u != "" {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "postgres" && pu.Scheme != "postgresql") {
@@ -195,6 +216,19 @@ func benchOptions(c *cli.Context) (bench.Options, error) {
 	return opts, nil
 }
 
+// parseRates reads --rate: attestations a second, comma-separated.
+func parseRates(s string) ([]float64, error) {
+	var rates []float64
+	for _, f := range strings.Split(s, ",") {
+		r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || !(r > 0) || math.IsInf(r, 0) {
+			return nil, fmt.Errorf("--rate %q: want attestations a second, R[,R2,…], each a positive number", s)
+		}
+		rates = append(rates, r)
+	}
+	return rates, nil
+}
+
 // benchVerdict fails the command when the run was not clean, after the
 // summary has been printed.
 func benchVerdict(sum bench.Summary, asJSON bool) error {
@@ -220,7 +254,13 @@ func printBenchSummary(w io.Writer, s bench.Summary) {
 		fmt.Fprintf(w, "verifier           %s (%s, store %s); registrar %s\n", s.VerifierURL, s.VerifierMode, s.VerifierStore, s.RegistrarURL)
 	}
 	fmt.Fprintf(w, "AK / EK            %s / %s\n", s.AKAlg, s.EKAlg)
-	fmt.Fprintf(w, "load               %d new IMA entries per attestation, every %s\n", s.IMAEntries, time.Duration(s.IntervalMS)*time.Millisecond)
+	if len(s.Steps) > 0 {
+		fmt.Fprintf(w, "load               %d new IMA entries per attestation; hosts admitted with a %s interval, paced per step (%s load generator)\n",
+			s.IMAEntries, time.Duration(s.IntervalMS)*time.Millisecond, s.LoadGenerator)
+	} else {
+		fmt.Fprintf(w, "load               %d new IMA entries per attestation, every %s: %.0f verdicts/s offered (%s load generator)\n",
+			s.IMAEntries, time.Duration(s.IntervalMS)*time.Millisecond, s.OfferedPerSec, s.LoadGenerator)
+	}
 	fmt.Fprintf(w, "policies           %s\n", s.Policies)
 	fmt.Fprintf(w, "window             %.1f s (after %.1f s of setup and a warm-up)\n", s.WindowSeconds, s.SetupSeconds)
 	fmt.Fprintf(w, "verdicts           %d (%.1f/s)\n", s.Verdicts, s.VerdictsPerSec)
@@ -253,13 +293,44 @@ func printBenchSummary(w io.Writer, s bench.Summary) {
 		if s.VerifierMode == "external" {
 			what = "soft TPMs, agents"
 		}
-		fmt.Fprintf(w, "load generator CPU %.2f s (this process: %s)\n", s.LoadCPUSeconds, what)
+		fmt.Fprintf(w, "load generator CPU %.2f s, %.1f µs per attestation (this process: %s)\n", s.LoadCPUSeconds, s.LoadCPUUSPerAttestation, what)
 	}
+	fmt.Fprintf(w, "limit              %s: %s\n", s.Limit, s.LimitReason)
 	fmt.Fprintf(w, "CPU measured from  %s\n", s.CPUSource)
 	if s.CPUProfile != "" {
 		fmt.Fprintf(w, "CPU profile        %s (go tool pprof %s)\n", s.CPUProfile, s.CPUProfile)
 	}
+	if len(s.Steps) > 0 {
+		printSteps(w, s)
+	}
 	fmt.Fprintf(w, "note               %s\n", strings.ReplaceAll(s.Note, ": ", ":\n                   "))
+}
+
+// printSteps prints a run's rate steps as a table, then its saturation.
+func printSteps(w io.Writer, s bench.Summary) {
+	fmt.Fprintf(w, "\nsteps (the lines above are the last step's)\n")
+	fmt.Fprintf(w, "  %9s %9s %10s %8s %10s %8s %8s %8s %7s  %s\n",
+		"offered/s", "verdicts/s", "verifier", "verifier", "generator", "p50", "p99", "errors", "late", "limit")
+	fmt.Fprintf(w, "  %9s %9s %10s %8s %10s %8s %8s %8s %7s\n",
+		"", "", "µs/verdict", "cores", "µs/attest", "ms", "ms", "", "starts")
+	for _, st := range s.Steps {
+		var errs uint64
+		for _, n := range st.Errors {
+			errs += n
+		}
+		fmt.Fprintf(w, "  %9.0f %9.1f %10.1f %8.2f %10.1f %8.1f %8.1f %8d %7d  %s\n",
+			st.OfferedPerSec, st.VerdictsPerSec, st.VerifierCPUUSPerVerdict, st.VerifierCores, st.LoadCPUUSPerAttestation,
+			st.LatencyMS.P50, st.LatencyMS.P99, errs, st.LateStarts, st.Limit)
+	}
+	if sat := s.Saturation; sat != nil {
+		fmt.Fprintf(w, "saturation         at most %.1f verdicts/s (offered %.0f/s), limited by %s\n", sat.MaxVerdictsPerSec, sat.AtOfferedPerSec, sat.LimitedBy)
+		if sat.VerifierLimitedAtPerSec > 0 {
+			fmt.Fprintf(w, "                   the verifier's CPU was the limit from %.0f/s offered, at %.1f µs per verdict (all %d cores to the verifier: ~%.0f/s, an extrapolation)\n",
+				sat.VerifierLimitedAtPerSec, sat.VerifierCPUUSPerVerdict, s.Steps[0].MachineCores, sat.VerifierAloneEstimatePerSec)
+		} else {
+			fmt.Fprintf(w, "                   the verifier's CPU was the limit at no step\n")
+		}
+	}
 }
 
 // benchEKCACommand makes the simulated TPM manufacturer an external

@@ -118,6 +118,11 @@ type loadedAK struct {
 	name []byte
 	hash crypto.Hash // the signing scheme's hash
 	alg  tpm2.TPMAlgID
+	// qn is its qualified name under the EK it was loaded under.
+	qn []byte
+	// presigned are ECDSA nonces made ahead (PrepareSignatures), guarded
+	// by the TPM's lock.
+	presigned []presigned
 }
 
 // loadAK checks and unwraps an AK blob under the EK of blob.EKAlg, as
@@ -144,6 +149,16 @@ func (t *TPM) loadAK(st *state, blob AKBlob) (*loadedAK, bool, error) {
 	ak, err := unwrapAK(st.secret[:], ek.name, pubBytes, priv)
 	if err != nil {
 		return nil, created, fmt.Errorf("soft TPM: load AK: %w", err)
+	}
+	// Its qualified name under this EK, which every quote carries, is
+	// fixed for the loaded object: computed once, as the cache key names
+	// the EK too.
+	ekQN, err := ekQualifiedName(ek.name)
+	if err != nil {
+		return nil, created, err
+	}
+	if ak.qn, err = qualifiedName(ekQN, ak.name); err != nil {
+		return nil, created, err
 	}
 	t.aks.put(id, ak)
 	return ak, created, nil

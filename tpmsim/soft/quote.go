@@ -37,18 +37,10 @@ func (t *TPM) Quote(ctx context.Context, ak AKBlob, nonce []byte, sel tpm2.TPMLP
 		if err != nil {
 			return created, fmt.Errorf("soft TPM: quote: %w", err)
 		}
-		ekQN, err := ekQualifiedName(st.eks[ak.EKAlg].name)
-		if err != nil {
-			return created, err
-		}
-		akQN, err := qualifiedName(ekQN, key.name)
-		if err != nil {
-			return created, err
-		}
 		attest := tpm2.TPMSAttest{
 			Magic:           tpm2.TPMGeneratedValue,
 			Type:            tpm2.TPMSTAttestQuote,
-			QualifiedSigner: tpm2.TPM2BName{Buffer: akQN},
+			QualifiedSigner: tpm2.TPM2BName{Buffer: bytes.Clone(key.qn)},
 			ExtraData:       tpm2.TPM2BData{Buffer: bytes.Clone(nonce)},
 			ClockInfo:       t.clockInfo(),
 			FirmwareVersion: st.firmware,

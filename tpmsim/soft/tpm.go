@@ -323,6 +323,14 @@ func (c *Conn) PCRExtend(ctx context.Context, pcr int, digests map[tpm2.TPMAlgID
 	return c.t.PCRExtend(ctx, pcr, digests)
 }
 
+// PCRExtendEvents is TPM.PCRExtendEvents.
+func (c *Conn) PCRExtendEvents(ctx context.Context, pcr int, banks []tpm2.TPMAlgID, digests [][]byte) error {
+	if err := c.open(); err != nil {
+		return err
+	}
+	return c.t.PCRExtendEvents(ctx, pcr, banks, digests)
+}
+
 // Close ends the connection; the TPM stays as it is.
 func (c *Conn) Close() error {
 	c.mu.Lock()

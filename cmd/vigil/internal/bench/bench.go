@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,6 +72,10 @@ type Options struct {
 	// the measurement window (child process, or an external verifier that
 	// serves /debug/pprof/).
 	CPUProfile string
+	// LoadCPUProfile, if set, receives a pprof CPU profile of this process
+	// (the load generator) over the measurement windows, from the first
+	// step's start to the last one's end.
+	LoadCPUProfile string
 	// Store, when set, is the PostgreSQL URL the bench's verifier keeps its
 	// state in (an empty database), instead of its embedded store.
 	Store string
@@ -81,12 +86,32 @@ type Options struct {
 	// KillReplicaAfter, when set (Replicas ≥ 2), SIGKILLs the first
 	// replica that far into the measurement window.
 	KillReplicaAfter time.Duration
+	// Rates, when set, are the attestation rates to measure at, one window
+	// of Duration each, in order: verdicts a second the fleet offers, its
+	// hosts ÷ the interval each attests at, which is derived (Interval
+	// must be left zero). See rate.go.
+	Rates []float64
+	// Sweep goes on after Rates (or Agents ÷ Interval) doubling the rate
+	// until a step saturates (judgeLimit), and one step more.
+	Sweep bool
+	// LoadGenerator is how the hosts attest: "lean" (the default with one
+	// verifier: in-memory IMA lists, hand-encoded evidence, a minimal
+	// HTTP/1.1 client, see lean.go) or "agent" (the agent's own Attester
+	// and net/http, and IMA lists in files; the default with replicas, whose
+	// failover is the agent's).
+	LoadGenerator string
 	// Dir holds stores, TLS files and host state; empty means a temporary
 	// directory removed at the end.
 	Dir string
 	// Progress receives progress lines; nil means none.
 	Progress io.Writer
+
+	// paces are the steps' intervals per host, from Rates or Interval.
+	paces []time.Duration
 }
+
+// lean reports whether the lean generator drives the hosts.
+func (o *Options) lean() bool { return o.LoadGenerator == "lean" }
 
 func (o *Options) defaults() error {
 	if o.Agents <= 0 {
@@ -95,8 +120,44 @@ func (o *Options) defaults() error {
 	if o.Duration <= 0 {
 		o.Duration = 20 * time.Second
 	}
+	if len(o.Rates) > 0 && o.Interval > 0 {
+		return errors.New("with rates the interval is derived (hosts ÷ rate): leave Interval out")
+	}
+	switch o.LoadGenerator {
+	case "":
+		o.LoadGenerator = "lean"
+		if o.Replicas > 1 {
+			o.LoadGenerator = "agent"
+		}
+	case "lean":
+		if o.Replicas > 1 {
+			return errors.New("the lean load generator attests to one verifier: replicas need the agent generator, whose failover is the agent's")
+		}
+	case "agent":
+		if len(o.Rates) > 1 || o.Sweep {
+			return errors.New("the agent load generator follows the verifier's interval, so it runs one rate: sweeps need the lean generator")
+		}
+	default:
+		return fmt.Errorf("load generator %q: want lean or agent", o.LoadGenerator)
+	}
+	if len(o.Rates) > 0 {
+		paces, admit, err := planRates(o.Agents, o.Rates, o.lean())
+		if err != nil {
+			return err
+		}
+		if !o.lean() && admit < 100*time.Millisecond {
+			return fmt.Errorf("rate %v/s with %d hosts is an interval of %s: the agent generator needs 100ms or more", o.Rates[0], o.Agents, admit)
+		}
+		o.paces, o.Interval = paces, admit
+	}
 	if o.Interval <= 0 {
 		o.Interval = 2 * time.Second
+	}
+	if len(o.paces) == 0 {
+		o.paces = []time.Duration{o.Interval}
+	}
+	if o.CPUProfile != "" && (len(o.paces) > 1 || o.Sweep) {
+		return errors.New("a CPU profile covers one window: profile one rate at a time")
 	}
 	if o.IMAEntries < 0 {
 		return fmt.Errorf("IMA entries per attestation: %d is negative", o.IMAEntries)
@@ -205,6 +266,23 @@ type Summary struct {
 	SetupSeconds float64 `json:"setup_seconds"`
 	CPUProfile   string  `json:"cpu_profile,omitempty"`
 
+	// LoadGenerator is "lean" or "agent" (Options.LoadGenerator).
+	LoadGenerator string `json:"load_generator"`
+	// OfferedPerSec is the rate the fleet offered in the window (hosts ÷
+	// their interval); Attestations the evidence requests it sent.
+	OfferedPerSec float64 `json:"offered_per_sec"`
+	Attestations  uint64  `json:"attestations"`
+	// LoadCPUUSPerAttestation is LoadCPUSeconds per attestation.
+	LoadCPUUSPerAttestation float64 `json:"load_generator_cpu_us_per_attestation,omitempty"`
+	// Limit and LimitReason say what held the window's rate back (Step).
+	Limit       string `json:"limit"`
+	LimitReason string `json:"limit_reason"`
+	// Steps are the windows of a run with rates (Options.Rates, Sweep), in
+	// order; the fields above are then the last step's, and IntervalMS the
+	// interval the hosts were admitted with. Saturation sums them up.
+	Steps      []Step      `json:"steps,omitempty"`
+	Saturation *Saturation `json:"saturation,omitempty"`
+
 	// ReplicaKilledAtMS is when the first replica was SIGKILLed, in ms
 	// into the window (with KillReplicaAfter).
 	ReplicaKilledAtMS int64 `json:"replica_killed_at_ms,omitempty"`
@@ -244,7 +322,8 @@ const poolSize = 512
 // Run runs the bench until it is done or ctx ends.
 func Run(ctx context.Context, opts Options) (Summary, error) {
 	if err := opts.defaults(); err != nil {
-		return Summary{}, err
+		// What was asked cannot be run.
+		return Summary{}, &UsageError{Err: err}
 	}
 	setupStart := time.Now()
 	sum := Summary{
@@ -252,7 +331,7 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		IMAEntries: opts.IMAEntries, IntervalMS: opts.Interval.Milliseconds(),
 		Policies: "runtime (IMA) policy only; no boot policy, so steady-state verdicts check quote + IMA",
 		Errors:   map[string]uint64{}, States: map[string]int{}, HostsFailed: map[string]int{},
-		Replicas: opts.Replicas,
+		Replicas: opts.Replicas, LoadGenerator: opts.LoadGenerator,
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(opts.Progress, format+"\n", args...) }
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -333,17 +412,24 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	if err != nil {
 		return sum, err
 	}
+	var table *simhost.IMATable
+	if opts.lean() {
+		// The pool's entries encoded and hashed once, for every host's
+		// in-memory list.
+		if table, err = simhost.NewIMATable(simhost.FormatBinary, pool); err != nil {
+			return sum, err
+		}
+	}
 	hosts := make([]*host, opts.Agents)
 	t := time.Now()
 	if err := parallel(ctx, opts.Agents, workers, func(i int) error {
-		h, err := newHost(ctx, dir, dep.idPrefix, i, dep.mfr, keys, boot)
+		h, err := newHost(ctx, dir, dep.idPrefix, i, dep.mfr, keys, boot, table)
 		hosts[i] = h
 		return err
 	}); err != nil {
 		return sum, fmt.Errorf("manufacture hosts: %w", err)
 	}
 	say("  %d soft TPMs manufactured and booted in %s", opts.Agents, time.Since(t).Round(time.Millisecond))
-
 	clientTLS, err := tlsutil.ClientConfig(filepath.Join(dep.tlsDir, tlsutil.CACert), "", "")
 	if err != nil {
 		return sum, err
@@ -417,12 +503,30 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		}
 	}
 	defer stopAgents()
+	var fleet *leanFleet
+	if opts.lean() {
+		fleet = &leanFleet{table: table, url: dep.verifierURL, tls: clientTLS, bootLog: boot.Bytes(), entries: opts.IMAEntries, hosts: opts.Agents}
+	}
 	t = time.Now()
+	if fleet != nil {
+		fleet.sched.Store(&schedule{start: t, pace: opts.paces[0]})
+	}
 	if err := parallel(ctx, opts.Agents, workers, func(i int) error {
 		h := hosts[i]
 		if _, err := admins[i%len(admins)].Admit(ctx, verifier.AdmitRequest{AgentID: h.id, RuntimePolicy: policyName,
 			Identities: []string{"spiffe://bench.vigil.example/node/" + h.id}, Interval: opts.Interval}); err != nil {
 			return fmt.Errorf("admit %s: %w", h.id, err)
+		}
+		if fleet != nil {
+			if err := h.prepareLean(fleet); err != nil {
+				return err
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				h.leanLoop(runCtx, fleet, i, rec)
+			}()
+			return nil
 		}
 		h.http = agentClient(clientTLS, h)
 		h.att = &agent.Attester{Open: h.open, DataDir: filepath.Join(h.dir, "agent"), VerifierURLs: dep.verifierURLs,
@@ -440,13 +544,14 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	}); err != nil {
 		return sum, err
 	}
-	say("  %d hosts admitted with a %d-file runtime policy in %s, each attesting from its admission on", opts.Agents, len(pool)+1, time.Since(t).Round(time.Millisecond))
+	say("  %d hosts admitted with a %d-file runtime policy in %s, each attesting from its admission on (%s load generator)",
+		opts.Agents, len(pool)+1, time.Since(t).Round(time.Millisecond), opts.LoadGenerator)
 	sum.SetupSeconds = round(time.Since(setupStart).Seconds(), 1)
 
 	// Warm-up: every host's first attestation (IMA list from entry 0, a
 	// new TLS connection) is not steady state. Wait until every host has
 	// passed once, then one interval more.
-	if !warmUp(ctx, rec, opts.Agents, opts.Interval, say) {
+	if !warmUp(ctx, rec, opts.Agents, opts.paces[0], say) {
 		return sum, ctx.Err()
 	}
 
@@ -455,81 +560,86 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		prof = make(chan error, 1)
 		go func() { prof <- dep.profile(ctx, opts.Duration, opts.CPUProfile) }()
 	}
-	u0, err := dep.meter.read(ctx)
-	if err != nil {
-		return sum, err
-	}
-	self0, err := selfUsage()
-	if err != nil {
-		return sum, err
-	}
-	if _, err := dep.serverTimes(ctx); err != nil {
-		return sum, err
-	}
-	rec.setMeasuring(true)
-	winStart := time.Now()
-	progress := time.NewTicker(progressEvery(opts.Duration))
-	end := time.NewTimer(opts.Duration)
-	var killC <-chan time.Time
-	if opts.KillReplicaAfter > 0 {
-		kill := time.NewTimer(opts.KillReplicaAfter)
-		defer kill.Stop()
-		killC = kill.C
-	}
-	killed := ""
-	prev, prevAt := rec.snapshot(), winStart
-wait:
-	for {
-		select {
-		case <-ctx.Done():
-			progress.Stop()
-			return sum, ctx.Err()
-		case <-killC:
-			rec.startFailover()
-			if err := dep.killReplica(ctx); err != nil {
-				return sum, fmt.Errorf("kill a replica: %w", err)
-			}
-			killed = dep.verifierURLs[0]
-			sum.ReplicaKilledAtMS = time.Since(winStart).Milliseconds()
-			say("  %5.1fs  SIGKILLed replica %s (%s)", time.Since(winStart).Seconds(), dep.replicaNames[killed], killed)
-		case now := <-progress.C:
-			s := rec.snapshot()
-			line := fmt.Sprintf("  %5.1fs  %d verdicts (%.0f/s now), %d agents seen attesting, %d errors",
-				now.Sub(winStart).Seconds(), s.verdicts, float64(s.verdicts-prev.verdicts)/now.Sub(prevAt).Seconds(), s.goodAgents, s.errors)
-			if len(dep.verifierURLs) > 1 {
-				var per []string
-				for _, u := range dep.verifierURLs {
-					p := fmt.Sprintf("%s %d", dep.replicaNames[u], s.byURL[u]-prev.byURL[u])
-					if u == killed {
-						p += " (killed)"
-					}
-					per = append(per, p)
-				}
-				line += fmt.Sprintf(", %d failover errors; verdicts since the last line by replica: %s", s.failoverErrors, strings.Join(per, ", "))
-			}
-			say("%s", line)
-			prev, prevAt = s, now
-			if dep.meter.sample != nil {
-				dep.meter.sample(ctx)
-			}
-		case <-end.C:
-			break wait
+	stepped := len(opts.Rates) > 0 || opts.Sweep
+	m := &measurer{opts: opts, dep: dep, rec: rec, say: say}
+	if opts.LoadCPUProfile != "" {
+		stop, err := startLoadProfile(opts.LoadCPUProfile)
+		if err != nil {
+			return sum, err
 		}
+		defer stop()
 	}
-	progress.Stop()
+	rate := float64(opts.Agents) / opts.paces[0].Seconds()
+	var last Step
+	for k := 0; ; k++ {
+		pace := paceFor(opts.Agents, rate)
+		if k < len(opts.paces) {
+			pace = opts.paces[k]
+			rate = float64(opts.Agents) / pace.Seconds()
+		}
+		// A new step starts a new schedule from now, which every host is
+		// on within one pace; then the queues it left settle. The first
+		// step goes on with the warm-up's schedule.
+		settle := max(2*time.Second, 2*pace)
+		if k == 0 {
+			settle = 0
+		}
+		if fleet != nil && opts.AKAlg == tpm2.TPMAlgECC {
+			// The ECDSA nonces the step's quotes will use, made before
+			// it (the hosts attest meanwhile: let them settle after).
+			t := time.Now()
+			if err := presignFor(ctx, hosts, workers, settle+opts.Duration+2*pace, pace); err != nil {
+				return sum, err
+			}
+			if k == 0 {
+				settle = max(time.Second, pace)
+			}
+			say("  ECDSA nonces for the next window made ahead in %s", time.Since(t).Round(time.Millisecond))
+		}
+		if k > 0 {
+			fleet.setPace(pace)
+		}
+		if stepped {
+			say("  step %d: offering %.0f verdicts/s (each host every %s)", k+1, rate, pace)
+		}
+		if settle > 0 {
+			say("  settling for %s", settle.Round(time.Millisecond))
+			if !sleep(ctx, settle) {
+				return sum, ctx.Err()
+			}
+		}
+		st, err := m.step(ctx, rate, pace)
+		if err != nil {
+			return sum, err
+		}
+		last = st
+		if stepped {
+			sum.Steps = append(sum.Steps, st)
+			say("  step %d: offered %.0f/s, delivered %.1f/s; verifier %.1f µs CPU per verdict (%.2f cores), load generator %.1f µs per attestation (%.2f cores); p50 %.1f ms, p99 %.1f ms; %d errors; limit: %s",
+				k+1, st.OfferedPerSec, st.VerdictsPerSec, st.VerifierCPUUSPerVerdict, st.VerifierCores, st.LoadCPUUSPerAttestation, st.LoadCores,
+				st.LatencyMS.P50, st.LatencyMS.P99, errCount(st.Errors), st.Limit)
+		}
+		if k+1 < len(opts.paces) {
+			continue
+		}
+		if !opts.Sweep {
+			break
+		}
+		prevLimit := ""
+		if len(sum.Steps) > 1 {
+			prevLimit = sum.Steps[len(sum.Steps)-2].Limit
+		}
+		next, ok := nextSweepRate(opts.Agents, rate, st.Limit, prevLimit)
+		if !ok || k+1 >= maxSweepSteps {
+			break
+		}
+		rate = next
+		opts.paces = append(opts.paces, paceFor(opts.Agents, rate))
+	}
 	rec.setMeasuring(false)
 	rec.closeWindow(time.Now())
-	window := time.Since(winStart)
-	u1, err := dep.meter.read(ctx)
-	if err != nil {
-		return sum, err
-	}
-	self1, err := selfUsage()
-	if err != nil {
-		return sum, err
-	}
-	if sum.ServerLatencyMS, err = dep.serverTimes(ctx); err != nil {
-		return sum, err
+	if opts.LoadCPUProfile != "" {
+		pprof.StopCPUProfile()
 	}
 	// The states at the end are read while the agents still attest: once
 	// they stop, the verifier rightly fails them for silence.
@@ -568,11 +678,11 @@ wait:
 	}
 	stopAgents()
 
-	snap := rec.snapshot()
-	sum.WindowSeconds = round(window.Seconds(), 3)
-	sum.Verdicts = snap.verdicts
-	sum.VerdictsPerSec = round(float64(snap.verdicts)/window.Seconds(), 1)
-	sum.LatencyMS = rec.latency()
+	sum.ReplicaKilledAtMS = m.killedAtMS
+	sum.WindowSeconds = last.WindowSeconds
+	sum.Verdicts, sum.VerdictsPerSec, sum.Attestations = last.Verdicts, last.VerdictsPerSec, last.Attestations
+	sum.LatencyMS, sum.ServerLatencyMS = last.LatencyMS, last.ServerLatencyMS
+	sum.OfferedPerSec, sum.Limit, sum.LimitReason = last.OfferedPerSec, last.Limit, last.LimitReason
 	rec.mu.Lock()
 	for k, n := range rec.errors {
 		sum.Errors[k] = n
@@ -582,16 +692,189 @@ wait:
 	}
 	sum.LongestGapMS, sum.LongestGapHost = ms(rec.longestGap), rec.longestGapHost
 	rec.mu.Unlock()
-	cpu := u1.CPU - u0.CPU
-	sum.CPUSeconds = round(cpu.Seconds(), 3)
-	if snap.verdicts > 0 {
-		sum.CPUUSPerVerdict = round(float64(cpu.Microseconds())/float64(snap.verdicts), 1)
-	}
-	sum.RSSMB = round(float64(u1.PeakRSS)/(1<<20), 1)
+	sum.CPUSeconds, sum.CPUUSPerVerdict = last.VerifierCPUSeconds, last.VerifierCPUUSPerVerdict
+	sum.RSSMB = last.RSSMB
 	if dep.mode != "in-process" {
-		sum.LoadCPUSeconds = round((self1.CPU - self0.CPU).Seconds(), 3)
+		sum.LoadCPUSeconds, sum.LoadCPUUSPerAttestation = last.LoadCPUSeconds, last.LoadCPUUSPerAttestation
+	}
+	if stepped {
+		sum.Saturation = saturation(sum.Steps)
 	}
 	return sum, nil
+}
+
+// startLoadProfile starts a CPU profile of this process into path; stop
+// ends it (again, harmlessly) and closes the file.
+func startLoadProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("load generator CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// errCount sums errors by kind.
+func errCount(errs map[string]uint64) uint64 {
+	var n uint64
+	for _, c := range errs {
+		n += c
+	}
+	return n
+}
+
+// measurer measures one window of a run.
+type measurer struct {
+	opts       Options
+	dep        *deployment
+	rec        *recorder
+	say        func(string, ...any)
+	killedAtMS int64
+}
+
+// step measures one window of opts.Duration at the given rate and pace:
+// the verifier's CPU and verdicts, the load generator's CPU, the machine's.
+func (m *measurer) step(ctx context.Context, rate float64, pace time.Duration) (Step, error) {
+	opts, dep, rec, say := m.opts, m.dep, m.rec, m.say
+	u0, err := dep.meter.read(ctx)
+	if err != nil {
+		return Step{}, err
+	}
+	self0, err := selfUsage()
+	if err != nil {
+		return Step{}, err
+	}
+	mach0 := readMachineCPU()
+	if _, err := dep.serverTimes(ctx); err != nil {
+		return Step{}, err
+	}
+	rec.startWindow()
+	winStart := time.Now()
+	progress := time.NewTicker(progressEvery(opts.Duration))
+	defer progress.Stop()
+	end := time.NewTimer(opts.Duration)
+	defer end.Stop()
+	var killC <-chan time.Time
+	if opts.KillReplicaAfter > 0 && m.killedAtMS == 0 {
+		kill := time.NewTimer(opts.KillReplicaAfter)
+		defer kill.Stop()
+		killC = kill.C
+	}
+	killed := ""
+	prev, prevAt := rec.snapshot(), winStart
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			return Step{}, ctx.Err()
+		case <-killC:
+			rec.startFailover()
+			if err := dep.killReplica(ctx); err != nil {
+				return Step{}, fmt.Errorf("kill a replica: %w", err)
+			}
+			killed = dep.verifierURLs[0]
+			m.killedAtMS = time.Since(winStart).Milliseconds()
+			say("  %5.1fs  SIGKILLed replica %s (%s)", time.Since(winStart).Seconds(), dep.replicaNames[killed], killed)
+		case now := <-progress.C:
+			s := rec.snapshot()
+			line := fmt.Sprintf("  %5.1fs  %d verdicts (%.0f/s now), %d agents seen attesting, %d errors",
+				now.Sub(winStart).Seconds(), s.verdicts, float64(s.verdicts-prev.verdicts)/now.Sub(prevAt).Seconds(), s.goodAgents, s.errors)
+			if len(dep.verifierURLs) > 1 {
+				var per []string
+				for _, u := range dep.verifierURLs {
+					p := fmt.Sprintf("%s %d", dep.replicaNames[u], s.byURL[u]-prev.byURL[u])
+					if u == killed {
+						p += " (killed)"
+					}
+					per = append(per, p)
+				}
+				line += fmt.Sprintf(", %d failover errors; verdicts since the last line by replica: %s", s.failoverErrors, strings.Join(per, ", "))
+			}
+			say("%s", line)
+			prev, prevAt = s, now
+			if dep.meter.sample != nil {
+				dep.meter.sample(ctx)
+			}
+		case <-end.C:
+			break wait
+		}
+	}
+	rec.setMeasuring(false)
+	window := time.Since(winStart)
+	u1, err := dep.meter.read(ctx)
+	if err != nil {
+		return Step{}, err
+	}
+	self1, err := selfUsage()
+	if err != nil {
+		return Step{}, err
+	}
+	mach1 := readMachineCPU()
+	server, err := dep.serverTimes(ctx)
+	if err != nil {
+		return Step{}, err
+	}
+	w := rec.window()
+	secs := window.Seconds()
+	st := Step{
+		OfferedPerSec: round(rate, 1), IntervalMS: float64(pace.Microseconds()) / 1000,
+		WindowSeconds: round(secs, 3), Verdicts: w.verdicts, VerdictsPerSec: round(float64(w.verdicts)/secs, 1),
+		Attestations: w.attempts, LatencyMS: w.latency, ServerLatencyMS: server, Errors: w.errors,
+		LateStarts: w.late, WakeLagP99MS: w.lagP99, MachineCores: runtime.NumCPU(), OtherCores: -1,
+		RSSMB: round(float64(u1.PeakRSS)/(1<<20), 1),
+	}
+	if !opts.lean() {
+		// The agent generator sends evidence after each challenge it got:
+		// its attestations are its verdicts and evidence errors.
+		st.Attestations = w.verdicts
+		for k, n := range w.errors {
+			if strings.HasPrefix(k, "evidence") {
+				st.Attestations += n
+			}
+		}
+	}
+	cpu := u1.CPU - u0.CPU
+	st.VerifierCPUSeconds, st.VerifierCores = round(cpu.Seconds(), 3), round(cpu.Seconds()/secs, 3)
+	if w.verdicts > 0 {
+		st.VerifierCPUUSPerVerdict = round(float64(cpu.Microseconds())/float64(w.verdicts), 1)
+	}
+	load := self1.CPU - self0.CPU
+	if dep.mode == "in-process" {
+		load = 0 // inside the verifier's figure
+	}
+	st.LoadCPUSeconds, st.LoadCores = round(load.Seconds(), 3), round(load.Seconds()/secs, 3)
+	if st.Attestations > 0 {
+		st.LoadCPUUSPerAttestation = round(float64(load.Microseconds())/float64(st.Attestations), 1)
+	}
+	busy, steal, ok := machineCores(mach0, mach1, window)
+	verifierHere := !dep.remote
+	if ok {
+		other := busy - st.LoadCores
+		if verifierHere {
+			other -= st.VerifierCores
+		}
+		st.OtherCores, st.StealCores = round(max(other, 0), 3), round(steal, 3)
+	}
+	sl := stepLoad{offered: rate, achieved: float64(w.verdicts) / secs, verifier: st.VerifierCores, generator: st.LoadCores,
+		late:  float64(w.late) / float64(max(w.attempts, 1)),
+		other: max(st.OtherCores, 0), pace: pace, latencyP50: time.Duration(w.latency.P50 * float64(time.Millisecond))}
+	if ok {
+		sl.machine = st.MachineCores
+	}
+	if !verifierHere {
+		sl.verifier, sl.remote = 0, true
+	}
+	st.Limit, st.LimitReason = judgeLimit(sl)
+	if dep.mode == "in-process" {
+		st.LimitReason += "; the verifier runs in this process, so its CPU includes the load generator's"
+	}
+	return st, nil
 }
 
 // removeFleet deletes a run's agents from an external verifier and
@@ -666,9 +949,14 @@ func makePool(dir string) ([]simhost.IMAEntry, error) {
 // that has run every file of the pool: boot_aggregate (the same for every
 // host, which all boot the same log) and the pool.
 func runtimePolicy(h *host, pool []simhost.IMAEntry) ([]byte, error) {
-	list, err := os.ReadFile(h.ima.Path)
-	if err != nil {
-		return nil, err
+	var list []byte
+	if h.mem != nil {
+		list = h.mem.Bytes()
+	} else {
+		var err error
+		if list, err = os.ReadFile(h.ima.Path); err != nil {
+			return nil, err
+		}
 	}
 	for _, e := range pool {
 		list = e.AppendBinary(list)

@@ -39,7 +39,9 @@ func usageErrorf(format string, args ...any) error {
 // attests to, and how the verifier's cost is read.
 type deployment struct {
 	// mode is "child", "in-process" or "external".
-	mode         string
+	mode string
+	// remote says the verifier runs on another machine (external mode).
+	remote       bool
 	tlsDir       string
 	mfr          *soft.Manufacturer
 	registrarURL string
@@ -215,6 +217,7 @@ func startExternal(ctx context.Context, opts Options, say func(string, ...any)) 
 	}
 	portN, _ := strconv.Atoi(port)
 	local := isThisMachine(vu.Hostname())
+	d.remote = !local
 	noCPU := "exports no " + metricCPU + " on /metrics"
 	if scrapeErr != nil {
 		noCPU = fmt.Sprintf("has no readable /metrics (%v)", scrapeErr)

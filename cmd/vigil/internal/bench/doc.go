@@ -12,15 +12,42 @@
 // set, so a steady-state verdict is a quote check plus an incremental IMA
 // check, which is what a verifier spends its life doing. Each host then
 // attests every interval over its own keep-alive HTTPS connection, as a
-// fleet of separate machines would, and appends K new entries (files in the
-// policy) to its IMA list before each quote. The evidence is built by the
-// agent's own Attester.Collect; only the loop around it is the bench's, so
-// that it can time each verdict and add the new entries.
+// fleet of separate machines would, one HTTPS request per attestation, and
+// appends K new entries (files in the policy) to its IMA list before each
+// quote.
 //
-// Fleet start-up is cheap: EKs are ECC (tens of microseconds each), and RSA
-// AKs come from a soft.KeyCache that survives runs. Nothing the registrar or
-// verifier checks is skipped: every EK certificate, activation, quote and
-// IMA entry is checked as in production.
+// Two load generators make that traffic. The lean one (lean.go, the
+// default) is built to cost the machine little, so that one machine can
+// drive a verifier to saturation beside it: each host's IMA list is in
+// memory (simhost.MemIMALog, entries numbered into one shared table of
+// pre-encoded records), quotes come from soft.TPM.QuoteTo (marshalled by
+// hand into reused buffers), evidence is encoded by hand to the bytes
+// wire.Marshal writes (cbor.go), and requests go through a minimal HTTP/1.1
+// client on the host's TLS connection (leanhttp.go) whose socket calls are
+// raw (rawconn_linux.go: they do not wake the runtime's sysmon thread),
+// with few allocations per attestation. The message-independent half of
+// each ECDSA quote signature (k·G, k⁻¹) is made before each window
+// (soft.TPM.PrepareSignatures). Hosts attest on a shared schedule (host i
+// at φᵢ·interval + k·interval, φᵢ a random phase of its own), so the rate
+// offered is exactly n ÷ interval and arrivals are those of independent
+// machines. The agent generator runs the agent's own
+// Attester.Collect and net/http client over IMA lists in files, with only
+// the loop around it the bench's; replicas use it, because their failover
+// is the agent's. TestLeanEvidenceIsTheAgents holds the two to the same
+// evidence and request.
+//
+// Rates (rate.go). With Options.Rates, a run measures one window per rate,
+// pacing the hosts at hosts ÷ rate; Options.Sweep doubles the rate until a
+// step falls short of what it offered. Each step reports the verifier's CPU
+// per verdict and in cores, the generator's CPU per attestation and in
+// cores, the rest of the machine's CPU (/proc/stat), latency, errors, and a
+// judgement of what held the rate back (judgeLimit).
+//
+// Fleet start-up is cheap: EKs are ECC (tens of microseconds each), AKs ECC
+// by default, and RSA AKs come from a soft.KeyCache that survives runs.
+// Nothing the registrar or verifier checks is skipped: every EK
+// certificate, activation, quote and IMA entry is checked as in
+// production.
 //
 // What is measured, and how honestly. Each host starts attesting once it is
 // admitted, at its own phase within one interval; warm-up lasts until every

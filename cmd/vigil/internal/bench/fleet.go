@@ -26,8 +26,16 @@ type host struct {
 	id    string
 	tpm   *soft.TPM
 	dir   string
-	ima   simhost.IMALog
-	att   *agent.Attester
+	// ima is the list file of a host attesting with the agent's own code;
+	// mem the in-memory list of one attesting with the lean generator.
+	ima simhost.IMALog
+	mem *simhost.MemIMALog
+	att *agent.Attester
+	// ak is the AK the enrollment activated (for the lean generator), and
+	// lean that generator's state.
+	ak    soft.AKBlob
+	akSet bool
+	lean  *leanHost
 	// http is this host's own client: every host keeps one keep-alive
 	// connection to the verifier, as a fleet of separate machines does.
 	http *http.Client
@@ -39,12 +47,17 @@ type host struct {
 	redirected string
 }
 
-func (h *host) open(context.Context) (agent.TPM, error) { return agent.NewSoftTPM(h.tpm), nil }
+// open is the agent's TPM opener; the AK the enrollment activates is
+// noted for the lean generator.
+func (h *host) open(context.Context) (agent.TPM, error) {
+	return capture{TPM: agent.NewSoftTPM(h.tpm), h: h}, nil
+}
 
 // newHost manufactures a soft TPM, boots it with the fleet's boot log and
-// starts its measurement list with boot_aggregate. Its agent ID is
-// idPrefix and its index.
-func newHost(ctx context.Context, dir, idPrefix string, index int, mfr *soft.Manufacturer, keys *soft.KeyCache, boot *simhost.BootLog) (*host, error) {
+// starts its measurement list with boot_aggregate: a file, or with table
+// (the lean generator) a list in memory logging the table's records. Its
+// agent ID is idPrefix and its index.
+func newHost(ctx context.Context, dir, idPrefix string, index int, mfr *soft.Manufacturer, keys *soft.KeyCache, boot *simhost.BootLog, table *simhost.IMATable) (*host, error) {
 	t, err := soft.New(soft.Options{Manufacturer: mfr, EKAlgs: []tpm2.TPMAlgID{tpm2.TPMAlgECC}, Keys: keys, Host: index})
 	if err != nil {
 		return nil, err
@@ -54,12 +67,21 @@ func newHost(ctx context.Context, dir, idPrefix string, index int, mfr *soft.Man
 	if err := os.MkdirAll(h.dir, 0o700); err != nil {
 		return nil, err
 	}
-	h.ima = simhost.IMALog{Path: filepath.Join(h.dir, "binary_runtime_measurements")}
 	conn := agent.NewSoftTPM(t)
 	defer conn.Close()
 	if _, err := boot.Boot(ctx, conn); err != nil {
 		return nil, fmt.Errorf("%s: boot: %w", h.id, err)
 	}
+	if table != nil {
+		if h.mem, err = simhost.NewMemIMALog(table, table.Format()); err != nil {
+			return nil, err
+		}
+		if _, err := h.mem.Init(ctx, conn); err != nil {
+			return nil, fmt.Errorf("%s: IMA list: %w", h.id, err)
+		}
+		return h, nil
+	}
+	h.ima = simhost.IMALog{Path: filepath.Join(h.dir, "binary_runtime_measurements")}
 	if _, err := h.ima.Init(ctx, conn); err != nil {
 		return nil, fmt.Errorf("%s: IMA list: %w", h.id, err)
 	}

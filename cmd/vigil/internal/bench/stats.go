@@ -43,12 +43,66 @@ type recorder struct {
 	longestGapHost string
 	// byURL counts the window's verdicts by the verifier URL that gave them.
 	byURL map[string]uint64
+
+	// The window's evidence requests (attempts), those that started after
+	// their slot had passed (late), the lean generator's lag waking up for
+	// the others (lags), and the errors counted in it (winErrors).
+	attempts  uint64
+	late      uint64
+	lags      []time.Duration
+	winErrors map[string]uint64
 }
 
 func newRecorder() *recorder {
 	return &recorder{errors: map[string]uint64{}, good: map[string]bool{}, failed: map[string]bool{},
 		pending: map[string]map[string]uint64{}, failoverErrors: map[string]uint64{},
-		lastGood: map[string]time.Time{}, byURL: map[string]uint64{}}
+		lastGood: map[string]time.Time{}, byURL: map[string]uint64{}, winErrors: map[string]uint64{}}
+}
+
+// attempt records an evidence request of the lean generator's: late when
+// it started after its slot had passed, else lag after its slot.
+func (r *recorder) attempt(lag time.Duration, late bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.measuring {
+		return
+	}
+	r.attempts++
+	if late {
+		r.late++
+	} else {
+		r.lags = append(r.lags, lag)
+	}
+}
+
+// startWindow opens a measurement window: what is counted per window
+// starts from zero.
+func (r *recorder) startWindow() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.measuring = true
+	r.verdicts, r.attempts, r.late = 0, 0, 0
+	r.latencies, r.lags = nil, nil
+	r.byURL = map[string]uint64{}
+	r.winErrors = map[string]uint64{}
+}
+
+// windowStats is what the window now closed counted.
+type windowStats struct {
+	verdicts, attempts, late uint64
+	latency                  Latency
+	lagP99                   float64
+	errors                   map[string]uint64
+}
+
+func (r *recorder) window() windowStats {
+	r.mu.Lock()
+	w := windowStats{verdicts: r.verdicts, attempts: r.attempts, late: r.late, errors: maps.Clone(r.winErrors)}
+	l, lags := slices.Clone(r.latencies), slices.Clone(r.lags)
+	r.mu.Unlock()
+	w.latency = percentiles(l)
+	w.lagP99 = percentiles(lags).P99
+	return w
 }
 
 // verdict records a good verdict of agentID, which took took, from the
@@ -96,6 +150,9 @@ func (r *recorder) fail(agentID, kind string, transient bool) {
 		return
 	}
 	r.errors[kind]++
+	if r.measuring {
+		r.winErrors[kind]++
+	}
 }
 
 // startFailover notes that a replica was killed: errors from now on are
