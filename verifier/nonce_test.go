@@ -3,6 +3,11 @@ package verifier
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -92,6 +97,84 @@ func FuzzNonce(f *testing.F) {
 		_, err := svc.checkNonce(ctx, a, testSel, b, svc.now())
 		if err == nil && !bytes.Equal(b, minted) {
 			t.Fatalf("accepted a nonce it never issued: %x", b)
+		}
+	})
+}
+
+// TestNonceMACIsTheLayouts holds the reused HMAC states to the MAC the
+// layout in nonce.go defines, computed from scratch, for nonces of several
+// agents made concurrently.
+func TestNonceMACIsTheLayouts(t *testing.T) {
+	ctx := context.Background()
+	svc, a := nonceService(t)
+	key, err := svc.Store.Secret(ctx, nonceKeyName, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(a Agent, n []byte) []byte {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(nonceLabel + a.ID + "\x00"))
+		m.Write(binary.BigEndian.AppendUint64(nil, uint64(a.AdmittedAt.UnixNano())))
+		m.Write(n[:16])
+		m.Write(testSel)
+		return m.Sum(nil)[:16]
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 200 {
+				a := a
+				a.ID = strings.Repeat("h", 1+(g*200+i)%300)
+				n, err := svc.mintNonce(ctx, a, testSel, 0)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !bytes.Equal(n[16:], want(a, n)) {
+					t.Errorf("agent %q: nonce MAC %x, the layout's %x", a.ID, n[16:], want(a, n))
+					return
+				}
+				if _, err := svc.checkNonce(ctx, a, testSel, n, svc.now()); err != nil {
+					t.Errorf("agent %q: %v", a.ID, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// BenchmarkNonceMAC compares a nonce's MAC on reused HMAC states with one
+// keyed from scratch, as every nonce was before.
+//
+//	go test ./verifier -run '^$' -bench NonceMAC -benchmem
+func BenchmarkNonceMAC(b *testing.B) {
+	ctx := context.Background()
+	svc, a := nonceService(b)
+	key, err := svc.nonceKey(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw, _ := svc.Store.Secret(ctx, nonceKeyName, 32)
+	head := make([]byte, 16)
+	var out [16]byte
+	b.Run("reused", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			key.sum(out[:], a, head, testSel)
+		}
+	})
+	b.Run("from-scratch", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			m := hmac.New(sha256.New, raw)
+			m.Write([]byte(nonceLabel))
+			m.Write([]byte(a.ID))
+			m.Write([]byte{0})
+			m.Write(binary.BigEndian.AppendUint64(nil, uint64(a.AdmittedAt.UnixNano())))
+			m.Write(head)
+			m.Write(testSel)
+			copy(out[:], m.Sum(nil))
 		}
 	})
 }

@@ -212,7 +212,7 @@ type Service struct {
 	startOnce sync.Once
 	startedAt time.Time
 
-	macKey     atomic.Pointer[[]byte]
+	macKey     atomic.Pointer[nonceMACKey]
 	lastIssued atomic.Int64
 	// storeDown is set while the store cannot be written: no verdict is
 	// answered good then, and /readyz says not ready.
