@@ -64,7 +64,8 @@ FUZZ_TARGETS = \
 	./verifier/pcrpolicy:FuzzParse \
 	./tpmsim/soft:FuzzParseState ./tpmsim/soft:FuzzActivateCredential ./tpmsim/soft:FuzzParseECCPoint \
 	./tpmsim/simhost:FuzzDetectFormat ./tpmsim/simhost:FuzzIMAEntry ./tpmsim/simhost:FuzzBootLog \
-	./internal/wire:FuzzEvidenceFastPath ./ima:FuzzStateBinary \
+	./internal/wire:FuzzEvidenceFastPath ./internal/wire:FuzzVerdictFastPath ./internal/wire:FuzzChallengeFastPath \
+	./ima:FuzzStateBinary \
 	./cmd/vigil/internal/bench:FuzzParseStatCPU ./cmd/vigil/internal/bench:FuzzParseStatusKB \
 	./cmd/vigil/internal/bench:FuzzParseMetrics ./cmd/vigil/internal/bench:FuzzParseListenInodes \
 	./verifier:FuzzNonce \

@@ -7,4 +7,13 @@
 // Decoding refuses unknown fields, duplicate keys, trailing data and bodies
 // over a size limit, and names the offending field in its error, so a bad
 // request gets an HTTP 400 that says what was wrong.
+//
+// The messages of every attestation (Evidence, Verdict, Challenge) are
+// encoded and decoded by hand, to and from the bytes the general
+// (reflective) codec would write and read: Marshal and Unmarshal use the
+// hand-written paths themselves, and the hand-written decoders leave
+// anything unexpected to the general decoder. Callers that attest in a loop
+// can use them without allocating: AppendEvidence and EvidenceEncoder
+// encode evidence into a reused buffer, ReadVerdictView and
+// ReadChallengeView read answers in place.
 package wire

@@ -7,10 +7,12 @@ import (
 
 // A verdict (with the next challenge) is encoded once per attestation, and
 // the reflective encoder costs more than the bytes it writes. Marshal
-// writes Verdict and Challenge by hand instead: the same deterministic CBOR
-// (map keys in the core deterministic order — shorter first, then bytewise
-// — shortest heads, nil byte slices as null), byte for byte, which a
-// randomized test holds it to for every field of both types.
+// writes Verdict and Challenge by hand instead (and Evidence,
+// evidenceenc.go): the same deterministic CBOR (map keys in the core
+// deterministic order — bytewise by their encodings, which for short text
+// keys is shorter first, then bytewise — shortest heads, nil byte slices
+// as null), byte for byte, which a randomized test holds it to for every
+// field of both types.
 
 // appendHead appends a CBOR head with the shortest argument encoding.
 func appendHead(dst []byte, major byte, arg uint64) []byte {

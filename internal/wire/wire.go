@@ -109,6 +109,12 @@ func Marshal(v any) ([]byte, error) {
 		if m != nil {
 			return appendChallenge(make([]byte, 0, 192), m), nil
 		}
+	case Evidence:
+		return AppendEvidence(make([]byte, 0, evidenceSize(&m)), &m), nil
+	case *Evidence:
+		if m != nil {
+			return AppendEvidence(make([]byte, 0, evidenceSize(m)), m), nil
+		}
 	}
 	return encMode.Marshal(v)
 }
@@ -120,8 +126,23 @@ func Unmarshal(data []byte, v any) error { return unmarshal(data, v, false) }
 // unmarshal is Unmarshal; owned says data is the caller's to give away, so
 // decoded byte strings may share it instead of a copy.
 func unmarshal(data []byte, v any, owned bool) error {
-	if ev, ok := v.(*Evidence); ok && ev.isZero() && decodeEvidenceFast(data, ev, owned) {
-		return nil
+	// The messages exchanged on every attestation try a decoder written
+	// for them first (fast.go, fastdec.go); it declines anything but the
+	// form Marshal writes, and decodes only into zero targets (the general
+	// decoder merges into what a target holds).
+	switch m := v.(type) {
+	case *Evidence:
+		if m != nil && m.isZero() && decodeEvidenceFast(data, m, owned) {
+			return nil
+		}
+	case *Verdict:
+		if m != nil && m.isZero() && decodeVerdictFast(data, m, owned) {
+			return nil
+		}
+	case *Challenge:
+		if m != nil && m.isZero() && decodeChallengeFast(data, m, owned) {
+			return nil
+		}
 	}
 	rest, err := decMode.UnmarshalFirst(data, v)
 	if err != nil {
