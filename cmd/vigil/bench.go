@@ -45,6 +45,12 @@ func benchCommand() *cli.Command {
 			"Hosts attest with the lean load generator by default (IMA lists in memory, evidence encoded by hand, a\n" +
 			"minimal HTTP/1.1 client on one keep-alive TLS connection per host; the same requests an agent sends);\n" +
 			"--load-generator agent runs the agent's own code instead, as replicas always do.\n\n" +
+			"With --presign (lean generator only) every request of a step is made before its window: each host fetches\n" +
+			"the challenges it will answer, in order, and its quotes are signed and its evidence encoded ahead, so that\n" +
+			"in the window the generator only sends bytes and reads verdicts (RSA signatures no longer hold the rate\n" +
+			"back); the verifier checks every verdict as before. Hosts are then admitted with a long interval, so that\n" +
+			"every presigned nonce outlives the presigning and the window. The load generator's CPU per attestation is\n" +
+			"the window's only; each step reports how long presigning took and what it made.\n\n" +
 			"With --replicas N (N ≥ 2, with --store) it runs N verifier replicas over that database and every host\n" +
 			"fails over between them; --kill-replica-after D SIGKILLs the first one D into the window and the summary\n" +
 			"reports the failover (hosts_failed, longest_gap_ms, failover_errors, revocations).",
@@ -56,6 +62,7 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "rate", Usage: "attestations a second the fleet offers, `R[,R2,…]`, one window each: each host attests every --agents ÷ R (instead of --interval)"},
 			&cli.BoolFlag{Name: "sweep", Usage: "after the rates of --rate (or --agents ÷ --interval), keep doubling the rate until a step falls short of what it offered"},
 			&cli.StringFlag{Name: "load-generator", Usage: "how the hosts attest: lean (default with one verifier) or agent (the agent's own code; the default with --replicas)"},
+			&cli.BoolFlag{Name: "presign", Usage: "make every request of each step (challenges fetched, quotes signed, evidence encoded) before its window, so that the generator only sends in it (lean generator only)"},
 			&cli.StringFlag{Name: "ak-alg", Value: "ecc", Usage: "AK algorithm: ecc (P-256) or rsa (RSA-2048)"},
 			&cli.StringFlag{Name: "key-cache", Usage: "`DIR` of pre-generated RSA keys, kept across runs (default: vigil-bench-keys in the user cache directory)"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a pprof CPU profile of the verifier over the measurement window to `FILE`"},
@@ -132,6 +139,13 @@ func benchOptions(c *cli.Context) (bench.Options, error) {
 	case "", "lean", "agent":
 	default:
 		return opts, fmt.Errorf("--load-generator %q: want lean or agent", opts.LoadGenerator)
+	}
+	opts.Presign = c.Bool("presign")
+	switch {
+	case opts.Presign && opts.LoadGenerator == "agent":
+		return opts, errors.New("--presign makes the lean load generator's requests ahead: it cannot be used with --load-generator agent")
+	case opts.Presign && c.Int("replicas") > 1:
+		return opts, errors.New("--presign makes the lean load generator's requests ahead: it cannot be used with --replicas, which attest with the agent's code")
 	}
 	if c.IsSet("rate") {
 		if c.IsSet("interval") {
@@ -293,7 +307,14 @@ func printBenchSummary(w io.Writer, s bench.Summary) {
 		if s.VerifierMode == "external" {
 			what = "soft TPMs, agents"
 		}
+		if s.Presigned {
+			what += "; the window's only, the signing was before it"
+		}
 		fmt.Fprintf(w, "load generator CPU %.2f s, %.1f µs per attestation (this process: %s)\n", s.LoadCPUSeconds, s.LoadCPUUSPerAttestation, what)
+	}
+	if s.Presigned {
+		fmt.Fprintf(w, "presigned          %d requests (%.1f MB) made before the window in %.1f s (%.1f s of load generator CPU); hosts admitted every %s\n",
+			s.PresignedRequests, s.PresignedMB, s.PresignSeconds, s.PresignCPUSeconds, time.Duration(s.PresignAdmissionIntervalMS)*time.Millisecond)
 	}
 	fmt.Fprintf(w, "limit              %s: %s\n", s.Limit, s.LimitReason)
 	fmt.Fprintf(w, "CPU measured from  %s\n", s.CPUSource)
@@ -321,6 +342,12 @@ func printSteps(w io.Writer, s bench.Summary) {
 		fmt.Fprintf(w, "  %9.0f %9.1f %10.1f %8.2f %10.1f %8.1f %8.1f %8d %7d  %s\n",
 			st.OfferedPerSec, st.VerdictsPerSec, st.VerifierCPUUSPerVerdict, st.VerifierCores, st.LoadCPUUSPerAttestation,
 			st.LatencyMS.P50, st.LatencyMS.P99, errs, st.LateStarts, st.Limit)
+	}
+	for i, st := range s.Steps {
+		if st.Presigned {
+			fmt.Fprintf(w, "  step %d presigned %d requests (%.1f MB) in %.1f s (%.1f s of load generator CPU), before its window\n",
+				i+1, st.PresignedRequests, st.PresignedMB, st.PresignSeconds, st.PresignCPUSeconds)
+		}
 	}
 	if sat := s.Saturation; sat != nil {
 		fmt.Fprintf(w, "saturation         at most %.1f verdicts/s (offered %.0f/s), limited by %s\n", sat.MaxVerdictsPerSec, sat.AtOfferedPerSec, sat.LimitedBy)

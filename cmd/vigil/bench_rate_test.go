@@ -16,7 +16,9 @@ func TestBenchRateShortRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a fleet for a few seconds")
 	}
-	out, code := run(t, context.Background(), "bench", "--agents", "4", "--duration", "1s", "--rate", "4,8",
+	// Enough verdicts a step (40 and 80 in 1 s) that the verifier's CPU is
+	// more than /proc's 10 ms tick: at 4 and 8 a second it read 0 at times.
+	out, code := run(t, context.Background(), "bench", "--agents", "4", "--duration", "1s", "--rate", "40,80",
 		"--ima-entries", "5", "--key-cache", t.TempDir(), "--vigil-binary", vigilBinary, "--json")
 	if code != exitOK {
 		t.Fatalf("exit %d, want 0; output:\n%s", code, out)
@@ -69,6 +71,9 @@ func TestBenchRateUsageErrorsExitTwo(t *testing.T) {
 		{"bench", "--load-generator", "fast"},
 		{"bench", "--load-generator", "agent", "--sweep"},
 		{"bench", "--load-generator", "agent", "--rate", "10,20"},
+		{"bench", "--presign", "--load-generator", "agent"},
+		{"bench", "--presign", "--replicas", "2", "--store", "postgres://u@127.0.0.1:1/db"},
+		{"bench", "--presign", "--duration", "48h"},
 	} {
 		if out, code := run(t, ctx, args...); code != exitUsage {
 			t.Errorf("vigil %s: exit %d, want 2\n%s", strings.Join(args, " "), code, out)

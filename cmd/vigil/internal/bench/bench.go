@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,7 +75,8 @@ type Options struct {
 	CPUProfile string
 	// LoadCPUProfile, if set, receives a pprof CPU profile of this process
 	// (the load generator) over the measurement windows, from the first
-	// step's start to the last one's end.
+	// step's start to the last one's end; with Presign, over the first
+	// step's window only (the next steps' presigning would swamp it).
 	LoadCPUProfile string
 	// Store, when set, is the PostgreSQL URL the bench's verifier keeps its
 	// state in (an empty database), instead of its embedded store.
@@ -100,6 +102,14 @@ type Options struct {
 	// and net/http, and IMA lists in files; the default with replicas, whose
 	// failover is the agent's).
 	LoadGenerator string
+	// Presign (lean generator, one verifier) makes every request of each
+	// step before its window: the challenges fetched ahead, the quotes
+	// signed and the evidence encoded, so that in the window the generator
+	// only sends bytes and reads verdicts, and RSA AKs no longer hold the
+	// rate back. The verifier's work per verdict is unchanged. Hosts are
+	// then admitted with a long interval, so that every nonce outlives its
+	// presigning and window (see presign.go).
+	Presign bool
 	// Dir holds stores, TLS files and host state; empty means a temporary
 	// directory removed at the end.
 	Dir string
@@ -108,6 +118,11 @@ type Options struct {
 
 	// paces are the steps' intervals per host, from Rates or Interval.
 	paces []time.Duration
+	// presignAdmit is the interval hosts are admitted with under Presign
+	// (presignAdmitInterval); presignReplay, in tests, has host 0 send its
+	// request of that index twice in each step.
+	presignAdmit  time.Duration
+	presignReplay int
 }
 
 // lean reports whether the lean generator drives the hosts.
@@ -155,6 +170,19 @@ func (o *Options) defaults() error {
 	}
 	if len(o.paces) == 0 {
 		o.paces = []time.Duration{o.Interval}
+	}
+	if o.Presign {
+		switch {
+		case o.Replicas > 1:
+			return errors.New("presigning makes the lean generator's requests ahead: it cannot be used with replicas, which attest with the agent load generator")
+		case !o.lean():
+			return fmt.Errorf("presigning makes the lean generator's requests ahead: it cannot be used with the %s load generator", o.LoadGenerator)
+		}
+		admit, err := presignAdmitInterval(o.Interval, o.Duration, slices.Max(o.paces))
+		if err != nil {
+			return err
+		}
+		o.presignAdmit = admit
 	}
 	if o.CPUProfile != "" && (len(o.paces) > 1 || o.Sweep) {
 		return errors.New("a CPU profile covers one window: profile one rate at a time")
@@ -272,8 +300,20 @@ type Summary struct {
 	// their interval); Attestations the evidence requests it sent.
 	OfferedPerSec float64 `json:"offered_per_sec"`
 	Attestations  uint64  `json:"attestations"`
-	// LoadCPUUSPerAttestation is LoadCPUSeconds per attestation.
+	// LoadCPUUSPerAttestation is LoadCPUSeconds per attestation, over the
+	// window only: with Presigned, the signing before it is not in it.
 	LoadCPUUSPerAttestation float64 `json:"load_generator_cpu_us_per_attestation,omitempty"`
+	// Presigned says each window's requests were made before it
+	// (Options.Presign). PresignAdmissionIntervalMS is then the interval
+	// the hosts were admitted with, so that every presigned nonce outlives
+	// its use (IntervalMS stays the one --interval or the rates give), and
+	// the presign figures are the last step's (Step).
+	Presigned                  bool    `json:"presigned,omitempty"`
+	PresignAdmissionIntervalMS int64   `json:"presign_admission_interval_ms,omitempty"`
+	PresignSeconds             float64 `json:"presign_seconds,omitempty"`
+	PresignCPUSeconds          float64 `json:"presign_cpu_seconds,omitempty"`
+	PresignedRequests          uint64  `json:"presigned_requests,omitempty"`
+	PresignedMB                float64 `json:"presigned_mb,omitempty"`
 	// Limit and LimitReason say what held the window's rate back (Step).
 	Limit       string `json:"limit"`
 	LimitReason string `json:"limit_reason"`
@@ -420,6 +460,22 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 			return sum, err
 		}
 	}
+	perRequest := 0
+	if opts.Presign {
+		// What the steps asked for would hold, checked before any host is
+		// made (a sweep's later steps are checked as they come).
+		perRequest = presignRequestSize(table, opts.IMAEntries)
+		for _, p := range opts.paces {
+			if n, b := presignEstimate(opts.Agents, perRequest, p, opts.Duration); b > maxPresignBytes {
+				return sum, usageErrorf("presigning %.0f attestations/s over a %s window would hold %d requests of up to %d bytes, ~%.1f GiB, "+
+					"over the %d GiB bound: use a shorter --duration, a lower rate or fewer --ima-entries",
+					float64(opts.Agents)/p.Seconds(), opts.Duration, n, perRequest, float64(b)/(1<<30), maxPresignBytes>>30)
+			}
+		}
+		say("  presigning: each step's requests are made before its window; hosts are admitted with a %s interval, so that a nonce "+
+			"lives %s and a host may be quiet for %s (the verifier's default, max(30s, 2 intervals), and 3 intervals)",
+			opts.presignAdmit, 2*opts.presignAdmit, 3*opts.presignAdmit)
+	}
 	hosts := make([]*host, opts.Agents)
 	t := time.Now()
 	if err := parallel(ctx, opts.Agents, workers, func(i int) error {
@@ -505,25 +561,47 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	defer stopAgents()
 	var fleet *leanFleet
 	if opts.lean() {
-		fleet = &leanFleet{table: table, url: dep.verifierURL, tls: clientTLS, bootLog: boot.Bytes(), entries: opts.IMAEntries, hosts: opts.Agents}
+		fleet = &leanFleet{table: table, url: dep.verifierURL, tls: clientTLS, bootLog: boot.Bytes(), entries: opts.IMAEntries, hosts: opts.Agents,
+			replay: opts.presignReplay}
+	}
+	// The warm-up's pace: the first step's, but under Presign, whose steps
+	// start schedules of their own, no faster than 1,000 attestations a
+	// second, which a generator signing RSA quotes keeps up with beside the
+	// admissions.
+	warmPace := opts.paces[0]
+	if opts.Presign {
+		warmPace = max(warmPace, time.Duration(opts.Agents)*time.Millisecond)
 	}
 	t = time.Now()
 	if fleet != nil {
-		fleet.sched.Store(&schedule{start: t, pace: opts.paces[0]})
+		fleet.sched.Store(&schedule{start: t, pace: warmPace})
 	}
+	admitEvery := opts.Interval
+	if opts.Presign {
+		admitEvery = opts.presignAdmit
+	}
+	// The lean generator's loops run by phases (the warm-up's, each
+	// presigned step's), each stopped between two exchanges.
+	loops := newHostLoops()
 	if err := parallel(ctx, opts.Agents, workers, func(i int) error {
 		h := hosts[i]
 		if _, err := admins[i%len(admins)].Admit(ctx, verifier.AdmitRequest{AgentID: h.id, RuntimePolicy: policyName,
-			Identities: []string{"spiffe://bench.vigil.example/node/" + h.id}, Interval: opts.Interval}); err != nil {
+			Identities: []string{"spiffe://bench.vigil.example/node/" + h.id}, Interval: admitEvery}); err != nil {
+			if opts.Presign {
+				return fmt.Errorf("admit %s with the %s interval presigning needs: %w", h.id, admitEvery, err)
+			}
 			return fmt.Errorf("admit %s: %w", h.id, err)
 		}
 		if fleet != nil {
 			if err := h.prepareLean(fleet); err != nil {
 				return err
 			}
+			h.lean.stop = loops.stop
 			wg.Add(1)
+			loops.wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer loops.wg.Done()
 				h.leanLoop(runCtx, fleet, i, rec)
 			}()
 			return nil
@@ -551,23 +629,34 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	// Warm-up: every host's first attestation (IMA list from entry 0, a
 	// new TLS connection) is not steady state. Wait until every host has
 	// passed once, then one interval more.
-	if !warmUp(ctx, rec, opts.Agents, opts.paces[0], say) {
+	if !warmUp(ctx, rec, opts.Agents, warmPace, say) {
 		return sum, ctx.Err()
 	}
 
 	var prof chan error
-	if opts.CPUProfile != "" {
+	startProfile := func() {
 		prof = make(chan error, 1)
 		go func() { prof <- dep.profile(ctx, opts.Duration, opts.CPUProfile) }()
 	}
+	if opts.CPUProfile != "" && !opts.Presign {
+		startProfile()
+	}
 	stepped := len(opts.Rates) > 0 || opts.Sweep
 	m := &measurer{opts: opts, dep: dep, rec: rec, say: say}
-	if opts.LoadCPUProfile != "" {
-		stop, err := startLoadProfile(opts.LoadCPUProfile)
-		if err != nil {
+	var stopLoad func()
+	defer func() {
+		if stopLoad != nil {
+			stopLoad()
+		}
+	}()
+	startLoad := func() (err error) {
+		stopLoad, err = startLoadProfile(opts.LoadCPUProfile)
+		return err
+	}
+	if opts.LoadCPUProfile != "" && !opts.Presign {
+		if err := startLoad(); err != nil {
 			return sum, err
 		}
-		defer stop()
 	}
 	rate := float64(opts.Agents) / opts.paces[0].Seconds()
 	var last Step
@@ -584,7 +673,52 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 		if k == 0 {
 			settle = 0
 		}
-		if fleet != nil && opts.AKAlg == tpm2.TPMAlgECC {
+		var pre *presignStats
+		if opts.Presign {
+			// Every request of the step made now; the hosts are quiet
+			// meanwhile, and start on a new schedule after.
+			settle = presignSettle(pace)
+			n := presignCount(pace, settle, opts.Duration)
+			if _, b := presignEstimate(opts.Agents, perRequest, pace, opts.Duration); b > maxPresignBytes {
+				// A sweep's step past what the rates asked for.
+				say("  the sweep stops: presigning %.0f attestations/s over a %s window would hold ~%.1f GiB of requests, over the %d GiB bound",
+					rate, opts.Duration, float64(b)/(1<<30), maxPresignBytes>>30)
+				break
+			}
+			if stepped {
+				say("  step %d: presigning %d requests per host (%d in all) for %.0f verdicts/s over %s of settling and the window",
+					k+1, n, n*opts.Agents, rate, settle+opts.Duration)
+			} else {
+				say("  presigning %d requests per host (%d in all) for %s of settling and the window", n, n*opts.Agents, settle+opts.Duration)
+			}
+			loops.halt()
+			loops = newHostLoops()
+			st, err := presignStep(ctx, runCtx, hosts, fleet, n, workers, rec)
+			if err != nil {
+				return sum, err
+			}
+			say("  presigned %d requests (%.1f MB) in %s: challenges fetched in %s, then signed and encoded; load generator CPU %.1f s (%.0f µs per request)",
+				st.requests, float64(st.bytes)/1e6, st.took.Round(time.Millisecond), st.fetched.Round(time.Millisecond),
+				st.cpu.Seconds(), float64(st.cpu.Microseconds())/float64(max(st.requests, 1)))
+			if st.failedHosts > 0 {
+				say("  WARNING: %d hosts could not fetch all their challenges (errors counted); they send what they have", st.failedHosts)
+			}
+			if err := st.checkNonceLife(settle, opts.Duration); err != nil {
+				return sum, err
+			}
+			pre = &st
+			fleet.setPace(pace)
+			for i, h := range hosts {
+				h.lean.stop = loops.stop
+				wg.Add(1)
+				loops.wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer loops.wg.Done()
+					h.presignedLoop(runCtx, fleet, i, rec)
+				}()
+			}
+		} else if fleet != nil && opts.AKAlg == tpm2.TPMAlgECC {
 			// The ECDSA nonces the step's quotes will use, made before
 			// it (the hosts attest meanwhile: let them settle after).
 			t := time.Now()
@@ -596,11 +730,13 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 			}
 			say("  ECDSA nonces for the next window made ahead in %s", time.Since(t).Round(time.Millisecond))
 		}
-		if k > 0 {
+		if k > 0 && !opts.Presign {
 			fleet.setPace(pace)
 		}
-		if stepped {
+		if stepped && !opts.Presign {
 			say("  step %d: offering %.0f verdicts/s (each host every %s)", k+1, rate, pace)
+		} else if stepped {
+			say("  step %d: offering %.0f verdicts/s (each host every %s), presigned", k+1, rate, pace)
 		}
 		if settle > 0 {
 			say("  settling for %s", settle.Round(time.Millisecond))
@@ -608,9 +744,28 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 				return sum, ctx.Err()
 			}
 		}
+		if k == 0 && opts.Presign {
+			// Profiles of the window, not of the presigning.
+			if opts.CPUProfile != "" {
+				startProfile()
+			}
+			if opts.LoadCPUProfile != "" {
+				if err := startLoad(); err != nil {
+					return sum, err
+				}
+			}
+		}
 		st, err := m.step(ctx, rate, pace)
 		if err != nil {
 			return sum, err
+		}
+		if k == 0 && opts.Presign && opts.LoadCPUProfile != "" {
+			pprof.StopCPUProfile()
+		}
+		if pre != nil {
+			st.Presigned, st.PresignedRequests = true, pre.requests
+			st.PresignSeconds, st.PresignCPUSeconds = round(pre.took.Seconds(), 3), round(pre.cpu.Seconds(), 3)
+			st.PresignedMB = round(float64(pre.bytes)/1e6, 3)
 		}
 		last = st
 		if stepped {
@@ -640,6 +795,11 @@ func Run(ctx context.Context, opts Options) (Summary, error) {
 	rec.closeWindow(time.Now())
 	if opts.LoadCPUProfile != "" {
 		pprof.StopCPUProfile()
+	}
+	if opts.Presign {
+		sum.Presigned, sum.PresignAdmissionIntervalMS = true, opts.presignAdmit.Milliseconds()
+		sum.PresignSeconds, sum.PresignCPUSeconds = last.PresignSeconds, last.PresignCPUSeconds
+		sum.PresignedRequests, sum.PresignedMB = last.PresignedRequests, last.PresignedMB
 	}
 	// The states at the end are read while the agents still attest: once
 	// they stop, the verifier rightly fails them for silence.

@@ -21,8 +21,9 @@
 // drive a verifier to saturation beside it: each host's IMA list is in
 // memory (simhost.MemIMALog, entries numbered into one shared table of
 // pre-encoded records), quotes come from soft.TPM.QuoteTo (marshalled by
-// hand into reused buffers), evidence is encoded by hand to the bytes
-// wire.Marshal writes (cbor.go), and requests go through a minimal HTTP/1.1
+// hand into reused buffers), evidence is encoded and verdicts are read by
+// internal/wire's hand-written codec without a copy into wire's types
+// (cbor.go), and requests go through a minimal HTTP/1.1
 // client on the host's TLS connection (leanhttp.go) whose socket calls are
 // raw (rawconn_linux.go: they do not wake the runtime's sysmon thread),
 // with few allocations per attestation. The message-independent half of
@@ -42,6 +43,36 @@
 // per verdict and in cores, the generator's CPU per attestation and in
 // cores, the rest of the machine's CPU (/proc/stat), latency, errors, and a
 // judgement of what held the rate back (judgeLimit).
+//
+// Presigning (presign.go, Options.Presign, `--presign`). An RSA-2048
+// quote signature costs the soft TPM ~1.1 ms of CPU, more than a verdict
+// costs the verifier, so a generator that signs in the window is the
+// limit long before the verifier is. With Presign every request of a step
+// is made before it: each host fetches from the verifier, in order, the
+// challenges it will answer over the step's settling and window (and some
+// slack), on the agent's challenge endpoint; then host by host, over
+// GOMAXPROCS workers, each attestation's IMA entries are appended, its
+// quote signed over its challenge's nonce and its evidence encoded (IMA
+// entries from the offset the verifier will be at by then), and the
+// request kept as bytes. In the window the hosts send them on the
+// schedule and read and count each verdict as the lean loop does; a
+// refusal (a replayed or expired nonce, an IMA offset that does not
+// match) or a failing verdict is an error. Nonces are stateless and
+// ordered, so answering them in the order fetched is valid once each. The
+// verifier's work per verdict is unchanged (it still checks everything and
+// mints the next challenge, unused); the generator's CPU per attestation is
+// the window's only, sending bytes and reading verdicts. So that every
+// nonce outlives presigning (up to presignBudget), settling and window, and
+// no host falls silent while the fleet presigns, the hosts are admitted
+// with an interval of half that span, rounded up to a minute: the
+// verifier's nonce lifetime is max(30 s, 2 intervals) and its liveness
+// window 3 intervals (the verifier's default interval, which paces its
+// background work, is left as it is). A window too long for the
+// verifier's longest interval is refused, and so is a step whose requests
+// would exceed 2 GiB; after presigning, the time left is checked against
+// the lifetime the challenges state. Each step reports how many requests
+// were presigned, their size, and how long and how much CPU it took.
+// ECDSA nonces are not prepared under it: nothing is signed in the window.
 //
 // Fleet start-up is cheap: EKs are ECC (tens of microseconds each), AKs ECC
 // by default, and RSA AKs come from a soft.KeyCache that survives runs.

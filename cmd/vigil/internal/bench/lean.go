@@ -49,6 +49,9 @@ type leanFleet struct {
 	entries int
 	hosts   int
 	sched   atomic.Pointer[schedule]
+	// replay, in tests of presigning, is the index of host 0's request
+	// that it sends twice in a row each step (0: none).
+	replay int
 }
 
 // schedule is when the fleet's hosts attest: host i at start + φᵢ·pace +
@@ -107,6 +110,23 @@ type leanHost struct {
 	ch      challengeView
 	verdict verdictView
 	timer   *time.Timer
+	// stop, when closed, stops the host's loop between two exchanges
+	// (hostLoops); nil never does.
+	stop <-chan struct{}
+	// pre are the requests presigned for a step (presign.go), in order,
+	// in preArena.
+	pre      [][]byte
+	preArena []byte
+}
+
+// stopped reports whether the host's loop was told to stop.
+func (l *leanHost) stopped() bool {
+	select {
+	case <-l.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // capture is the agent's TPM with the AK blob noted when the enrollment
@@ -165,7 +185,7 @@ func (h *host) leanLoop(ctx context.Context, f *leanFleet, i int, rec *recorder)
 		wait = min(2*wait, time.Minute)
 		last = time.Now()
 	}
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !l.stopped() {
 		if s := f.sched.Load(); s != cur {
 			cur, last = s, s.start.Add(-1)
 		}
@@ -257,16 +277,19 @@ func (h *host) leanLoop(ctx context.Context, f *leanFleet, i int, rec *recorder)
 	}
 }
 
-// sleepUntil waits until t or until ctx ends; it reports whether ctx is
-// still live.
+// sleepUntil waits until t or until ctx ends or the loop is stopped; it
+// reports whether the loop is to go on.
 func (l *leanHost) sleepUntil(ctx context.Context, t time.Time) bool {
 	d := time.Until(t)
 	if d <= 0 {
-		return ctx.Err() == nil
+		return ctx.Err() == nil && !l.stopped()
 	}
 	l.timer.Reset(d)
 	select {
 	case <-ctx.Done():
+		l.timer.Stop()
+		return false
+	case <-l.stop:
 		l.timer.Stop()
 		return false
 	case <-l.timer.C:
@@ -349,7 +372,8 @@ func (h *host) measureLean(ctx context.Context, f *leanFleet) error {
 // (soft.TPM.PrepareSignatures) to cover d of attesting at pace, and a few
 // more: the message-independent half of each quote's signature is then
 // made here, before a window, instead of in it. A host that runs out signs
-// the usual way. RSA AKs have nothing to prepare.
+// the usual way. RSA AKs have nothing to prepare. Presigned runs
+// (presign.go) skip it: nothing is signed in their windows.
 func presignFor(ctx context.Context, hosts []*host, workers int, d, pace time.Duration) error {
 	want := int(d/pace) + 4
 	return parallel(ctx, len(hosts), workers, func(i int) error {

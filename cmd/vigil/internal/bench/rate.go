@@ -90,7 +90,9 @@ type Step struct {
 	VerifierCPUUSPerVerdict float64 `json:"verifier_cpu_us_per_verdict"`
 	VerifierCores           float64 `json:"verifier_cpu_cores"`
 	// The load generator's (this process: soft TPMs, hosts, and the
-	// registrar unless external), per attestation, in cores.
+	// registrar unless external), per attestation, in cores, over the
+	// window only: with Presigned, the signing done before the window is
+	// not in it (PresignCPUSeconds).
 	LoadCPUSeconds          float64 `json:"load_generator_cpu_seconds"`
 	LoadCPUUSPerAttestation float64 `json:"load_generator_cpu_us_per_attestation"`
 	LoadCores               float64 `json:"load_generator_cpu_cores"`
@@ -119,6 +121,18 @@ type Step struct {
 	Limit       string  `json:"limit"`
 	LimitReason string  `json:"limit_reason"`
 	RSSMB       float64 `json:"rss_mb"`
+	// Presigned says every request of the step was made before its
+	// settling and window (Options.Presign): PresignSeconds is how long
+	// that took (the challenges fetched, the quotes signed, the evidence
+	// encoded, the connections opened), PresignCPUSeconds the load
+	// generator's CPU over it, PresignedRequests how many requests were
+	// made (for the settling, the window and some slack, not all sent)
+	// and PresignedMB their size.
+	Presigned         bool    `json:"presigned,omitempty"`
+	PresignSeconds    float64 `json:"presign_seconds,omitempty"`
+	PresignCPUSeconds float64 `json:"presign_cpu_seconds,omitempty"`
+	PresignedRequests uint64  `json:"presigned_requests,omitempty"`
+	PresignedMB       float64 `json:"presigned_mb,omitempty"`
 }
 
 // stepLoad is what the judgement of a step's limit looks at.

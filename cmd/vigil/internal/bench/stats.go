@@ -155,6 +155,17 @@ func (r *recorder) fail(agentID, kind string, transient bool) {
 	}
 }
 
+// failInWindow records an error of agentID's if the window is open, and
+// nothing otherwise.
+func (r *recorder) failInWindow(agentID, kind string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.measuring {
+		r.errors[kind]++
+		r.winErrors[kind]++
+	}
+}
+
 // startFailover notes that a replica was killed: errors from now on are
 // the failover's if the host recovers.
 func (r *recorder) startFailover() {
