@@ -205,7 +205,7 @@ func TestUnauthenticatedPeerCannotChangeAHost(t *testing.T) {
 	d := newAttackDeployment(t)
 	d.waitFor("attesting", 30*time.Second, func(s agentStatus) bool { return s.State == "attesting" && s.Attestations >= 3 })
 	if os.Geteuid() == 0 {
-		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.agent.cmd.Process.Pid))
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.agent.Pid()))
 		if err != nil || !strings.Contains(string(status), "\nUid:\t65534\t65534\t65534\t65534\n") {
 			t.Fatalf("the attesting agent does not run as nobody: %v\n%s", err, status)
 		}
@@ -315,7 +315,7 @@ func TestSilenceHealsEndToEnd(t *testing.T) {
 	}
 	d := newAttackDeployment(t)
 	d.waitFor("attesting", 30*time.Second, func(s agentStatus) bool { return s.State == "attesting" && s.Attestations >= 2 })
-	d.agent.stop()
+	d.agent.Stop()
 	st := d.waitFor("liveness timeout", 15*time.Second, func(s agentStatus) bool { return s.State == "failed" })
 	if st.Reason != "liveness_timeout" {
 		t.Fatalf("failed with %q, want liveness_timeout", st.Reason)

@@ -152,7 +152,7 @@ func TestBenchExternalVerifier(t *testing.T) {
 
 	external := []string{"bench", "--verifier", verURL, "--registrar", regURL, "--tls-dir", tlsDir, "--ek-ca", ekCA,
 		"--agents", "6", "--duration", "2s", "--interval", "250ms", "--ak-alg", "ecc", "--key-cache", t.TempDir(), "--json"}
-	pid := strconv.Itoa(ver.cmd.Process.Pid)
+	pid := strconv.Itoa(ver.Pid())
 	for _, tc := range []struct {
 		name   string
 		args   []string

@@ -115,7 +115,7 @@ func TestCAIssueAndRevokeAdmin(t *testing.T) {
 	ver := startProcess(t, nil, "verifier", "--data", filepath.Join(dir, "verifier"), "--tls-dir", tlsDir, "--listen", verAddr,
 		"--registrar", regURL, "--log-level", "info", "--log-format", "text")
 	waitHealthy(t, tlsDir, verURL)
-	pid := ver.cmd.Process.Pid
+	pid := ver.Pid()
 
 	agents := verURL + "/v1/agents"
 	adminCrt, adminKey := filepath.Join(tlsDir, tlsutil.AdminCert), filepath.Join(tlsDir, tlsutil.AdminKey)
@@ -144,8 +144,8 @@ func TestCAIssueAndRevokeAdmin(t *testing.T) {
 		t.Error("revoking twice rewrote admin.crl")
 	}
 
-	from := len(ver.out.String())
-	if err := ver.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	from := len(ver.Output())
+	if err := ver.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	logged := ver.waitOutput(from, 10*time.Second, `what="admin crl"`, "newly_revoked=", issued.Serial)
@@ -181,8 +181,8 @@ func TestCAIssueAndRevokeAdmin(t *testing.T) {
 		t.Fatal("revoke-admin in the other CA")
 	}
 	copyFile(t, filepath.Join(other, tlsutil.AdminCRLFile), crlFile)
-	from = len(ver.out.String())
-	ver.cmd.Process.Signal(syscall.SIGHUP)
+	from = len(ver.Output())
+	ver.Signal(syscall.SIGHUP)
 	logged = ver.waitOutput(from, 10*time.Second, "reload failed", crlFile, "not signed by the deployment's CA")
 	t.Logf("failed reload logged: %s", lineWith(logged[from:], crlFile))
 	if code, err := operatorGet(t, tlsDir, aliceCrt, aliceKey, agents); err == nil && code != http.StatusUnauthorized {
@@ -191,7 +191,7 @@ func TestCAIssueAndRevokeAdmin(t *testing.T) {
 	if code, err := operatorGet(t, tlsDir, adminCrt, adminKey, agents); err != nil || code != 200 {
 		t.Errorf("default admin after a failed reload: %d %v", code, err)
 	}
-	if !ver.alive() || ver.cmd.Process.Pid != pid {
+	if ver.Exited() || ver.Pid() != pid {
 		t.Fatal("the verifier did not stay the same process")
 	}
 }

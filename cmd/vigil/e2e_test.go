@@ -121,7 +121,7 @@ func TestContinuousAttestationEndToEnd(t *testing.T) {
 	}
 
 	// A verifier restart keeps agents, policies and state; attestation resumes.
-	ver.stop()
+	ver.Stop()
 	ver = startProcess(t, nil, verifierArgs...)
 	waitHealthy(t, tlsDir, verURL)
 	before := st.Attestations
@@ -187,7 +187,7 @@ func TestContinuousAttestationEndToEnd(t *testing.T) {
 	}
 
 	// The agent dies: liveness fails it after three intervals.
-	ag.kill()
+	ag.Kill()
 	st = waitFor("liveness timeout", 10*time.Second, func(s agentStatus) bool { return s.State == "failed" })
 	if st.Reason != "liveness_timeout" {
 		t.Fatalf("failed with %q, want liveness_timeout", st.Reason)

@@ -48,7 +48,7 @@ func TestOnPostgreSQLEndToEnd(t *testing.T) {
 
 	// The verifier restarts: its admission, the failure and the delivered
 	// revocation are in the database, so nothing is raised or sent again.
-	d.verifier.stop()
+	d.verifier.Stop()
 	d.verifier = startProcess(t, nil, d.verifierArgs...)
 	waitHealthy(t, d.tlsDir, d.verURL)
 	if st := d.status(); st.State != "failed" || st.Reason != "policy_violation" {

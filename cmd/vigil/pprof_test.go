@@ -54,6 +54,6 @@ func TestVerifierPprofIsOptInAndAdminOnly(t *testing.T) {
 		if got := get(anonymous, url+"/debug/pprof/cmdline"); got != tc.anonymousWant {
 			t.Errorf("%v: anonymous GET /debug/pprof/cmdline: %d, want %d", tc.flags, got, tc.anonymousWant)
 		}
-		p.stop()
+		p.Stop()
 	}
 }

@@ -25,15 +25,6 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-func (p *process) alive() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
 // TestSIGHUPReloadsEKRoots: a registrar whose EK roots do not cover a
 // host refuses it; the host's manufacturer CA is put in the roots
 // directory, SIGHUP, and the same process admits the host. Then a corrupt
@@ -56,7 +47,7 @@ func TestSIGHUPReloadsEKRoots(t *testing.T) {
 	reg := startProcess(t, nil, "registrar", "--data", filepath.Join(dir, "data"), "--tls-dir", tlsDir, "--listen", addr,
 		"--ek-roots", roots, "--log-level", "info", "--log-format", "text")
 	waitHealthy(t, tlsDir, url)
-	pid := reg.cmd.Process.Pid
+	pid := reg.Pid()
 
 	enroll := func() int {
 		t.Helper()
@@ -71,8 +62,8 @@ func TestSIGHUPReloadsEKRoots(t *testing.T) {
 	for _, name := range []string{"swtpm-localca-rootca-cert.pem", "issuercert.pem"} {
 		copyFile(t, filepath.Join(sw.CADir(), name), filepath.Join(roots, name))
 	}
-	from := len(reg.out.String())
-	if err := reg.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	from := len(reg.Output())
+	if err := reg.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	out := reg.waitOutput(from, 10*time.Second, "msg=reloaded", `what="ek policy"`, "roots_added=")
@@ -85,14 +76,14 @@ func TestSIGHUPReloadsEKRoots(t *testing.T) {
 	// in force stay.
 	broken := filepath.Join(roots, "broken.pem")
 	os.WriteFile(broken, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("not DER")}), 0o644)
-	from = len(reg.out.String())
-	reg.cmd.Process.Signal(syscall.SIGHUP)
+	from = len(reg.Output())
+	reg.Signal(syscall.SIGHUP)
 	out = reg.waitOutput(from, 10*time.Second, "reload failed", broken)
 	t.Logf("failed reload logged: %s", lastLine(out))
 	if code := enroll(); code != 0 {
 		t.Fatalf("enrollment after a failed reload: exit %d, want 0 (old roots kept)", code)
 	}
-	if !reg.alive() || reg.cmd.Process.Pid != pid {
+	if reg.Exited() || reg.Pid() != pid {
 		t.Fatal("the registrar did not stay the same process")
 	}
 }

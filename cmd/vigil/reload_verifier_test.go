@@ -61,7 +61,7 @@ func TestSIGHUPReloadsVerifierTLSAndWebhookSecret(t *testing.T) {
 		"--registrar", regURL, "--interval", "300ms", "--min-interval", "100ms", "--log-level", "info", "--log-format", "text",
 		"--webhook", srv.URL, "--webhook-secret-file", secretFile, "--webhook-ca", caFile, "--webhook-max-backoff", "300ms")
 	waitHealthy(t, tlsDir, verURL)
-	pid := ver.cmd.Process.Pid
+	pid := ver.Pid()
 
 	tenant := []string{"tenant", "--tls-dir", tlsDir, "--registrar", regURL, "--verifier", verURL}
 	mustRun := func(args ...string) string {
@@ -126,8 +126,8 @@ func TestSIGHUPReloadsVerifierTLSAndWebhookSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(secretFile, []byte(newSecret+"\n"), 0o600)
-	from := len(ver.out.String())
-	if err := ver.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	from := len(ver.Output())
+	if err := ver.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	out := ver.waitOutput(from, 10*time.Second, `what="tls server certificate" file=`, `what="admin client certificate" file=`, `what="webhook secrets" rotated=`)
@@ -159,7 +159,7 @@ func TestSIGHUPReloadsVerifierTLSAndWebhookSecret(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !ver.alive() || ver.cmd.Process.Pid != pid {
+	if ver.Exited() || ver.Pid() != pid {
 		t.Fatal("the verifier did not stay the same process")
 	}
 	if st := waitAttesting("host-1 still attesting", after.Attestations); st.State != "attesting" {

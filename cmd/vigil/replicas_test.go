@@ -179,7 +179,7 @@ func TestReplicasTakeOverADeadOne(t *testing.T) {
 	}
 	before := status(survivor, "host-0").Attestations
 	killed := time.Now()
-	verifiers[owner].kill()
+	verifiers[owner].Kill()
 	t.Logf("killed %s, which held host-0", owner)
 
 	st := waitFor("host-0 attesting under another replica", survivor, "host-0", 30*time.Second, func(s agentStatus) bool {

@@ -106,7 +106,7 @@ func TestRevocationSurvivesKill9(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	ver.kill()
+	ver.Kill()
 	refused, _ := rcv.snapshot()
 	rcv.mu.Lock()
 	rcv.down = false

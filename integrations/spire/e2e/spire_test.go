@@ -28,6 +28,7 @@ import (
 	"github.com/vigil-attest/vigil/agent/agenttest"
 	"github.com/vigil-attest/vigil/integrations/spire/nodeattestor"
 	"github.com/vigil-attest/vigil/internal/nodeproof"
+	"github.com/vigil-attest/vigil/internal/proctest"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/tpmsim/soft"
 	"github.com/vigil-attest/vigil/verifier"
@@ -85,7 +86,7 @@ plugins {
 }
 `, s.port, s.socket, trustDomain, filepath.Join(dir, "server-data"), filepath.Join(dir, "datastore.sqlite3"),
 		bins.vigilSPIRE, registrarURL, verifierURL, tlsDir))
-	start(t, "spire-server", bins.spireServer, nil, "run", "-config", conf)
+	proctest.Start(t, "spire-server", bins.spireServer, nil, "run", "-config", conf)
 	waitFor(t, "spire-server healthy", time.Minute, func() bool {
 		return succeeds(bins.spireServer, "healthcheck", "-socketPath", s.socket)
 	})
@@ -101,7 +102,7 @@ plugins {
 
 // startAgent starts a spire-agent whose vigil NodeAttestor asks the Vigil
 // agent on proofSocket; its Workload API is the returned socket.
-func (s *spire) startAgent(t *testing.T, name, proofSocket string) (*proc, string) {
+func (s *spire) startAgent(t *testing.T, name, proofSocket string) (*proctest.Process, string) {
 	t.Helper()
 	dir := filepath.Join(s.dir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -134,7 +135,7 @@ plugins {
   }
 }
 `, filepath.Join(dir, "data"), s.port, workload, s.bundle, trustDomain, s.bins.vigilSPIRE, proofSocket))
-	return start(t, name, s.bins.spireAgent, nil, "run", "-config", conf), workload
+	return proctest.Start(t, name, s.bins.spireAgent, nil, "run", "-config", conf), workload
 }
 
 // node returns SPIRE's record of the SPIRE agent of a Vigil agent ID, or
@@ -168,14 +169,14 @@ func TestSPIREFollowsVigil(t *testing.T) {
 	tlsDir := filepath.Join(dir, "tls")
 	run(t, bins.vigil, "ca", "init", tlsDir)
 	regURL := fmt.Sprintf("https://127.0.0.1:%d", freePort(t))
-	start(t, "registrar", bins.vigil, nil, "registrar", "--data", filepath.Join(dir, "registrar"), "--tls-dir", tlsDir,
+	proctest.Start(t, "registrar", bins.vigil, nil, "registrar", "--data", filepath.Join(dir, "registrar"), "--tls-dir", tlsDir,
 		"--listen", strings.TrimPrefix(regURL, "https://"), "--ek-roots", h.Swtpm.CADir(), "--log-level", "warn")
 	key := make([]byte, 32)
 	rand.Read(key)
 	secret := writeFile(t, filepath.Join(dir, "webhook.secret"), revocation.SecretPrefix+base64.StdEncoding.EncodeToString(key))
 	bridgeURL := fmt.Sprintf("https://127.0.0.1:%d/", freePort(t))
 	verURL := fmt.Sprintf("https://127.0.0.1:%d", freePort(t))
-	start(t, "verifier", bins.vigil, nil, "verifier", "--data", filepath.Join(dir, "verifier"), "--tls-dir", tlsDir,
+	proctest.Start(t, "verifier", bins.vigil, nil, "verifier", "--data", filepath.Join(dir, "verifier"), "--tls-dir", tlsDir,
 		"--listen", strings.TrimPrefix(verURL, "https://"), "--registrar", regURL,
 		"--interval", "1s", "--min-interval", "100ms", "--log-level", "warn",
 		"--webhook", bridgeURL, "--webhook-secret-file", secret, "--webhook-ca", filepath.Join(tlsDir, tlsutil.CACert),
@@ -198,7 +199,7 @@ func TestSPIREFollowsVigil(t *testing.T) {
 	// The host's Vigil agent enrolls and answers node proofs, but the
 	// verifier has not admitted it yet.
 	proofSocket := filepath.Join(dir, "vigil-agent.sock")
-	start(t, "vigil-agent", bins.vigil, nil, "agent", "--data", filepath.Join(dir, "agent"), "--tpm", h.Swtpm.Spec(),
+	proctest.Start(t, "vigil-agent", bins.vigil, nil, "agent", "--data", filepath.Join(dir, "agent"), "--tpm", h.Swtpm.Spec(),
 		"--registrar", regURL, "--verifier", verURL, "--ca", filepath.Join(tlsDir, tlsutil.CACert),
 		"--id", "host-1", "--boot-log", h.BootLog, "--ima-log", h.IMALog.Path, "--proof-socket", proofSocket, "--log-level", "warn")
 	waitFor(t, "the Vigil agent's proof socket", 30*time.Second, func() bool {
@@ -209,7 +210,7 @@ func TestSPIREFollowsVigil(t *testing.T) {
 	// SPIRE, and the bridge beside it.
 	sp := startSPIREServer(t, bins, filepath.Join(dir, "spire"), regURL, verURL, tlsDir)
 	// Through `vigil spire`, which runs the vigil-spire beside it.
-	br := start(t, "bridge", bins.vigil, nil, "spire", "bridge", "--listen", strings.TrimPrefix(strings.TrimSuffix(bridgeURL, "/"), "https://"),
+	br := proctest.Start(t, "bridge", bins.vigil, nil, "spire", "bridge", "--listen", strings.TrimPrefix(strings.TrimSuffix(bridgeURL, "/"), "https://"),
 		"--tls-dir", tlsDir, "--spire-server-socket", sp.socket, "--trust-domain", trustDomain, "--webhook-secret-file", secret)
 
 	// 1. Enrolled, not admitted: no node identity.
@@ -223,11 +224,11 @@ func TestSPIREFollowsVigil(t *testing.T) {
 	})
 	spireAgent, workloadSocket := sp.startAgent(t, "spire-agent", proofSocket)
 	waitFor(t, "node SVID for host-1", 60*time.Second, func() bool {
-		return strings.Contains(spireAgent.out.String(), "Node attestation was successful")
+		return strings.Contains(spireAgent.Output(), "Node attestation was successful")
 	})
 	// Re-attestable: at rotation the node attests afresh, which asks Vigil.
 	waitFor(t, "host-1's node re-attests at rotation", 60*time.Second, func() bool {
-		return strings.Contains(spireAgent.out.String(), "Successfully reattested node")
+		return strings.Contains(spireAgent.Output(), "Successfully reattested node")
 	})
 	node := sp.node(t, "host-1")
 	if node == nil {
@@ -270,7 +271,7 @@ func TestSPIREFollowsVigil(t *testing.T) {
 	refused(t, sp, "spire-agent-impostor", impostor, "host-1", "not a quote by its enrolled AK")
 	ghost := fakeProofSocket(t, filepath.Join(dir, "ghost.sock"), "ghost")
 	refused(t, sp, "spire-agent-ghost", ghost, "ghost", "not admitted at the verifier")
-	if sp.node(t, "host-1").GetBanned() || spireAgent.exited() {
+	if sp.node(t, "host-1").GetBanned() || spireAgent.Exited() {
 		t.Fatal("the attacks touched host-1's SPIRE agent")
 	}
 	if a, _ := admin.Status(ctx, "host-1"); a.State != verifier.StateAttesting {
@@ -288,9 +289,9 @@ func TestSPIREFollowsVigil(t *testing.T) {
 		return err == nil && a.State == verifier.StateFailed
 	})
 	bannedAt := waitFor(t, "SPIRE bans host-1's agent", 30*time.Second, func() bool { return sp.node(t, "host-1").GetBanned() })
-	downAt := waitFor(t, "host-1's SPIRE agent shuts down", 60*time.Second, spireAgent.exited)
-	if !strings.Contains(spireAgent.out.String(), "banned") {
-		t.Errorf("the SPIRE agent stopped, but not for the ban:\n%s", tail(spireAgent.out.String(), 20))
+	downAt := waitFor(t, "host-1's SPIRE agent shuts down", 60*time.Second, spireAgent.Exited)
+	if !strings.Contains(spireAgent.Output(), "banned") {
+		t.Errorf("the SPIRE agent stopped, but not for the ban:\n%s", proctest.Tail(spireAgent.Output(), 20))
 	}
 	last := w.last()
 	// Nothing issued after the ban: watch past the last SVID's expiry.
@@ -324,7 +325,7 @@ func TestSPIREFollowsVigil(t *testing.T) {
 	})
 	again, workloadSocket := sp.startAgent(t, "spire-agent-readmitted", proofSocket)
 	waitFor(t, "node SVID after readmission", 60*time.Second, func() bool {
-		return strings.Contains(again.out.String(), "Node attestation was successful")
+		return strings.Contains(again.Output(), "Node attestation was successful")
 	})
 	sels = sels[:0]
 	for _, s := range sp.node(t, "host-1").GetSelectors() {
@@ -335,7 +336,7 @@ func TestSPIREFollowsVigil(t *testing.T) {
 	}
 	w2 := watchSVIDs(t, workloadSocket)
 	waitFor(t, "a workload SVID after readmission", 60*time.Second, func() bool { return w2.count() >= 1 })
-	if br.exited() {
+	if br.Exited() {
 		t.Fatal("the bridge stopped")
 	}
 }
@@ -365,9 +366,9 @@ func refused(t *testing.T, sp *spire, name, proofSocket, agentID, why string) {
 	t.Helper()
 	before := sp.node(t, agentID)
 	p, _ := sp.startAgent(t, name, proofSocket)
-	waitFor(t, name+" gives up", 60*time.Second, p.exited)
-	if out := p.out.String(); !strings.Contains(out, why) {
-		t.Fatalf("%s stopped without %q:\n%s", name, why, tail(out, 20))
+	waitFor(t, name+" gives up", 60*time.Second, p.Exited)
+	if out := p.Output(); !strings.Contains(out, why) {
+		t.Fatalf("%s stopped without %q:\n%s", name, why, proctest.Tail(out, 20))
 	}
 	if before == nil && sp.node(t, agentID) != nil {
 		t.Fatalf("%s: SPIRE now has a node for %s", name, agentID)
