@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/vigil-attest/vigil/integrations/spire/nodeattestor"
@@ -41,11 +40,14 @@ type Handler struct {
 	// Tolerance defaults to DefaultTolerance; Now to time.Now.
 	Tolerance time.Duration
 	Now       func() time.Time
+	// Applied keeps the order of each agent's events; nil keeps it in
+	// memory only (tests), which a restart loses.
+	Applied Applied
 	// OnApplied, if set, sees each event applied (tests, metrics).
 	OnApplied func(revocation.CloudEvent)
 
-	mu   sync.Mutex
-	last map[string]time.Time // agent ID → time of the last event applied
+	mem   MemoryApplied
+	locks agentLocks
 }
 
 // Answer is the bridge's JSON answer.
@@ -126,17 +128,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		answer(w, http.StatusBadRequest, Answer{Error: "data.agent_id: " + err.Error()})
 		return
 	}
-	h.mu.Lock()
-	if h.last == nil {
-		h.last = map[string]time.Time{}
+	applied := h.Applied
+	if applied == nil {
+		applied = &h.mem
 	}
-	if last, ok := h.last[agentID]; ok && ev.Time.Before(last) {
-		h.mu.Unlock()
+	unlock := h.locks.lock(agentID)
+	defer unlock()
+	last, ok, err := applied.Last(r.Context(), agentID)
+	if err != nil {
+		// Without the order, a stale event could undo a newer one: the
+		// verifier retries instead.
+		h.log().Error("cannot read the last event applied", "agent_id", agentID, "err", err)
+		answer(w, http.StatusInternalServerError, Answer{AgentID: agentID, Error: "bridge store: " + err.Error()})
+		return
+	}
+	if ok && ev.Time.Before(last) {
 		h.log().Info("ignored an event older than the last one applied", "agent_id", agentID, "type", ev.Type, "event_time", ev.Time, "last", last)
 		answer(w, http.StatusOK, Answer{AgentID: agentID, Note: "older than the last event applied for this agent"})
 		return
 	}
-	h.mu.Unlock()
 
 	path := nodeattestor.AgentPath(agentID)
 	if action == "ban" {
@@ -150,11 +160,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		answer(w, http.StatusBadGateway, Answer{AgentID: agentID, Action: action, Error: "SPIRE: " + err.Error()})
 		return
 	}
-	h.mu.Lock()
-	if ev.Time.After(h.last[agentID]) {
-		h.last[agentID] = ev.Time
+	if err := applied.Record(r.Context(), agentID, ev.Time); err != nil {
+		// SPIRE did it, but the order is not kept: the verifier retries,
+		// and applying the event again changes nothing at SPIRE.
+		h.log().Error("cannot record the event applied", "agent_id", agentID, "err", err)
+		answer(w, http.StatusInternalServerError, Answer{AgentID: agentID, Action: action, Error: "bridge store: " + err.Error()})
+		return
 	}
-	h.mu.Unlock()
 	h.log().Info("applied at SPIRE", "agent_id", agentID, "action", action, "event", ev.ID, "reason", ev.Data.Reason, "detail", ev.Data.Detail)
 	if h.OnApplied != nil {
 		h.OnApplied(ev)

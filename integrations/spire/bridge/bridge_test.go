@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
 
@@ -121,5 +122,97 @@ func TestBridge(t *testing.T) {
 	}
 	if len(spire.got()) != 2 {
 		t.Fatalf("SPIRE calls %v", spire.got())
+	}
+}
+
+// TestBridgeKeepsOrderAcrossRestarts: a revocation that failed to reach
+// SPIRE is retried after the readmission that followed it, and after the
+// bridge restarted. It must not ban the readmitted node.
+func TestBridgeKeepsOrderAcrossRestarts(t *testing.T) {
+	now := time.Now()
+	dir := t.TempDir()
+	spire := &recorder{}
+	revoked := revocation.NewEvent(revocation.TypeRevoked, now.Add(-time.Minute), revocation.Data{AgentID: "host-1", State: "failed"})
+	readmitted := revocation.NewEvent(revocation.TypeReadmitted, now, revocation.Data{AgentID: "host-1", State: "pending"})
+
+	db, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Handler{Keys: [][]byte{key}, SPIRE: spire, Applied: StoreApplied{DB: db}}
+	if code, a := deliver(t, h, readmitted, key, now); code != http.StatusOK || a.Action != "unban" {
+		t.Fatalf("readmitted: %d %+v", code, a)
+	}
+	db.Close()
+
+	// A new bridge process on the same data directory.
+	db, err = store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	h = &Handler{Keys: [][]byte{key}, SPIRE: spire, Applied: StoreApplied{DB: db}}
+	if code, a := deliver(t, h, revoked, key, now); code != http.StatusOK || a.Applied {
+		t.Fatalf("stale revocation after a restart: %d %+v", code, a)
+	}
+	if c := spire.got(); len(c) != 1 || c[0] != "unban /spire/agent/vigil/host-1" {
+		t.Fatalf("SPIRE calls %v, want only the unban", c)
+	}
+	// A newer revocation still bans.
+	again := revocation.NewEvent(revocation.TypeRevoked, now.Add(time.Minute), revocation.Data{AgentID: "host-1", State: "failed"})
+	if code, a := deliver(t, h, again, key, now); code != http.StatusOK || !a.Applied || a.Action != "ban" {
+		t.Fatalf("newer revocation: %d %+v", code, a)
+	}
+}
+
+// slowSPIRE holds each call until released, so that two events for one
+// agent overlap at the bridge.
+type slowSPIRE struct {
+	recorder
+	entered chan string
+	release chan struct{}
+}
+
+func (s *slowSPIRE) Ban(ctx context.Context, path string) error {
+	s.entered <- "ban"
+	<-s.release
+	return s.recorder.Ban(ctx, path)
+}
+
+func (s *slowSPIRE) Unban(ctx context.Context, path string) error {
+	s.entered <- "unban"
+	<-s.release
+	return s.recorder.Unban(ctx, path)
+}
+
+// TestBridgeSerializesOneAgentsEvents: a stale revocation that arrives
+// while the newer readmission is being applied must not act after it.
+func TestBridgeSerializesOneAgentsEvents(t *testing.T) {
+	now := time.Now()
+	spire := &slowSPIRE{entered: make(chan string, 2), release: make(chan struct{})}
+	h := &Handler{Keys: [][]byte{key}, SPIRE: spire}
+	revoked := revocation.NewEvent(revocation.TypeRevoked, now.Add(-time.Minute), revocation.Data{AgentID: "host-1", State: "failed"})
+	readmitted := revocation.NewEvent(revocation.TypeReadmitted, now, revocation.Data{AgentID: "host-1", State: "pending"})
+
+	done := make(chan Answer, 2)
+	go func() { _, a := deliver(t, h, readmitted, key, now); done <- a }()
+	if got := <-spire.entered; got != "unban" {
+		t.Fatalf("first call %q", got)
+	}
+	go func() { _, a := deliver(t, h, revoked, key, now); done <- a }()
+	// The stale event waits for the readmission to be recorded, then is
+	// ignored: it never reaches SPIRE.
+	select {
+	case got := <-spire.entered:
+		t.Fatalf("SPIRE was asked to %s while the readmission was being applied", got)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(spire.release)
+	a1, a2 := <-done, <-done
+	if a1.Applied == a2.Applied {
+		t.Fatalf("answers %+v and %+v: want exactly one applied", a1, a2)
+	}
+	if c := spire.got(); len(c) != 1 || c[0] != "unban /spire/agent/vigil/host-1" {
+		t.Fatalf("SPIRE calls %v, want only the unban", c)
 	}
 }

@@ -21,5 +21,7 @@
 //
 // Events can arrive out of order (a retried revocation after the
 // readmission that followed it), so the bridge ignores an event older than
-// the last one it applied for that agent.
+// the last one it applied for that agent. It keeps that order in its data
+// directory (StoreApplied), so a restart does not forget it, and handles one
+// agent's events one at a time.
 package bridge

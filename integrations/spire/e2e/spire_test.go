@@ -211,7 +211,7 @@ func TestSPIREFollowsVigil(t *testing.T) {
 	sp := startSPIREServer(t, bins, filepath.Join(dir, "spire"), regURL, verURL, tlsDir)
 	// Through `vigil spire`, which runs the vigil-spire beside it.
 	br := proctest.Start(t, "bridge", bins.vigil, nil, "spire", "bridge", "--listen", strings.TrimPrefix(strings.TrimSuffix(bridgeURL, "/"), "https://"),
-		"--tls-dir", tlsDir, "--spire-server-socket", sp.socket, "--trust-domain", trustDomain, "--webhook-secret-file", secret)
+		"--tls-dir", tlsDir, "--spire-server-socket", sp.socket, "--trust-domain", trustDomain, "--webhook-secret-file", secret, "--data", filepath.Join(dir, "bridge"))
 
 	// 1. Enrolled, not admitted: no node identity.
 	refused(t, sp, "spire-agent-unadmitted", proofSocket, "host-1", "not admitted at the verifier")

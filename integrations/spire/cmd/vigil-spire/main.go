@@ -21,6 +21,7 @@ import (
 
 	"github.com/vigil-attest/vigil/integrations/spire/bridge"
 	"github.com/vigil-attest/vigil/integrations/spire/nodeattestor"
+	"github.com/vigil-attest/vigil/internal/store"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/verifier/revocation"
 )
@@ -93,6 +94,7 @@ func bridgeCommand() *cli.Command {
 			&cli.StringFlag{Name: "spire-server-socket", Value: "/tmp/spire-server/private/api.sock", Usage: "spire-server's admin socket `PATH` (its socket_path)"},
 			&cli.StringFlag{Name: "trust-domain", Required: true, Usage: "the SPIRE trust `DOMAIN`"},
 			&cli.StringSliceFlag{Name: "webhook-secret-file", Required: true, Usage: "`FILE` holding the whsec_ secret the verifier signs with; repeat during rotation"},
+			&cli.StringFlag{Name: "data", Required: true, Usage: "`DIR` where the bridge keeps the last event it applied per host, so that a restart does not let a retried older event undo a newer one"},
 		},
 		Action: func(c *cli.Context) error {
 			var keys [][]byte
@@ -120,8 +122,13 @@ func bridgeCommand() *cli.Command {
 				return badInput("--spire-server-socket: %v", err)
 			}
 			defer api.Close()
+			db, err := store.Open(c.String("data"))
+			if err != nil {
+				return badInput("--data: %v", err)
+			}
+			defer db.Close()
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-			h := &bridge.Handler{Keys: keys, SPIRE: api, Log: log}
+			h := &bridge.Handler{Keys: keys, SPIRE: api, Log: log, Applied: bridge.StoreApplied{DB: db}}
 			ln, err := net.Listen("tcp", c.String("listen"))
 			if err != nil {
 				return badInput("--listen: %v", err)
