@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
@@ -125,6 +126,11 @@ func TestCAIssueAndRevokeAdmin(t *testing.T) {
 	if code, err := operatorGet(t, tlsDir, "", "", agents); err != nil || code != http.StatusUnauthorized {
 		t.Fatalf("GET /v1/agents without a certificate: %d %v, want 401", code, err)
 	}
+	// Alice keeps a connection open across her revocation.
+	aliceConn := newKeepAlive(t, tlsDir, aliceCrt, aliceKey)
+	if code, reused := aliceConn.get(t, agents); code != 200 || reused {
+		t.Fatalf("GET /v1/agents as alice on a new kept-alive connection: %d (reused %v), want 200", code, reused)
+	}
 
 	out, code = run(t, ctx, "ca", "revoke-admin", "alice", "--tls-dir", tlsDir)
 	if code != 0 || !strings.Contains(out, issued.Serial) {
@@ -157,6 +163,14 @@ func TestCAIssueAndRevokeAdmin(t *testing.T) {
 	}
 	if code, err := operatorGet(t, tlsDir, adminCrt, adminKey, agents); err != nil || code != 200 {
 		t.Errorf("GET /v1/agents as the default admin after alice's revocation: %d %v, want 200", code, err)
+	}
+	// The connection she opened before is refused from its next request
+	// on, and closed.
+	if code, reused := aliceConn.get(t, agents); code != http.StatusUnauthorized || !reused {
+		t.Errorf("GET /v1/agents as revoked alice on the connection she opened before: %d (reused %v), want 401 on that connection", code, reused)
+	}
+	if code, reused := aliceConn.get(t, agents); code == 200 || reused {
+		t.Errorf("after the 401 alice's connection stayed open: %d (reused %v)", code, reused)
 	}
 
 	// A registrar started now reads admin.crl at start.
@@ -235,4 +249,37 @@ func TestAdminCRLBadAtStart(t *testing.T) {
 			}
 		}
 	}
+}
+
+// keepAlive is a client that keeps one connection open between requests.
+type keepAlive struct{ c *http.Client }
+
+func newKeepAlive(t *testing.T, tlsDir, certFile, keyFile string) *keepAlive {
+	t.Helper()
+	cfg, err := tlsutil.ClientConfig(filepath.Join(tlsDir, tlsutil.CACert), certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{TLSClientConfig: cfg, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &keepAlive{c: &http.Client{Transport: tr, Timeout: 5 * time.Second}}
+}
+
+// get asks url: the status (0 for a refused handshake or a broken
+// connection), and whether the request went over a connection an earlier
+// one had opened.
+func (k *keepAlive) get(t *testing.T, url string) (code int, reused bool) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused },
+	}))
+	rsp, err := k.c.Do(req)
+	if err != nil {
+		t.Logf("GET %s: %v", url, err)
+		return 0, reused
+	}
+	io.Copy(io.Discard, rsp.Body)
+	rsp.Body.Close()
+	return rsp.StatusCode, reused
 }

@@ -7,6 +7,7 @@ import (
 	rpgstore "github.com/vigil-attest/vigil/registrar/pgstore"
 
 	"github.com/urfave/cli/v2"
+	"github.com/vigil-attest/vigil/internal/httpapi"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/registrar"
 )
@@ -101,7 +102,7 @@ func registrarCommand() *cli.Command {
 				}
 				defer stop()
 			}
-			return serveTLS(ctx, log, c.String("listen"), tlsCfg, reg.Handler(), nil)
+			return serveTLS(ctx, log, c.String("listen"), tlsCfg, httpapi.RefuseRevoked(reg.Handler(), adminCRL.Revoked), nil)
 		},
 	}
 }

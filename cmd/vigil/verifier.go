@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"github.com/vigil-attest/vigil/internal/dsse"
+	"github.com/vigil-attest/vigil/internal/httpapi"
 	"github.com/vigil-attest/vigil/internal/tlsutil"
 	"github.com/vigil-attest/vigil/verifier"
 	"github.com/vigil-attest/vigil/verifier/revocation"
@@ -145,7 +146,7 @@ func verifierCommand() *cli.Command {
 				webhookSecrets(hooks, c.StringSlice("webhook-secret-file")),
 			})
 			log.Info("starting", "data", c.String("data"), "store", storeName(c.String("store")), "registrar", c.String("registrar"))
-			err = serveTLS(c.Context, log, c.String("listen"), srvCfg, ver.Handler(), nil)
+			err = serveTLS(c.Context, log, c.String("listen"), srvCfg, httpapi.RefuseRevoked(ver.Handler(), adminCRL.Revoked), nil)
 			// Requests have stopped: the last checkpoint goes in before the
 			// store closes.
 			stopRun()

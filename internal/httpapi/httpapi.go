@@ -7,8 +7,10 @@ package httpapi
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -73,6 +75,25 @@ func Admin(h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r.WithContext(WithOperator(r.Context(), who)))
 	}
+}
+
+// RefuseRevoked refuses (401, and the connection is closed after the
+// answer) every request whose client certificate revoked says is revoked.
+// A CRL is checked at the handshake, but an operator's keep-alive
+// connection opened before the revocation would otherwise keep working
+// until it closed; with this the list in force (reloaded on SIGHUP)
+// applies to the next request on every connection.
+func RefuseRevoked(h http.Handler, revoked func(*x509.Certificate) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			if leaf := r.TLS.PeerCertificates[0]; revoked(leaf) {
+				w.Header().Set("Connection", "close")
+				WriteJSON(w, http.StatusUnauthorized, wire.Error{Error: fmt.Sprintf("client certificate %q (serial %s) is revoked", leaf.Subject.CommonName, tlsutil.SerialHex(leaf))})
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Operator is the admin certificate's subject behind a request Admin let
