@@ -189,19 +189,11 @@ func (h *host) leanLoop(ctx context.Context, f *leanFleet, i int, rec *recorder)
 		if s := f.sched.Load(); s != cur {
 			cur, last = s, s.start.Add(-1)
 		}
-		slot := cur.after(i, f.hosts, last)
-		late := false
-		var lag time.Duration
-		if now := time.Now(); slot.Before(now) {
-			// The last attestation (or backoff) ran past this slot: go now,
-			// and on from the next slot.
-			late, last = true, now
-		} else {
-			if !l.sleepUntil(ctx, slot) {
-				return
-			}
-			lag, last = time.Since(slot), slot
+		next, lag, late, awake := l.waitSlot(ctx, cur, i, f.hosts, last)
+		if !awake {
+			return
 		}
+		last = next
 		if !haveCh {
 			var ch wire.Challenge
 			err := l.challenge(ctx, h.id, started, &ch)
@@ -275,6 +267,22 @@ func (h *host) leanLoop(ctx context.Context, f *leanFleet, i int, rec *recorder)
 		rec.verdict(h.id, f.url, took)
 		l.setChallenge(l.verdict.next)
 	}
+}
+
+// waitSlot waits for host i's next slot of cur after last: it returns the
+// slot (or now, when the last attestation or backoff ran past it, which is
+// then late), how long after the slot the host woke, and false if the loop
+// is to end.
+func (l *leanHost) waitSlot(ctx context.Context, cur *schedule, i, hosts int, last time.Time) (next time.Time, lag time.Duration, late, ok bool) {
+	slot := cur.after(i, hosts, last)
+	if now := time.Now(); slot.Before(now) {
+		// Go now, and on from the next slot.
+		return now, 0, true, true
+	}
+	if !l.sleepUntil(ctx, slot) {
+		return last, 0, false, false
+	}
+	return slot, time.Since(slot), false, true
 }
 
 // sleepUntil waits until t or until ctx ends or the loop is stopped; it

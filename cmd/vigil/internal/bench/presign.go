@@ -358,17 +358,11 @@ func (h *host) presignedLoop(ctx context.Context, f *leanFleet, i int, rec *reco
 		if ctx.Err() != nil || l.stopped() {
 			return
 		}
-		slot := cur.after(i, f.hosts, last)
-		late := false
-		var lag time.Duration
-		if now := time.Now(); slot.Before(now) {
-			late, last = true, now
-		} else {
-			if !l.sleepUntil(ctx, slot) {
-				return
-			}
-			lag, last = time.Since(slot), slot
+		next, lag, late, awake := l.waitSlot(ctx, cur, i, f.hosts, last)
+		if !awake {
+			return
 		}
+		last = next
 		start := time.Now()
 		rsp, err := l.client.roundTrip(ctx, req)
 		took := time.Since(start)
