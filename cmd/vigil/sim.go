@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,6 +35,11 @@ func simCommand() *cli.Command {
 					&cli.BoolFlag{Name: "secure-boot", Value: true, Usage: "the SecureBoot variable (--secure-boot=false to boot without)"},
 					&cli.StringFlag{Name: "kernel-cmdline", Value: simhost.DefaultKernelCmdline, Usage: "the command line GRUB measures (kernel path first)"},
 					&cli.StringFlag{Name: "seed", Value: simhost.DefaultSeed, Usage: "derive firmware, keys and image digests from `SEED`: one seed, one log, byte for byte"},
+					&cli.StringSliceFlag{Name: "mok-key", Usage: "have shim measure its Machine Owner Keys into PCR 14, with a key of common name `NAME` enrolled (repeat for more)"},
+					&cli.StringSliceFlag{Name: "mok-revoked", Usage: "with shim's MOK state in PCR 14, a hash labelled `LABEL` in MokListX (repeat for more)"},
+					&cli.StringFlag{Name: "kernel-build", Usage: "boot another build of the same kernel, labelled `LABEL`: the same path, other digests in PCRs 4 and 9"},
+					&cli.StringFlag{Name: "initrd-build", Usage: "boot another build of the same initrd, labelled `LABEL` (other digest in PCR 9)"},
+					&cli.BoolFlag{Name: "unverified-kernel", Usage: "GRUB starts the kernel without shim verifying it, as with Secure Boot off: no PCR 4 event for the kernel"},
 				},
 				Action: simBoot,
 			},
@@ -131,9 +137,22 @@ func simBoot(c *cli.Context) error {
 	if st, err := os.Stat(filepath.Dir(out)); err != nil || !st.IsDir() {
 		return badInputf("--out %s: directory %s does not exist", out, filepath.Dir(out))
 	}
-	cfg := simhost.BootConfig{Seed: c.String("seed"), SecureBoot: c.Bool("secure-boot"), KernelCmdline: c.String("kernel-cmdline")}
+	cfg := simhost.BootConfig{Seed: c.String("seed"), SecureBoot: c.Bool("secure-boot"), KernelCmdline: c.String("kernel-cmdline"),
+		KernelBuild: c.String("kernel-build"), InitrdBuild: c.String("initrd-build"), UnverifiedKernel: c.Bool("unverified-kernel")}
 	if err := cfg.Validate(); err != nil {
 		return badInputf("--kernel-cmdline: %v", err)
+	}
+	keys, revoked := c.StringSlice("mok-key"), c.StringSlice("mok-revoked")
+	if len(revoked) > 0 && len(keys) == 0 {
+		return badInputf("--mok-revoked needs shim's MOK state in PCR 14: give at least one --mok-key")
+	}
+	for _, name := range append(append([]string(nil), keys...), revoked...) {
+		if strings.TrimSpace(name) == "" || len(name) > 64 {
+			return badInputf("--mok-key/--mok-revoked %q: want a name of 1 to 64 characters", name)
+		}
+	}
+	if len(keys) > 0 {
+		cfg.MOK = &simhost.MOKConfig{Keys: keys, Revoked: revoked}
 	}
 	l, err := simhost.NewBootLog(cfg)
 	if err != nil {
@@ -150,7 +169,7 @@ func simBoot(c *cli.Context) error {
 		return failed(err)
 	}
 	if err := simhost.WriteFileAtomic(out, l.Bytes()); err != nil {
-		return simErr(fmt.Errorf("PCRs 0-9 extended but the log was not written: %w", err))
+		return simErr(fmt.Errorf("PCRs %s extended but the log was not written: %w", pcrList(pcrs), err))
 	}
 	res := simBootResult{
 		Out: out, Seed: l.Config.Seed, Events: len(l.Events), SecureBoot: l.Config.SecureBoot,
@@ -164,11 +183,40 @@ func simBoot(c *cli.Context) error {
 	if !res.SecureBoot {
 		sb = "off"
 	}
-	fmt.Fprintf(w, "booted %s (Secure Boot %s, seed %q): %d events written to %s and extended into PCRs 0-9\n", res.Kernel, sb, res.Seed, res.Events, out)
-	for i := range 10 {
+	fmt.Fprintf(w, "booted %s (Secure Boot %s, seed %q): %d events written to %s and extended into PCRs %s\n", res.Kernel, sb, res.Seed, res.Events, out, pcrList(pcrs))
+	for _, i := range measuredPCRs(pcrs) {
 		fmt.Fprintf(w, "  PCR %d sha256 %s\n", i, res.PCRs["sha256"][strconv.Itoa(i)])
 	}
 	return nil
+}
+
+// measuredPCRs are the PCRs a boot extended, ascending.
+func measuredPCRs(pcrs map[tpm2.TPMAlgID]map[int][]byte) []int {
+	var out []int
+	for i := range pcrs[tpm2.TPMAlgSHA256] {
+		out = append(out, i)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// pcrList names a boot's PCRs: "0-9", or "0-9, 14" with shim's MOK state.
+func pcrList(pcrs map[tpm2.TPMAlgID]map[int][]byte) string {
+	var parts []string
+	ps := measuredPCRs(pcrs)
+	for i := 0; i < len(ps); {
+		j := i
+		for j+1 < len(ps) && ps[j+1] == ps[j]+1 {
+			j++
+		}
+		if j > i {
+			parts = append(parts, fmt.Sprintf("%d-%d", ps[i], ps[j]))
+		} else {
+			parts = append(parts, strconv.Itoa(ps[i]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ", ")
 }
 
 type simIMAEntry struct {

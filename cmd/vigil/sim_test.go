@@ -298,6 +298,8 @@ func TestSimCLIExitCodes(t *testing.T) {
 		{"boot hardware TPM", []string{"sim", "boot", "--tpm", "/dev/tpmrm0", "--out", filepath.Join(dir, "o")}, 2},
 		{"boot bad spec", []string{"sim", "boot", "--tpm", "tpm-over-there", "--out", filepath.Join(dir, "o")}, 2},
 		{"boot bad cmdline", []string{"sim", "boot", "--tpm", unreachable, "--out", filepath.Join(dir, "o"), "--kernel-cmdline", "a\nb"}, 2},
+		{"boot --mok-revoked without --mok-key", []string{"sim", "boot", "--tpm", unreachable, "--out", filepath.Join(dir, "o"), "--mok-revoked", "old"}, 2},
+		{"boot empty --mok-key", []string{"sim", "boot", "--tpm", unreachable, "--out", filepath.Join(dir, "o"), "--mok-key", " "}, 2},
 		{"boot arguments", []string{"sim", "boot", "--tpm", unreachable, "--out", filepath.Join(dir, "o"), "extra"}, 2},
 		{"boot unreachable TPM", []string{"sim", "boot", "--tpm", unreachable, "--out", filepath.Join(dir, "o")}, 1},
 		{"ima neither --init nor --measure", []string{"sim", "ima", "--tpm", unreachable, "--log", list}, 2},
@@ -358,5 +360,48 @@ func TestSimCLIRefusesSecondBootAndFormatMismatch(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(list); !bytes.Equal(before, after) {
 		t.Error("a refused append changed the list")
+	}
+}
+
+// TestSimBootMOKAndBuilds: shim's MOK state goes into PCR 14 and the log,
+// and another kernel or initrd build changes PCRs 4 and 9 only.
+func TestSimBootMOKAndBuilds(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	boot := func(name string, extra ...string) simBootResult {
+		t.Helper()
+		args := append([]string{"sim", "boot", "--tpm", "soft:" + filepath.Join(dir, name+".tpm"), "--out", filepath.Join(dir, name+".log"), "--json"}, extra...)
+		out, code := run(t, ctx, args...)
+		if code != 0 {
+			t.Fatalf("vigil %v: exit %d: %s", args, code, out)
+		}
+		var r simBootResult
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return r
+	}
+	plain := boot("plain")
+	if _, ok := plain.PCRs["sha256"]["14"]; ok {
+		t.Errorf("a boot without --mok-key extended PCR 14: %v", plain.PCRs["sha256"])
+	}
+	mok := boot("mok", "--mok-key", "alice", "--mok-revoked", "old")
+	if mok.PCRs["sha256"]["14"] == "" {
+		t.Fatalf("--mok-key did not extend PCR 14: %v", mok.PCRs["sha256"])
+	}
+	out, code := run(t, ctx, "eventlog", "show", filepath.Join(dir, "mok.log"))
+	if code != 0 || !strings.Contains(out, "MokList") || !strings.Contains(out, "MokListX") {
+		t.Errorf("eventlog show of the MOK boot: exit %d, no MokList/MokListX events:\n%s", code, out)
+	}
+	other := boot("kernel", "--kernel-build", "b2", "--initrd-build", "b2")
+	for pcr, v := range plain.PCRs["sha256"] {
+		changed := other.PCRs["sha256"][pcr] != v
+		if want := pcr == "4" || pcr == "9"; changed != want {
+			t.Errorf("--kernel-build/--initrd-build: PCR %s changed %v, want %v", pcr, changed, want)
+		}
+	}
+	unverified := boot("unverified", "--secure-boot=false", "--unverified-kernel")
+	if unverified.PCRs["sha256"]["4"] == boot("sboff", "--secure-boot=false").PCRs["sha256"]["4"] {
+		t.Error("--unverified-kernel left PCR 4 as it was")
 	}
 }
