@@ -123,6 +123,11 @@ func (c *leanClient) roundTrip(ctx context.Context, req []byte) (leanResponse, e
 		}
 	}
 	c.conn.SetDeadline(time.Now().Add(requestTimeout))
+	// The context's end sets a past deadline (dial), which the line above
+	// would undo had the context ended before it: check after it.
+	if err := ctx.Err(); err != nil {
+		return leanResponse{}, err
+	}
 	if _, err := c.conn.Write(req); err != nil {
 		c.close()
 		return leanResponse{}, c.ctxErr(ctx, err)
