@@ -115,140 +115,88 @@ func (r *cborReader) int64() (int64, bool) {
 	return 0, false
 }
 
-// Field bits, for spotting a repeated field.
-const (
-	vAgentID = 1 << iota
-	vState
-	vReason
-	vDetail
-	vNext
-)
-
-func (r *cborReader) verdict(v *VerdictView) bool {
-	n, ok := r.mapHeader(5)
+// fields reads a map whose keys are among names, each at most once, in
+// any order: read(i) reads the value of names[i], unless it is null (the
+// zero value, as the general decoder reads it). An unknown or repeated key
+// or a value read fails it.
+func (r *cborReader) fields(names []string, read func(i int) bool) bool {
+	n, ok := r.mapHeader(uint64(len(names)))
 	if !ok {
 		return false
 	}
-	var seen int
+	var seen uint
 	for range n {
 		k, ok := r.str(3)
 		if !ok {
 			return false
 		}
-		var bit int
-		switch string(k) {
-		case "agent_id":
-			bit = vAgentID
-		case "state":
-			bit = vState
-		case "reason":
-			bit = vReason
-		case "detail":
-			bit = vDetail
-		case "next":
-			bit = vNext
-		default:
+		i := -1
+		for j, name := range names {
+			if string(k) == name {
+				i = j
+				break
+			}
+		}
+		if i < 0 || seen&(1<<i) != 0 {
 			return false
 		}
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
+		seen |= 1 << i
 		if r.null() {
 			continue
 		}
-		switch bit {
-		case vAgentID:
-			v.AgentID, ok = r.text()
-		case vState:
-			v.State, ok = r.text()
-		case vReason:
-			v.Reason, ok = r.text()
-		case vDetail:
-			v.Detail, ok = r.text()
-		case vNext:
-			v.HasNext, ok = true, r.challenge(&v.Next)
-		}
-		if !ok {
+		if !read(i) {
 			return false
 		}
 	}
 	return true
 }
 
-const (
-	cAgentID = 1 << iota
-	cNonce
-	cPCRSelection
-	cIMAOffset
-	cWantIMA
-	cWantBootLog
-	cIntervalMS
-	cExpiresInMS
+// The fields of Verdict and Challenge, by their CBOR names.
+var (
+	verdictFields   = []string{"agent_id", "state", "reason", "detail", "next"}
+	challengeFields = []string{"agent_id", "nonce", "pcr_selection", "ima_offset", "want_ima", "want_boot_log", "interval_ms", "expires_in_ms"}
 )
 
+func (r *cborReader) verdict(v *VerdictView) bool {
+	return r.fields(verdictFields, func(i int) (ok bool) {
+		switch i {
+		case 0:
+			v.AgentID, ok = r.text()
+		case 1:
+			v.State, ok = r.text()
+		case 2:
+			v.Reason, ok = r.text()
+		case 3:
+			v.Detail, ok = r.text()
+		case 4:
+			v.HasNext, ok = true, r.challenge(&v.Next)
+		}
+		return ok
+	})
+}
+
 func (r *cborReader) challenge(c *ChallengeView) bool {
-	n, ok := r.mapHeader(8)
-	if !ok {
-		return false
-	}
-	var seen int
-	for range n {
-		k, ok := r.str(3)
-		if !ok {
-			return false
-		}
-		var bit int
-		switch string(k) {
-		case "agent_id":
-			bit = cAgentID
-		case "nonce":
-			bit = cNonce
-		case "pcr_selection":
-			bit = cPCRSelection
-		case "ima_offset":
-			bit = cIMAOffset
-		case "want_ima":
-			bit = cWantIMA
-		case "want_boot_log":
-			bit = cWantBootLog
-		case "interval_ms":
-			bit = cIntervalMS
-		case "expires_in_ms":
-			bit = cExpiresInMS
-		default:
-			return false
-		}
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		if r.null() {
-			continue
-		}
-		switch bit {
-		case cAgentID:
+	return r.fields(challengeFields, func(i int) (ok bool) {
+		switch i {
+		case 0:
 			c.AgentID, ok = r.text()
-		case cNonce:
+		case 1:
 			c.Nonce, ok = r.str(2)
-		case cPCRSelection:
+		case 2:
 			c.PCRSelection, ok = r.str(2)
-		case cIMAOffset:
+		case 3:
 			c.IMAOffset, ok = r.uint(math.MaxUint64)
-		case cWantIMA:
+		case 4:
 			c.WantIMA, ok = r.boolean()
-		case cWantBootLog:
+		case 5:
 			c.WantBootLog, ok = r.boolean()
-		case cIntervalMS:
+		case 6:
 			c.IntervalMS, ok = r.int64()
-		case cExpiresInMS:
+		case 7:
 			c.ExpiresInMS, ok = r.int64()
 		}
-		if !ok {
-			return false
-		}
-	}
-	return true
+		return ok
+	})
 }
 
 // decodeVerdictFast decodes data into v if ReadVerdictView can read it,
